@@ -1,0 +1,16 @@
+//! Sans-IO building blocks of Tether: bytes in, typed messages out.
+//!
+//! Nothing here touches a socket, a clock or an async runtime, so every rule of the wire
+//! formats can be tested with plain byte vectors and fuzzed. The runtime crate (`tether`)
+//! drives these types over TCP, UDP, TLS and WebSocket.
+//!
+//! * [`vsoa`]: the VSOA packet model, its encoder and its streaming decoder
+//!   (`../shared/protocols/vsoa.md` §1-3).
+//! * [`url`]: VSOA URL rules: RPC route lookup and publish/subscribe matching
+//!   (vsoa.md §6-7), including the [`url::SubscriptionIndex`] that answers
+//!   "who subscribed to this URL" without scanning every client.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod url;
+pub mod vsoa;
