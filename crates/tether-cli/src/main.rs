@@ -1,1 +1,67 @@
-fn main() {}
+//! `tether`: run a VSOA server with demo services, or talk to any VSOA server.
+//!
+//! Thin by design: parse arguments, call the library, print. The output formats of `call`
+//! and `sub` are a contract other tools and tests rely on (see README).
+
+mod cmd;
+mod demo;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tether", version, about = "VSOA-compatible messaging: serve, call, subscribe")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a server with the demo services (/echo, /publish, datagram echo).
+    Serve(cmd::serve::Args),
+    /// Make one RPC call and print the reply as one JSON line.
+    Call(cmd::call::Args),
+    /// Subscribe and print each message as one JSON line.
+    Sub(cmd::sub::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                let default = match cli.command {
+                    Command::Serve(_) => "info",
+                    _ => "warn",
+                };
+                tracing_subscriber::EnvFilter::new(default)
+            }),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tether: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Call(args) => cmd::call::run(args).await,
+            Command::Sub(args) => cmd::sub::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("tether: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}

@@ -1,1 +1,45 @@
+//! Tether: a VSOA-compatible messaging runtime on tokio.
+//!
+//! * [`Server`]: URL-routed RPC (GET/SET) with async handlers, publish/subscribe with VSOA's
+//!   prefix matching, datagrams, pings, client priorities, hooks, graceful shutdown.
+//! * [`Client`]: connect with a password, pipelined calls matched by sequence number,
+//!   subscriptions as a [`Stream`](futures_core::Stream), datagrams, ping.
+//!
+//! Every byte goes through the sans-IO codecs of [`tether_wire`]; this crate adds sockets,
+//! tasks, queues and timers.
+//!
+//! ```no_run
+//! use tether::{Client, Payload, Reply, Server};
+//!
+//! # async fn demo() -> Result<(), tether::Error> {
+//! let server = Server::builder().info(serde_json::json!({"name": "demo"})).build();
+//! server.route("/echo", |req: tether::Request| async move { Reply::ok(req.payload) });
+//! let listening = server.bind("127.0.0.1:0").await?;
+//!
+//! let client = Client::connect(&format!("vsoa://{}", listening.local_addr())).await?;
+//! let reply = client.call("/echo").json(&serde_json::json!({"a": 1}))?.send().await?;
+//! assert_eq!(reply.payload.param_value(), Some(serde_json::json!({"a": 1})));
+//!
+//! let mut sub = client.subscribe(["/sensors/"]).await?;
+//! server.publish("/sensors/temp", Payload::json(&21.5)?).await?;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
+mod address;
+pub mod client;
+mod error;
+mod outbound;
+mod payload;
+pub mod server;
+
+pub use address::{AddressError, VsoaUrl};
+pub use client::{Client, Message, Response, Subscription};
+pub use error::Error;
+pub use payload::Payload;
+pub use server::{
+    ClientEvent, ClientHandle, ClientSummary, Config, Datagram, Listening, Method, Mode,
+    PublishReport, Reply, Request, Server, ServerBuilder, WorkQueue,
+};
+pub use tether_wire::vsoa::Status;

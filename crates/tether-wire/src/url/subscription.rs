@@ -130,6 +130,13 @@ impl<K: Copy + Eq + Hash + Ord> SubscriptionIndex<K> {
             .flat_map(|set| set.iter().map(|s| &**s))
     }
 
+    /// Whether `client` holds exactly `pattern`.
+    pub fn client_has_pattern(&self, client: K, pattern: &str) -> bool {
+        self.by_client
+            .get(&client)
+            .is_some_and(|mine| mine.contains(pattern))
+    }
+
     /// Number of subscriptions `client` holds.
     pub fn count_of(&self, client: K) -> usize {
         self.by_client.get(&client).map_or(0, HashSet::len)

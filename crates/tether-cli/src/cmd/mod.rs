@@ -1,0 +1,62 @@
+//! One module per subcommand, and the exit-code convention they share.
+
+pub mod call;
+pub mod serve;
+pub mod sub;
+
+use std::time::Duration;
+
+/// A command's failure: the sentence for stderr and the process exit code.
+///
+/// Exit codes: 1 other failure, 2 usage (clap), 3 server unreachable or connection lost,
+/// 4 wrong password, 5 timeout.
+pub struct Failure {
+    pub message: String,
+    pub code: u8,
+}
+
+impl From<tether::Error> for Failure {
+    fn from(e: tether::Error) -> Self {
+        let code = match &e {
+            tether::Error::Unreachable { .. } | tether::Error::Closed { .. } => 3,
+            tether::Error::WrongPassword { .. } => 4,
+            tether::Error::Timeout { .. } | tether::Error::ConnectTimeout { .. } => 5,
+            _ => 1,
+        };
+        Failure {
+            message: e.to_string(),
+            code,
+        }
+    }
+}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            code: 2,
+        }
+    }
+}
+
+/// Parses a positive number of seconds for `--timeout`.
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("{s:?} must be a positive number of seconds"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+}
+
+/// Connects with the common options.
+pub async fn connect(
+    url: &tether::VsoaUrl,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Result<tether::Client, Failure> {
+    let mut connect = tether::Client::connect(&format!("vsoa://{}", url.addr)).timeout(timeout);
+    if let Some(pw) = password {
+        connect = connect.password(pw);
+    }
+    Ok(connect.await?)
+}

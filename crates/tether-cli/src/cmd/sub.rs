@@ -1,0 +1,54 @@
+//! `tether sub`: subscribe, print each message as one JSON line.
+
+use super::{connect, parse_secs, Failure};
+use crate::output;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// vsoa://HOST:PORT/PATH: the server and the first URL to subscribe to.
+    url: tether::VsoaUrl,
+    /// More URLs on the same server.
+    paths: Vec<String>,
+    /// Exit after this many messages.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// Server password.
+    #[arg(long, value_name = "PW", env = "TETHER_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Seconds to wait for the connection.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    timeout: std::time::Duration,
+}
+
+pub async fn run(args: Args) -> Result<(), Failure> {
+    let mut urls = vec![args.url.path.clone()];
+    urls.extend(args.paths.iter().cloned());
+    let client = connect(&args.url, args.password.as_deref(), args.timeout).await?;
+    let mut sub = client.subscribe(urls).await?;
+    if args.count == Some(0) {
+        return Ok(());
+    }
+    // Tell whoever drives us that the subscription is in place (stderr: stdout is data).
+    eprintln!("tether: subscribed");
+    let mut seen = 0u64;
+    loop {
+        tokio::select! {
+            msg = sub.next() => match msg {
+                Some(msg) => {
+                    output::print_line(&output::message_json(&msg));
+                    seen += 1;
+                    if args.count.is_some_and(|n| seen >= n) {
+                        return Ok(());
+                    }
+                }
+                None => {
+                    return Err(Failure {
+                        message: format!("connection to vsoa://{} ended after {seen} messages", args.url.addr),
+                        code: 3,
+                    })
+                }
+            },
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}

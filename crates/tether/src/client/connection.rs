@@ -1,0 +1,116 @@
+//! The client's reader task: routes every packet from the server, and tears everything
+//! down when the connection ends so that nothing waits forever.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tether_wire::vsoa::{Decoder, Packet, PacketType};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
+
+use super::{Message, Shared};
+use crate::Payload;
+
+const READ_RESERVE: usize = 16 * 1024;
+
+pub(super) async fn read_loop(shared: Arc<Shared>, mut rd: OwnedReadHalf, mut buf: BytesMut) {
+    let mut decoder = Decoder::new();
+    let reason: String = 'conn: loop {
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(packet)) => dispatch(&shared, packet).await,
+                Ok(None) => break,
+                Err(e) => break 'conn format!("vsoa://{} sent an invalid packet: {e}", shared.addr),
+            }
+        }
+        if buf.capacity() - buf.len() < READ_RESERVE / 2 {
+            buf.reserve(READ_RESERVE);
+        }
+        tokio::select! {
+            res = rd.read_buf(&mut buf) => match res {
+                Ok(0) => break 'conn format!("vsoa://{} closed the connection", shared.addr),
+                Ok(_) => {}
+                Err(e) => break 'conn format!("connection to vsoa://{} failed: {e}", shared.addr),
+            },
+            why = shared.outbound.killed() => break 'conn why.to_string(),
+        }
+    };
+    tracing::debug!("client connection ended: {reason}");
+    // Kill first, so the failures below carry this reason.
+    shared.outbound.kill(&reason);
+    let pending = std::mem::take(&mut *shared.pending.lock().unwrap_or_else(|e| e.into_inner()));
+    drop(pending); // every waiting call sees its sender gone and reports Error::Closed
+    shared.subs.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    *shared.datagrams.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+async fn dispatch(shared: &Shared, packet: Packet) {
+    match packet.ptype {
+        PacketType::Rpc
+        | PacketType::Subscribe
+        | PacketType::Unsubscribe
+        | PacketType::PingEcho
+        | PacketType::ServInfo
+            if packet.is_reply() =>
+        {
+            let waiter = shared
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&packet.seqno);
+            match waiter {
+                Some(w) => {
+                    let _ = w.send(packet);
+                }
+                None => tracing::trace!(seqno = packet.seqno, "reply to nothing pending (late or fire-and-forget)"),
+            }
+        }
+        PacketType::QosSetup => shared.priority.store(packet.status.0, Ordering::Relaxed),
+        PacketType::Publish => {
+            let Some(msg) = message(packet) else { return };
+            let targets = shared
+                .subs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .targets(&msg.url);
+            for tx in targets {
+                // A dropped Subscription's receiver is gone: nothing to deliver to.
+                let _ = tx.send(msg.clone()).await;
+            }
+        }
+        PacketType::Datagram => {
+            let Some(msg) = message(packet) else { return };
+            let tx = shared
+                .datagrams
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            match tx {
+                Some(tx) => {
+                    let _ = tx.send(msg).await;
+                }
+                None => tracing::debug!(url = msg.url, "datagram dropped: nobody took Client::datagrams()"),
+            }
+        }
+        other => tracing::trace!(?other, "ignored packet from server"),
+    }
+}
+
+fn message(packet: Packet) -> Option<Message> {
+    let url = match String::from_utf8(packet.url.to_vec()) {
+        Ok(u) => u,
+        Err(_) => {
+            tracing::debug!("message with a non-UTF-8 URL dropped");
+            return None;
+        }
+    };
+    Some(Message {
+        url,
+        payload: Payload {
+            param: packet.param,
+            data: packet.data,
+        },
+        quick: false,
+    })
+}

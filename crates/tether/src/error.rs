@@ -1,0 +1,98 @@
+//! The one error type of the runtime. Every variant reads as a sentence a user can act on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tether_wire::url::UrlError;
+use tether_wire::vsoa::{EncodeError, Status};
+
+use crate::address::AddressError;
+
+/// Errors of Tether's server and client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// TCP connect failed (refused, unreachable, ...).
+    #[error("cannot reach vsoa://{addr}: {source}")]
+    Unreachable {
+        /// Server address.
+        addr: SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No complete handshake within the connect timeout.
+    #[error("vsoa://{addr} did not complete the handshake within {timeout:?}")]
+    ConnectTimeout {
+        /// Server address.
+        addr: SocketAddr,
+        /// The timeout that ran out.
+        timeout: Duration,
+    },
+    /// The server rejected the password (or wanted one and got none).
+    #[error("wrong password for vsoa://{addr}")]
+    WrongPassword {
+        /// Server address.
+        addr: SocketAddr,
+    },
+    /// The server answered something that is not valid VSOA.
+    #[error("vsoa://{addr} sent a malformed reply: {detail}")]
+    Malformed {
+        /// Server address.
+        addr: SocketAddr,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A request got no reply in time.
+    #[error("no reply to {what} from vsoa://{addr} within {timeout:?}")]
+    Timeout {
+        /// Server address.
+        addr: SocketAddr,
+        /// What was asked (e.g. "RPC /echo").
+        what: String,
+        /// The timeout that ran out.
+        timeout: Duration,
+    },
+    /// The connection is closed; pending and later requests fail with this.
+    #[error("connection closed: {reason}")]
+    Closed {
+        /// Why it closed.
+        reason: Arc<str>,
+    },
+    /// The peer read nothing for the send timeout and was cut off.
+    #[error("peer did not read for {timeout:?}; connection cut as a slow consumer")]
+    SlowConsumer {
+        /// The send timeout.
+        timeout: Duration,
+    },
+    /// The server answered a subscribe/unsubscribe with a failure status.
+    #[error("the server refused {what}: status {status}")]
+    Refused {
+        /// What was asked.
+        what: String,
+        /// The status it answered.
+        status: Status,
+    },
+    /// A `vsoa://` address that cannot be used.
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    /// A URL that VSOA does not accept.
+    #[error("invalid URL: {0}")]
+    Url(#[from] UrlError),
+    /// A packet over VSOA's size limits.
+    #[error("cannot send: {0}")]
+    Encode(#[from] EncodeError),
+    /// A param that could not be turned into JSON.
+    #[error("cannot encode JSON param: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The listener could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Requested address.
+        addr: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+}

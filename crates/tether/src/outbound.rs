@@ -1,0 +1,310 @@
+//! The outbound side of one connection: a byte-bounded queue and the task that drains it.
+//!
+//! Every packet a connection sends (replies, publishes, datagrams) is encoded once by its
+//! producer and queued here as `Bytes`. A single writer task owns the socket's write half,
+//! takes whatever is queued and writes it with one vectored write, so a burst of small
+//! packets costs one syscall.
+//!
+//! Backpressure is explicit (DESIGN.md §2): the queue holds at most `limit` bytes. A
+//! producer that finds it full waits up to the send timeout for room; the writer gives a
+//! socket that accepts no bytes for the send timeout the same deadline. Either way the
+//! connection is then *killed* with a logged reason, which wakes the connection's reader
+//! and every waiting producer at once. Nothing is dropped without the peer losing its
+//! connection, and a slow peer costs the others at most one send timeout.
+
+use std::io::IoSlice;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch, Semaphore, TryAcquireError};
+
+/// Most packets gathered into one vectored write.
+const MAX_BATCH: usize = 64;
+/// Most bytes gathered into one vectored write.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+enum Frame {
+    /// Bytes and the budget permits they hold.
+    Data(Bytes, u32),
+    /// Like `Data`, but written in a write of its own (the handshake reply: Python clients
+    /// read it with one recv and drop whatever else that recv returns).
+    Alone(Bytes, u32),
+    /// Flush what is queued, then shut the write half down.
+    Close,
+}
+
+/// Why a send did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The connection is closed or being closed.
+    #[error("connection closed: {0}")]
+    Closed(Arc<str>),
+    /// The queue stayed full for the whole send timeout; the connection was cut.
+    #[error("peer did not read for {0:?}; connection cut as a slow consumer")]
+    SlowConsumer(Duration),
+}
+
+struct Shared {
+    tx: mpsc::UnboundedSender<Frame>,
+    budget: Semaphore,
+    limit: u32,
+    send_timeout: Duration,
+    killed: watch::Sender<Option<Arc<str>>>,
+}
+
+/// Producer handle of a connection's outbound queue. Cloning is one `Arc` increment.
+#[derive(Clone)]
+pub(crate) struct Outbound {
+    shared: Arc<Shared>,
+}
+
+/// The writer task's end of the queue.
+pub(crate) struct OutboundRx {
+    rx: mpsc::UnboundedReceiver<Frame>,
+    outbound: Outbound,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field("queued_bytes", &self.queued_bytes())
+            .field("limit", &self.shared.limit)
+            .finish()
+    }
+}
+
+impl Outbound {
+    /// A queue of at most `limit_bytes` bytes whose producers wait at most `send_timeout`.
+    pub(crate) fn new(limit_bytes: usize, send_timeout: Duration) -> (Outbound, OutboundRx) {
+        let limit = limit_bytes.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize)) as u32;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let outbound = Outbound {
+            shared: Arc::new(Shared {
+                tx,
+                budget: Semaphore::new(limit as usize),
+                limit,
+                send_timeout,
+                killed: watch::channel(None).0,
+            }),
+        };
+        let rx = OutboundRx {
+            rx,
+            outbound: outbound.clone(),
+        };
+        (outbound, rx)
+    }
+
+    /// Budget a packet of `len` bytes holds: its length, capped so that a packet larger
+    /// than the whole queue can still pass when the queue is empty.
+    fn permits_for(&self, len: usize) -> u32 {
+        (len.min(u32::MAX as usize) as u32).clamp(1, self.shared.limit)
+    }
+
+    fn closed_error(&self) -> SendError {
+        SendError::Closed(
+            self.close_reason()
+                .unwrap_or_else(|| Arc::from("connection closed")),
+        )
+    }
+
+    /// Queues `bytes` if the budget allows it right now. `Ok(false)`: the queue is full.
+    pub(crate) fn try_send(&self, bytes: &Bytes) -> Result<bool, SendError> {
+        let n = self.permits_for(bytes.len());
+        match self.shared.budget.try_acquire_many(n) {
+            Ok(permit) => {
+                permit.forget();
+                self.push(Frame::Data(bytes.clone(), n))?;
+                Ok(true)
+            }
+            Err(TryAcquireError::NoPermits) => Ok(false),
+            Err(TryAcquireError::Closed) => Err(self.closed_error()),
+        }
+    }
+
+    /// Queues `bytes`, waiting up to the send timeout for room; on timeout the connection
+    /// is killed as a slow consumer.
+    pub(crate) async fn send(&self, bytes: Bytes) -> Result<(), SendError> {
+        self.send_frame(bytes, false).await
+    }
+
+    /// Like [`Outbound::send`], but the writer puts these bytes in a write of their own.
+    pub(crate) async fn send_alone(&self, bytes: Bytes) -> Result<(), SendError> {
+        self.send_frame(bytes, true).await
+    }
+
+    async fn send_frame(&self, bytes: Bytes, alone: bool) -> Result<(), SendError> {
+        let n = self.permits_for(bytes.len());
+        let acquire = self.shared.budget.acquire_many(n);
+        match tokio::time::timeout(self.shared.send_timeout, acquire).await {
+            Ok(Ok(permit)) => permit.forget(),
+            Ok(Err(_closed)) => return Err(self.closed_error()),
+            Err(_elapsed) => {
+                let err = SendError::SlowConsumer(self.shared.send_timeout);
+                self.kill(&err.to_string());
+                return Err(err);
+            }
+        }
+        self.push(if alone {
+            Frame::Alone(bytes, n)
+        } else {
+            Frame::Data(bytes, n)
+        })
+    }
+
+    fn push(&self, frame: Frame) -> Result<(), SendError> {
+        self.shared.tx.send(frame).map_err(|_| self.closed_error())
+    }
+
+    /// Asks the writer to flush what is queued and then close the write half.
+    pub(crate) fn close(&self) {
+        let _ = self.shared.tx.send(Frame::Close);
+    }
+
+    /// Ends the connection now: queued bytes are abandoned, waiting producers fail, and
+    /// [`Outbound::killed`] fires. The first reason given is kept.
+    pub(crate) fn kill(&self, reason: &str) {
+        self.shared.budget.close();
+        self.shared.killed.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(Arc::from(reason));
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Why the connection was killed, if it was.
+    pub(crate) fn close_reason(&self) -> Option<Arc<str>> {
+        self.shared.killed.borrow().clone()
+    }
+
+    /// Resolves once the connection is killed, with the reason.
+    pub(crate) async fn killed(&self) -> Arc<str> {
+        let mut rx = self.shared.killed.subscribe();
+        let reason = match rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone(),
+            // The sender lives in `self.shared`, so it cannot be gone while we hold it.
+            Err(_) => None,
+        };
+        reason.unwrap_or_else(|| Arc::from("closed"))
+    }
+
+    /// Bytes currently queued and not yet written.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.shared.limit as usize - self.shared.budget.available_permits()
+    }
+
+    /// Whether the connection was killed.
+    pub(crate) fn is_killed(&self) -> bool {
+        self.shared.killed.borrow().is_some()
+    }
+}
+
+impl OutboundRx {
+    /// Drains the queue into `w` until a close is requested, the connection is killed or
+    /// the socket fails. A write that makes no progress for the send timeout kills the
+    /// connection. The connection is always killed on return, so its reader stops too.
+    pub(crate) async fn run<W: AsyncWrite + Unpin>(mut self, mut w: W) {
+        let reason = self.write_loop(&mut w).await;
+        self.outbound.kill(&reason);
+    }
+
+    async fn write_loop<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> String {
+        let out = self.outbound.clone();
+        let send_timeout = out.shared.send_timeout;
+        let mut batch: Vec<Bytes> = Vec::with_capacity(MAX_BATCH);
+        let mut held: Option<Frame> = None;
+        loop {
+            let first = match held.take() {
+                Some(f) => f,
+                None => match self.rx.recv().await {
+                    Some(f) => f,
+                    None => return "connection closed".into(),
+                },
+            };
+            let mut permits: usize = 0;
+            let mut closing = false;
+            match first {
+                Frame::Close => closing = true,
+                Frame::Alone(b, n) => {
+                    batch.push(b);
+                    permits += n as usize;
+                }
+                Frame::Data(b, n) => {
+                    let mut bytes = b.len();
+                    batch.push(b);
+                    permits += n as usize;
+                    while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+                        match self.rx.try_recv() {
+                            Ok(Frame::Data(b, n)) => {
+                                bytes += b.len();
+                                batch.push(b);
+                                permits += n as usize;
+                            }
+                            Ok(other) => {
+                                held = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                let write = write_all_vectored(w, &mut batch);
+                let killed = out.killed();
+                tokio::select! {
+                    res = tokio::time::timeout(send_timeout, write) => match res {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return format!("write failed: {e}"),
+                        Err(_) => return format!(
+                            "peer did not read for {send_timeout:?}; connection cut as a slow consumer"
+                        ),
+                    },
+                    reason = killed => return reason.to_string(),
+                }
+                batch.clear();
+                out.shared.budget.add_permits(permits);
+            }
+            if closing {
+                let _ = tokio::time::timeout(send_timeout, w.shutdown()).await;
+                return "closed".into();
+            }
+        }
+    }
+}
+
+/// Writes every buffer in `bufs`, as few syscalls as the socket allows.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    bufs: &mut [Bytes],
+) -> std::io::Result<()> {
+    let mut first = 0;
+    while first < bufs.len() {
+        if bufs[first].is_empty() {
+            first += 1;
+            continue;
+        }
+        let mut written = {
+            let slices: Vec<IoSlice<'_>> = bufs[first..].iter().map(|b| IoSlice::new(b)).collect();
+            w.write_vectored(&slices).await?
+        };
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let len = bufs[first].len();
+            if written >= len {
+                written -= len;
+                first += 1;
+            } else {
+                bufs[first].advance(written);
+                written = 0;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,375 @@
+//! One client connection, from accept to close.
+//!
+//! The connection task owns the read half and the per-connection state (login progress,
+//! the decoder and its buffer); a writer task owns the write half (see `outbound.rs`).
+//! Other tasks reach the client only through its outbound queue and the registry.
+//!
+//! Reactions to bad input, each covered by a test in `tests/server_*.rs`:
+//! * bad magic, oversize declared length, truncated packet at EOF: close (logged);
+//! * wrong or missing password on the first packet: reply of the same type with status 1,
+//!   then close;
+//! * no completed SERVINFO within the handshake timeout: close;
+//! * packets with REPLY set, unknown types, NOOP, PUBLISH/QOSSETUP from a client: ignored;
+//! * RPC URL empty, not UTF-8 or not starting with `/`: status 2; no route: status 3;
+//! * SUBSCRIBE/UNSUBSCRIBE with a bad URL, a param that is not a JSON list of `/`-URLs, or
+//!   neither URL nor list (SUBSCRIBE only): status 2, nothing changes; too many: status 6.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tether_wire::url::check_url;
+use tether_wire::vsoa::{Decoder, Flags, Packet, PacketType, Status};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::handler::{call_guarded, ClientHandle, Datagram, Method, Mode, Request};
+use super::registry::Entry;
+use super::{encode_reply, outbound_for, ClientEvent, Shared};
+use crate::outbound::OutboundRx;
+use crate::Payload;
+
+/// Read buffer space kept free before each read. Small, so that idle connections are cheap;
+/// the buffer grows to whatever a large packet needs.
+const READ_RESERVE: usize = 8 * 1024;
+
+pub(crate) struct Connection {
+    shared: Arc<Shared>,
+    client: ClientHandle,
+    writer: Option<OutboundRx>,
+    /// The first packet carried the right password (or none is needed).
+    authenticated: bool,
+    /// A SERVINFO exchange completed.
+    logged_in: bool,
+}
+
+/// How a packet's handling ends.
+enum Flow {
+    Continue,
+    Close(String),
+}
+
+impl Connection {
+    pub(crate) fn new(shared: Arc<Shared>, id: u32, addr: SocketAddr) -> Self {
+        let (outbound, writer) = outbound_for(&shared.config);
+        let client = ClientHandle { id, addr, outbound };
+        Connection {
+            shared,
+            client,
+            writer: Some(writer),
+            authenticated: false,
+            logged_in: false,
+        }
+    }
+
+    pub(crate) async fn run(mut self, stream: TcpStream, mut shutdown: watch::Receiver<bool>) {
+        let _ = stream.set_nodelay(true);
+        let (mut rd, wr) = stream.into_split();
+        let writer = match self.writer.take() {
+            Some(w) => tokio::spawn(w.run(wr)),
+            None => return,
+        };
+        self.shared.registry().clients.insert(
+            self.client.id,
+            Entry {
+                handle: self.client.clone(),
+                priority: 0,
+                authed: true,
+                logged_in: false,
+            },
+        );
+        tracing::debug!("connected");
+
+        let deadline = Instant::now() + self.shared.config.handshake_timeout;
+        let mut decoder = Decoder::new();
+        let mut buf = BytesMut::new();
+        let reason: String = 'conn: loop {
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(packet)) => {
+                        if let Flow::Close(why) = self.handle(packet).await {
+                            break 'conn why;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => break 'conn format!("protocol error: {e}"),
+                }
+            }
+            if buf.capacity() - buf.len() < READ_RESERVE / 2 {
+                buf.reserve(READ_RESERVE);
+            }
+            tokio::select! {
+                res = rd.read_buf(&mut buf) => match res {
+                    Ok(0) if buf.is_empty() => break 'conn "peer closed the connection".into(),
+                    Ok(0) => break 'conn format!(
+                        "peer closed the connection in the middle of a packet ({} bytes unread)", buf.len()),
+                    Ok(_) => {}
+                    Err(e) => break 'conn format!("read failed: {e}"),
+                },
+                _ = tokio::time::sleep_until(deadline), if !self.logged_in => {
+                    break 'conn format!(
+                        "no handshake within {:?}", self.shared.config.handshake_timeout);
+                }
+                why = self.client.outbound.killed() => break 'conn why.to_string(),
+                _ = shutdown.wait_for(|stop| *stop) => break 'conn "server shutting down".into(),
+            }
+        };
+
+        let outbound = &self.client.outbound;
+        let killed = outbound.is_killed();
+        {
+            let mut reg = self.shared.registry();
+            reg.clients.remove(&self.client.id);
+            reg.subs.remove_client(self.client.id);
+        }
+        if killed {
+            tracing::info!("disconnected: {reason}");
+            writer.abort();
+        } else {
+            tracing::debug!("closing: {reason}");
+            // Flush what is queued (e.g. the status-1 reply), then FIN; the writer's own
+            // send timeout bounds how long a peer that does not read can hold this.
+            outbound.close();
+            let _ = writer.await;
+        }
+        if self.logged_in {
+            if let Some(hook) = &self.shared.hooks.on_client {
+                let why = outbound.close_reason().unwrap_or_else(|| Arc::from(reason.as_str()));
+                hook(ClientEvent::Disconnected(self.client.clone(), why));
+            }
+        }
+    }
+
+    async fn send(&self, packet: Packet) -> Flow {
+        match self.client.outbound.send(encode_reply(packet)).await {
+            Ok(()) => Flow::Continue,
+            Err(e) => Flow::Close(e.to_string()),
+        }
+    }
+
+    async fn handle(&mut self, packet: Packet) -> Flow {
+        if packet.is_reply() {
+            tracing::trace!(ptype = ?packet.ptype, "ignoring packet with REPLY set");
+            return Flow::Continue;
+        }
+        if !self.authenticated {
+            if !self.password_ok(&packet.param) {
+                let _ = self.send(Packet::reply_to(&packet, Status::PASSWORD)).await;
+                return Flow::Close("wrong or missing password".into());
+            }
+            self.authenticated = true;
+        }
+        match packet.ptype {
+            PacketType::ServInfo => self.servinfo(packet).await,
+            PacketType::Rpc => self.rpc(packet).await,
+            PacketType::Subscribe | PacketType::Unsubscribe => self.subscription(packet).await,
+            PacketType::Datagram => self.datagram(packet).await,
+            PacketType::PingEcho => self.send(Packet::reply_to(&packet, Status::SUCCESS)).await,
+            PacketType::Noop => Flow::Continue,
+            other => {
+                tracing::debug!(?other, "ignoring packet type a client should not send");
+                Flow::Continue
+            }
+        }
+    }
+
+    fn password_ok(&self, param: &Bytes) -> bool {
+        let Some(secret) = &self.shared.config.password else {
+            return true;
+        };
+        #[derive(serde::Deserialize)]
+        struct Login<'a> {
+            #[serde(borrow)]
+            passwd: Option<std::borrow::Cow<'a, str>>,
+        }
+        match serde_json::from_slice::<Login<'_>>(param) {
+            Ok(Login {
+                passwd: Some(given),
+            }) => secret.matches(given.as_bytes()),
+            _ => false,
+        }
+    }
+
+    async fn servinfo(&mut self, packet: Packet) -> Flow {
+        let reply = Packet::reply_to(&packet, Status::SUCCESS)
+            .with_param(self.shared.info_json.clone())
+            .with_data(Bytes::copy_from_slice(&self.client.id.to_be_bytes()));
+        if let Err(e) = self.client.outbound.send_alone(encode_reply(reply)).await {
+            return Flow::Close(e.to_string());
+        }
+        if !self.logged_in {
+            self.logged_in = true;
+            if let Some(e) = self.shared.registry().clients.get_mut(&self.client.id) {
+                e.logged_in = true;
+            }
+            tracing::info!("client logged in");
+            if let Some(hook) = &self.shared.hooks.on_client {
+                hook(ClientEvent::Connected(self.client.clone()));
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn rpc(&mut self, packet: Packet) -> Flow {
+        let url = match check_url(&packet.url) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!("RPC refused: {e}");
+                return self.send(Packet::reply_to(&packet, Status::ARGUMENTS)).await;
+            }
+        };
+        let route = self
+            .shared
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .lookup(url)
+            .cloned();
+        let Some(route) = route else {
+            return self.send(Packet::reply_to(&packet, Status::INVALID_URL)).await;
+        };
+        let skeleton = Packet::reply_to(&packet, Status::SUCCESS);
+        let req = Request {
+            method: if packet.flags.contains(Flags::SET) {
+                Method::Set
+            } else {
+                Method::Get
+            },
+            seqno: packet.seqno,
+            url: packet.url,
+            payload: Payload {
+                param: packet.param,
+                data: packet.data,
+            },
+            client: self.client.clone(),
+        };
+        let out = self.client.outbound.clone();
+        let job = async move {
+            let reply = call_guarded(&*route.handler, req).await;
+            let packet = Packet {
+                status: reply.status,
+                param: reply.payload.param,
+                data: reply.payload.data,
+                ..skeleton
+            }
+            .with_tunid(reply.tunid);
+            // A failed send has already killed the connection; nothing more to do here.
+            let _ = out.send(encode_reply(packet)).await;
+        };
+        match route.mode {
+            Mode::Inline => job.await,
+            Mode::Concurrent => {
+                tokio::spawn(job);
+            }
+            Mode::Queue(q) => q.submit(Box::pin(job)).await,
+        }
+        Flow::Continue
+    }
+
+    async fn subscription(&mut self, packet: Packet) -> Flow {
+        let subscribe = packet.ptype == PacketType::Subscribe;
+        let urls = match parse_urls(&packet) {
+            Ok(urls) => urls,
+            Err(why) => {
+                tracing::debug!("{:?} refused: {why}", packet.ptype);
+                return self.send(Packet::reply_to(&packet, Status::ARGUMENTS)).await;
+            }
+        };
+        let id = self.client.id;
+        let (status, changed) = {
+            let mut reg = self.shared.registry();
+            match (subscribe, urls) {
+                (true, Some(urls)) => {
+                    let new = urls
+                        .iter()
+                        .filter(|u| !reg.subs.client_has_pattern(id, u))
+                        .count();
+                    if reg.subs.count_of(id) + new > self.shared.config.max_subscriptions_per_client {
+                        tracing::warn!(
+                            "subscription limit of {} reached; refusing {} URLs",
+                            self.shared.config.max_subscriptions_per_client,
+                            urls.len()
+                        );
+                        (Status::NO_MEMORY, Vec::new())
+                    } else {
+                        for u in &urls {
+                            reg.subs.subscribe(id, u);
+                        }
+                        (Status::SUCCESS, urls)
+                    }
+                }
+                (false, Some(urls)) => {
+                    for u in &urls {
+                        reg.subs.unsubscribe(id, u);
+                    }
+                    (Status::SUCCESS, urls)
+                }
+                (false, None) => {
+                    let all: Vec<String> = reg.subs.patterns_of(id).map(str::to_string).collect();
+                    reg.subs.remove_client(id);
+                    (Status::SUCCESS, all)
+                }
+                (true, None) => (Status::ARGUMENTS, Vec::new()),
+            }
+        };
+        if status.is_success() {
+            if let Some(hook) = &self.shared.hooks.on_subscription {
+                hook(&self.client, &changed, subscribe);
+            }
+        }
+        self.send(Packet::reply_to(&packet, status)).await
+    }
+
+    async fn datagram(&mut self, packet: Packet) -> Flow {
+        let url = match check_url(&packet.url) {
+            Ok(u) => u.to_string(),
+            Err(e) => {
+                tracing::debug!("datagram dropped: {e}");
+                return Flow::Continue;
+            }
+        };
+        match &self.shared.hooks.on_datagram {
+            Some(handler) => {
+                let dgram = Datagram {
+                    url,
+                    payload: Payload {
+                        param: packet.param,
+                        data: packet.data,
+                    },
+                    quick: false,
+                    client: self.client.clone(),
+                };
+                handler.call(dgram).await;
+            }
+            None => tracing::debug!(url, "datagram dropped: the server has no datagram handler"),
+        }
+        Flow::Continue
+    }
+}
+
+/// The URLs a SUBSCRIBE/UNSUBSCRIBE names: `Some(urls)`, or `None` when it names none at
+/// all (only meaningful for UNSUBSCRIBE: everything). A URL wins over a list (as Python).
+fn parse_urls(packet: &Packet) -> Result<Option<Vec<String>>, String> {
+    if !packet.url.is_empty() {
+        let url = check_url(&packet.url).map_err(|e| e.to_string())?;
+        return Ok(Some(vec![url.to_string()]));
+    }
+    if packet.param.is_empty() {
+        return if packet.ptype == PacketType::Unsubscribe {
+            Ok(None)
+        } else {
+            Err("neither a URL nor a list of URLs".into())
+        };
+    }
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&packet.param)
+        .map_err(|e| format!("param is not a JSON list of URLs: {e}"))?;
+    list.into_iter()
+        .map(|v| match v {
+            serde_json::Value::String(s) if s.starts_with('/') => Ok(s),
+            other => Err(format!("list member {other} is not a URL starting with '/'")),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}

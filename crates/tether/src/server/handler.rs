@@ -1,0 +1,308 @@
+//! What route handlers see and return, and how they are run.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tether_wire::vsoa::{Packet, PacketType, Status};
+use tokio::sync::mpsc;
+
+use crate::outbound::{Outbound, SendError};
+use crate::Payload;
+
+/// A boxed, sendable future: what every handler call returns.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// RPC method (the SET flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// Read (no SET flag).
+    Get,
+    /// Write (SET flag).
+    Set,
+}
+
+/// One connected client as handlers and hooks see it: its id and address, and a way to
+/// send it datagrams or close it. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ClientHandle {
+    pub(crate) id: u32,
+    pub(crate) addr: SocketAddr,
+    pub(crate) outbound: Outbound,
+}
+
+impl ClientHandle {
+    /// The id the server gave this client in the handshake.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The client's TCP address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sends a datagram to this client over its TCP connection.
+    pub async fn datagram(&self, url: &str, payload: Payload) -> Result<(), crate::Error> {
+        let bytes = Packet::new(PacketType::Datagram)
+            .with_url(Bytes::copy_from_slice(url.as_bytes()))
+            .with_param(payload.param)
+            .with_data(payload.data)
+            .to_bytes()?;
+        self.outbound.send(bytes).await.map_err(Into::into)
+    }
+
+    /// Closes the connection after what is already queued has been written.
+    pub fn close(&self) {
+        self.outbound.close();
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.outbound.is_killed()
+    }
+}
+
+/// An RPC request as a handler receives it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub(crate) url: Bytes,
+    /// GET or SET.
+    pub method: Method,
+    /// Param and data, slices of the connection's read buffer.
+    pub payload: Payload,
+    /// The client's sequence number (echoed in the reply by the server).
+    pub seqno: u32,
+    /// Who sent it.
+    pub client: ClientHandle,
+}
+
+impl Request {
+    /// The request URL (always UTF-8 starting with `/`: other URLs never reach a handler).
+    pub fn url(&self) -> &str {
+        std::str::from_utf8(&self.url).unwrap_or("/")
+    }
+}
+
+/// What a handler answers: a status, a payload and, for streams, a tunnel id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reply {
+    /// Status code; 0 is success.
+    pub status: Status,
+    /// Reply param and data.
+    pub payload: Payload,
+    /// Stream port announced to the client (0: none).
+    pub tunid: u16,
+}
+
+impl Reply {
+    /// Success with `payload`.
+    pub fn ok(payload: Payload) -> Self {
+        Reply {
+            payload,
+            ..Reply::default()
+        }
+    }
+
+    /// Success with no payload.
+    pub fn empty() -> Self {
+        Reply::default()
+    }
+
+    /// Success with `value` as JSON param.
+    pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        Ok(Reply::ok(Payload::json(value)?))
+    }
+
+    /// A bare status.
+    pub fn status(status: Status) -> Self {
+        Reply {
+            status,
+            ..Reply::default()
+        }
+    }
+
+    /// A failure status with `{"error": message}` as param, so peers see a reason.
+    pub fn error(status: Status, message: impl AsRef<str>) -> Self {
+        Reply {
+            status,
+            payload: Payload::json(&serde_json::json!({ "error": message.as_ref() }))
+                .unwrap_or_default(),
+            tunid: 0,
+        }
+    }
+}
+
+/// An async RPC handler. Any `Fn(Request) -> impl Future<Output = Reply>` is one.
+pub trait Handler: Send + Sync + 'static {
+    /// Serves one request.
+    fn call(&self, req: Request) -> BoxFuture<Reply>;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Reply> + Send + 'static,
+{
+    fn call(&self, req: Request) -> BoxFuture<Reply> {
+        Box::pin(self(req))
+    }
+}
+
+/// Calls `handler` so that a panic, in the call or in the future, becomes a status-4 reply
+/// instead of a lost request.
+pub(crate) async fn call_guarded(handler: &dyn Handler, req: Request) -> Reply {
+    let url = req.url().to_string();
+    let fut = match catch_unwind(AssertUnwindSafe(|| handler.call(req))) {
+        Ok(fut) => fut,
+        Err(_) => return panicked(&url),
+    };
+    match (CatchUnwind(fut)).await {
+        Ok(reply) => reply,
+        Err(()) => panicked(&url),
+    }
+}
+
+fn panicked(url: &str) -> Reply {
+    tracing::error!(url, "RPC handler panicked; replying status 4");
+    Reply::error(Status::NO_RESPONDING, "the handler failed")
+}
+
+struct CatchUnwind(BoxFuture<Reply>);
+
+impl Future for CatchUnwind {
+    type Output = Result<Reply, ()>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
+            Ok(Poll::Ready(r)) => Poll::Ready(Ok(r)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready(Err(())),
+        }
+    }
+}
+
+/// How a route's handler is run.
+#[derive(Clone, Debug, Default)]
+pub enum Mode {
+    /// On its own task: many requests of one client run at once and replies go out in
+    /// completion order. The default.
+    #[default]
+    Concurrent,
+    /// Awaited by the connection itself: requests of one client run one after another, in
+    /// order, and the connection reads nothing else meanwhile. Cheapest for quick handlers.
+    Inline,
+    /// On a named serial queue: one request at a time across every route and client that
+    /// shares the queue (VSOA's work queue).
+    Queue(WorkQueue),
+}
+
+type Job = BoxFuture<()>;
+
+/// A serial work queue shared by routes: jobs run one at a time, first in, first out.
+///
+/// ```no_run
+/// # use tether::{Server, Mode, WorkQueue, Reply};
+/// let db = WorkQueue::new("database");
+/// let server = Server::builder().build();
+/// server.route_with("/db/read", Mode::Queue(db.clone()), |_req| async { Reply::empty() });
+/// server.route_with("/db/write", Mode::Queue(db), |_req| async { Reply::empty() });
+/// ```
+#[derive(Clone)]
+pub struct WorkQueue {
+    name: Arc<str>,
+    tx: mpsc::Sender<Job>,
+    rx: Arc<Mutex<Option<mpsc::Receiver<Job>>>>,
+}
+
+impl std::fmt::Debug for WorkQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkQueue").field("name", &self.name).finish()
+    }
+}
+
+impl WorkQueue {
+    /// Jobs that may wait in a queue before submitters wait in turn.
+    pub const CAPACITY: usize = 1024;
+
+    /// A new queue. Its worker task starts on first use, on the current Tokio runtime.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        let (tx, rx) = mpsc::channel(Self::CAPACITY);
+        WorkQueue {
+            name: name.into(),
+            tx,
+            rx: Arc::new(Mutex::new(Some(rx))),
+        }
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Queues `job`, waiting while the queue is full.
+    pub(crate) async fn submit(&self, job: Job) {
+        let worker = self.rx.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(mut rx) = worker {
+            let name = self.name.clone();
+            tokio::spawn(async move {
+                tracing::debug!(queue = %name, "work queue started");
+                while let Some(job) = rx.recv().await {
+                    job.await;
+                }
+            });
+        }
+        // The worker holds the receiver for as long as any WorkQueue clone lives.
+        let _ = self.tx.send(job).await;
+    }
+}
+
+/// A route: its handler and how to run it.
+#[derive(Clone)]
+pub(crate) struct Route {
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) mode: Mode,
+}
+
+/// A datagram received from a client.
+#[derive(Debug, Clone)]
+pub struct Datagram {
+    /// URL it was sent to.
+    pub url: String,
+    /// Its param and data.
+    pub payload: Payload,
+    /// Whether it came over the quick (UDP) channel.
+    pub quick: bool,
+    /// Who sent it.
+    pub client: ClientHandle,
+}
+
+/// An async datagram handler. Any `Fn(Datagram) -> impl Future<Output = ()>` is one.
+/// Datagrams of one client are handled in order.
+pub trait DatagramHandler: Send + Sync + 'static {
+    /// Handles one datagram.
+    fn call(&self, dgram: Datagram) -> BoxFuture<()>;
+}
+
+impl<F, Fut> DatagramHandler for F
+where
+    F: Fn(Datagram) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    fn call(&self, dgram: Datagram) -> BoxFuture<()> {
+        Box::pin(self(dgram))
+    }
+}
+
+impl From<SendError> for crate::Error {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Closed(reason) => crate::Error::Closed { reason },
+            SendError::SlowConsumer(t) => crate::Error::SlowConsumer { timeout: t },
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! The VSOA server: configuration, route table, publishing, and the accept loop.
+//!
+//! A [`Server`] is a cheap handle (an `Arc`) on shared state: the routes, the registry of
+//! connected clients with their subscriptions, and the hooks. Routes can be added before
+//! or after [`Server::bind`]; one server can listen on several addresses. Each accepted
+//! connection is served by the task in `connection.rs`.
+
+mod connection;
+mod handler;
+mod registry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tether_wire::url::{check_url, RouteTable};
+use tether_wire::vsoa::{Flags, Packet, PacketType, Status};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+pub use handler::{
+    BoxFuture, ClientHandle, Datagram, DatagramHandler, Handler, Method, Mode, Reply, Request,
+    WorkQueue,
+};
+pub use registry::ClientSummary;
+
+use crate::outbound::Outbound;
+use crate::{Error, Payload};
+use handler::Route;
+use registry::Registry;
+
+/// A password or shared secret. Its `Debug` output never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Constant-time comparison with `candidate` (the length is not hidden).
+    pub(crate) fn matches(&self, candidate: &[u8]) -> bool {
+        let mine = self.0.as_bytes();
+        mine.len() == candidate.len()
+            && mine
+                .iter()
+                .zip(candidate)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Server settings. Every field has a documented default; see [`ServerBuilder`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// JSON sent to clients in the handshake reply. Default `{"name": "tether"}`.
+    pub info: serde_json::Value,
+    /// Password clients must present. Default: none.
+    pub password: Option<Secret>,
+    /// Time a connection has to complete the SERVINFO handshake. Default 5 s (as VSOA).
+    pub handshake_timeout: Duration,
+    /// How long a send may wait for a client's full outbound queue, and how long a write
+    /// may make no progress, before that client is cut off. Default 500 ms.
+    pub send_timeout: Duration,
+    /// Bytes that may wait in one client's outbound queue. Default 4 MiB.
+    pub outbound_queue_bytes: usize,
+    /// Subscriptions one client may hold; a subscribe beyond it gets status 6. Default 65 536.
+    pub max_subscriptions_per_client: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            info: serde_json::json!({ "name": "tether" }),
+            password: None,
+            handshake_timeout: Duration::from_secs(5),
+            send_timeout: Duration::from_millis(500),
+            outbound_queue_bytes: 4 << 20,
+            max_subscriptions_per_client: 65_536,
+        }
+    }
+}
+
+/// Builds a [`Server`].
+///
+/// ```
+/// use std::time::Duration;
+/// let server = tether::Server::builder()
+///     .info(serde_json::json!({"name": "demo"}))
+///     .password("secret")
+///     .send_timeout(Duration::from_secs(1))
+///     .build();
+/// ```
+#[derive(Debug, Default)]
+pub struct ServerBuilder {
+    config: Config,
+    hooks: Hooks,
+}
+
+impl ServerBuilder {
+    /// Handshake info JSON (default `{"name": "tether"}`).
+    pub fn info(mut self, info: serde_json::Value) -> Self {
+        self.config.info = info;
+        self
+    }
+
+    /// Require this password.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.config.password = Some(Secret::new(password));
+        self
+    }
+
+    /// Handshake deadline (default 5 s).
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.config.handshake_timeout = t;
+        self
+    }
+
+    /// Slow-consumer deadline (default 500 ms).
+    pub fn send_timeout(mut self, t: Duration) -> Self {
+        self.config.send_timeout = t;
+        self
+    }
+
+    /// Per-client outbound queue bound in bytes (default 4 MiB).
+    pub fn outbound_queue_bytes(mut self, n: usize) -> Self {
+        self.config.outbound_queue_bytes = n;
+        self
+    }
+
+    /// Per-client subscription limit (default 65 536).
+    pub fn max_subscriptions_per_client(mut self, n: usize) -> Self {
+        self.config.max_subscriptions_per_client = n;
+        self
+    }
+
+    /// Called when a client completes the handshake or disconnects after having done so.
+    pub fn on_client(mut self, f: impl Fn(ClientEvent) + Send + Sync + 'static) -> Self {
+        self.hooks.on_client = Some(Box::new(f));
+        self
+    }
+
+    /// Called after a client's SUBSCRIBE (`true`) or UNSUBSCRIBE (`false`) succeeded,
+    /// with the URLs it named (for an unsubscribe-all, the URLs it had).
+    pub fn on_subscription(
+        mut self,
+        f: impl Fn(&ClientHandle, &[String], bool) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.on_subscription = Some(Box::new(f));
+        self
+    }
+
+    /// Handles datagrams from clients (without one they are counted and dropped).
+    pub fn on_datagram(mut self, f: impl DatagramHandler) -> Self {
+        self.hooks.on_datagram = Some(Box::new(f));
+        self
+    }
+
+    /// The server.
+    pub fn build(self) -> Server {
+        let info_json = serde_json::to_vec(&self.config.info).unwrap_or_else(|_| b"{}".to_vec());
+        Server {
+            shared: Arc::new(Shared {
+                info_json: info_json.into(),
+                config: self.config,
+                hooks: self.hooks,
+                routes: RwLock::new(RouteTable::new()),
+                registry: Mutex::new(Registry::default()),
+                next_id: AtomicU32::new(1),
+            }),
+        }
+    }
+}
+
+/// A client entering or leaving.
+#[derive(Debug, Clone)]
+pub enum ClientEvent {
+    /// Handshake completed.
+    Connected(ClientHandle),
+    /// Connection ended, with the reason.
+    Disconnected(ClientHandle, Arc<str>),
+}
+
+type ClientHook = Box<dyn Fn(ClientEvent) + Send + Sync>;
+type SubscriptionHook = Box<dyn Fn(&ClientHandle, &[String], bool) + Send + Sync>;
+
+#[derive(Default)]
+struct Hooks {
+    on_client: Option<ClientHook>,
+    on_subscription: Option<SubscriptionHook>,
+    on_datagram: Option<Box<dyn DatagramHandler>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("on_client", &self.on_client.is_some())
+            .field("on_subscription", &self.on_subscription.is_some())
+            .field("on_datagram", &self.on_datagram.is_some())
+            .finish()
+    }
+}
+
+struct Shared {
+    config: Config,
+    info_json: Bytes,
+    hooks: Hooks,
+    routes: RwLock<RouteTable<Route>>,
+    registry: Mutex<Registry>,
+    next_id: AtomicU32,
+}
+
+impl Shared {
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        // A panic while holding the lock cannot leave the registry half-updated in a way
+        // that matters more than stopping the server would, so keep serving.
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A VSOA server: routes, clients, publishing. Clone it freely; clones share everything.
+#[derive(Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("config", &self.shared.config).finish()
+    }
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishReport {
+    /// Clients the message was queued for.
+    pub delivered: usize,
+    /// Matching clients that were cut off as slow consumers instead.
+    pub cut_off: usize,
+}
+
+impl Server {
+    /// Starts configuring a server.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Serves RPCs on `pattern` with `handler`, run [`Mode::Concurrent`]. A pattern ending
+    /// in `/` also serves everything below it; `/` is the default route.
+    pub fn route(&self, pattern: &str, handler: impl Handler) -> &Self {
+        self.route_with(pattern, Mode::default(), handler)
+    }
+
+    /// Like [`Server::route`], with an explicit execution mode.
+    pub fn route_with(&self, pattern: &str, mode: Mode, handler: impl Handler) -> &Self {
+        let route = Route {
+            handler: Arc::new(handler),
+            mode,
+        };
+        self.shared
+            .routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pattern, route);
+        self
+    }
+
+    /// Listens on `addr` and serves connections until [`Listening::shutdown`].
+    pub async fn bind(&self, addr: impl tokio::net::ToSocketAddrs + std::fmt::Display) -> Result<Listening, Error> {
+        let shown = addr.to_string();
+        let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+            addr: shown.clone(),
+            source,
+        })?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Bind { addr: shown, source })?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (done_tx, done_rx) = mpsc::channel::<()>(1);
+        let shared = self.shared.clone();
+        let span = tracing::info_span!("vsoa-server", listen = %local_addr);
+        tokio::spawn(
+            accept_loop(shared, listener, shutdown_rx, done_tx).instrument(span),
+        );
+        tracing::info!("VSOA server listening on {local_addr}");
+        Ok(Listening {
+            local_addr,
+            shutdown: shutdown_tx,
+            done: done_rx,
+        })
+    }
+
+    /// Publishes `payload` on `url` to every logged-in, authed client subscribed to it,
+    /// highest priority first. The packet is encoded once. A client whose queue stays full
+    /// for the send timeout is cut off (counted in the report), never silently skipped.
+    pub async fn publish(&self, url: &str, payload: Payload) -> Result<PublishReport, Error> {
+        check_url(url.as_bytes())?;
+        let bytes = Packet::new(PacketType::Publish)
+            .with_url(Bytes::copy_from_slice(url.as_bytes()))
+            .with_param(payload.param)
+            .with_data(payload.data)
+            .to_bytes()?;
+        let mut targets = Vec::new();
+        self.shared.registry().targets(url, &mut targets);
+        let mut report = PublishReport::default();
+        let mut waiting = Vec::new();
+        for out in targets {
+            match out.try_send(&bytes) {
+                Ok(true) => report.delivered += 1,
+                Ok(false) => waiting.push(out),
+                Err(_) => {} // closing anyway; it was never going to receive this
+            }
+        }
+        // Full queues wait together, so one slow client costs at most one send timeout.
+        let sends = waiting.iter().map(|out| out.send(bytes.clone()));
+        for res in join_all(sends).await {
+            match res {
+                Ok(()) => report.delivered += 1,
+                Err(crate::outbound::SendError::SlowConsumer(_)) => report.cut_off += 1,
+                Err(crate::outbound::SendError::Closed(_)) => {}
+            }
+        }
+        Ok(report)
+    }
+
+    /// Whether any logged-in client is subscribed to `url`.
+    pub fn is_subscribed(&self, url: &str) -> bool {
+        self.shared.registry().subs.is_subscribed(url)
+    }
+
+    /// The logged-in clients, by id.
+    pub fn clients(&self) -> Vec<ClientSummary> {
+        let reg = self.shared.registry();
+        let mut list: Vec<ClientSummary> = reg
+            .clients
+            .values()
+            .filter(|e| e.logged_in)
+            .map(|e| reg.summary(e))
+            .collect();
+        list.sort_by_key(|c| c.id);
+        list
+    }
+
+    /// A handle on client `id`, if it is connected.
+    pub fn client(&self, id: u32) -> Option<ClientHandle> {
+        self.shared.registry().clients.get(&id).map(|e| e.handle.clone())
+    }
+
+    /// Whether client `id` would receive a publish on `url`.
+    pub fn client_is_subscribed(&self, id: u32, url: &str) -> bool {
+        self.shared.registry().subs.client_is_subscribed(id, url)
+    }
+
+    /// Sets client `id`'s priority (publishes go to higher priorities first) and tells the
+    /// client with a QOSSETUP packet. Returns false if there is no such client.
+    pub async fn set_priority(&self, id: u32, priority: u8) -> bool {
+        let out = {
+            let mut reg = self.shared.registry();
+            let Some(e) = reg.clients.get_mut(&id) else {
+                return false;
+            };
+            e.priority = priority;
+            e.handle.outbound.clone()
+        };
+        let mut qos = Packet::new(PacketType::QosSetup);
+        qos.flags = Flags::REPLY;
+        qos.status = Status(priority);
+        match qos.to_bytes() {
+            Ok(bytes) => out.send(bytes).await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Sets whether client `id` receives publishes (default true after login).
+    pub fn set_authed(&self, id: u32, authed: bool) -> bool {
+        match self.shared.registry().clients.get_mut(&id) {
+            Some(e) => {
+                e.authed = authed;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Awaits every future, concurrently, without spawning.
+async fn join_all<F: Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut futs: Vec<_> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in futs.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+/// A running listener. Dropping it leaves the server running; call
+/// [`Listening::shutdown`] to stop it.
+#[derive(Debug)]
+pub struct Listening {
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Listening {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, closes every connection of this listener after flushing what is
+    /// queued for it, and waits until all of them have ended.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        // Every connection task holds a sender; recv returns None when all are gone.
+        while self.done.recv().await.is_some() {}
+    }
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+) {
+    loop {
+        tokio::select! {
+            res = listener.accept() => match res {
+                Ok((stream, peer)) => {
+                    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+                    let conn = connection::Connection::new(shared.clone(), id, peer);
+                    let span = tracing::info_span!("vsoa", client = id, peer = %peer);
+                    let shutdown = shutdown.clone();
+                    let done = done.clone();
+                    tokio::spawn(async move {
+                        conn.run(stream, shutdown).await;
+                        drop(done);
+                    }.instrument(span));
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    tracing::info!("listener closed");
+}
+
+/// Encodes `packet` for a connection's queue; a reply too large for VSOA becomes a status
+/// 6 reply so the caller is told instead of left waiting.
+pub(crate) fn encode_reply(packet: Packet) -> Bytes {
+    match packet.to_bytes() {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(seqno = packet.seqno, "reply not sent: {e}; answering status 6");
+            let mut small = Packet::reply_to(&packet, Status::NO_MEMORY);
+            small.ptype = packet.ptype;
+            small
+                .to_bytes()
+                .unwrap_or_else(|_| Bytes::new())
+        }
+    }
+}
+
+pub(crate) fn outbound_for(config: &Config) -> (Outbound, crate::outbound::OutboundRx) {
+    Outbound::new(config.outbound_queue_bytes, config.send_timeout)
+}
