@@ -23,8 +23,9 @@ pub fn install(server: &Server) {
     server.route_with("/echo", Mode::Inline, |req: Request| async move {
         Reply::ok(req.payload)
     });
+    // Inline: pipelined /publish calls of one client publish in the order they were sent.
     let publisher = server.clone();
-    server.route("/publish", move |req: Request| {
+    server.route_with("/publish", Mode::Inline, move |req: Request| {
         let server = publisher.clone();
         async move { publish(&server, req).await }
     });

@@ -35,6 +35,9 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         tokio::select! {
             msg = sub.next() => match msg {
                 Some(msg) => {
+                    if msg.lost_before > 0 {
+                        eprintln!("tether: {} messages lost before this one: this reader was too slow", msg.lost_before);
+                    }
                     output::print_line(&output::message_json(&msg));
                     seen += 1;
                     if args.count.is_some_and(|n| seen >= n) {

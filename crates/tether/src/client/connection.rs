@@ -19,7 +19,7 @@ pub(super) async fn read_loop(shared: Arc<Shared>, mut rd: OwnedReadHalf, mut bu
     let reason: String = 'conn: loop {
         loop {
             match decoder.decode(&mut buf) {
-                Ok(Some(packet)) => dispatch(&shared, packet).await,
+                Ok(Some(packet)) => dispatch(&shared, packet),
                 Ok(None) => break,
                 Err(e) => break 'conn format!("vsoa://{} sent an invalid packet: {e}", shared.addr),
             }
@@ -45,7 +45,8 @@ pub(super) async fn read_loop(shared: Arc<Shared>, mut rd: OwnedReadHalf, mut bu
     *shared.datagrams.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
-async fn dispatch(shared: &Shared, packet: Packet) {
+/// Routes one packet. Never waits: see the buffering note in `subscription.rs`.
+fn dispatch(shared: &Shared, packet: Packet) {
     match packet.ptype {
         PacketType::Rpc
         | PacketType::Subscribe
@@ -69,26 +70,17 @@ async fn dispatch(shared: &Shared, packet: Packet) {
         PacketType::QosSetup => shared.priority.store(packet.status.0, Ordering::Relaxed),
         PacketType::Publish => {
             let Some(msg) = message(packet) else { return };
-            let targets = shared
+            shared
                 .subs
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .targets(&msg.url);
-            for tx in targets {
-                // A dropped Subscription's receiver is gone: nothing to deliver to.
-                let _ = tx.send(msg.clone()).await;
-            }
+                .deliver(msg);
         }
         PacketType::Datagram => {
             let Some(msg) = message(packet) else { return };
-            let tx = shared
-                .datagrams
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            match tx {
-                Some(tx) => {
-                    let _ = tx.send(msg).await;
+            match &mut *shared.datagrams.lock().unwrap_or_else(|e| e.into_inner()) {
+                Some(sink) => {
+                    sink.offer(msg, "datagram");
                 }
                 None => tracing::debug!(url = msg.url, "datagram dropped: nobody took Client::datagrams()"),
             }
@@ -112,5 +104,6 @@ fn message(packet: Packet) -> Option<Message> {
             data: packet.data,
         },
         quick: false,
+        lost_before: 0,
     })
 }

@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 pub use subscription::{Datagrams, Message, Subscription};
+use subscription::Sink;
 
 use crate::outbound::Outbound;
 use crate::server::{Method, Secret};
@@ -35,8 +36,8 @@ use crate::{Error, Payload, VsoaUrl};
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time a call waits for its reply (as VSOA's clients).
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Messages buffered per subscription before the connection stops reading.
-pub const SUBSCRIPTION_BUFFER: usize = 1024;
+/// Default number of messages buffered per subscription (and for datagrams).
+pub const DEFAULT_BUFFER: usize = 65_536;
 
 /// A reply to a call: status, payload and tunnel id. A non-zero status is not an error at
 /// this level (VSOA servers may answer any status); see [`Response::into_ok`].
@@ -72,7 +73,8 @@ struct Shared {
     outbound: Outbound,
     pending: Mutex<HashMap<u32, Waiter>>,
     subs: Mutex<subscription::Table>,
-    datagrams: Mutex<Option<mpsc::Sender<Message>>>,
+    datagrams: Mutex<Option<Sink>>,
+    buffer: usize,
     next_seqno: AtomicU32,
     priority: AtomicU8,
 }
@@ -135,6 +137,7 @@ pub struct Connect {
     timeout: Duration,
     send_timeout: Duration,
     queue_bytes: usize,
+    buffer: usize,
 }
 
 impl std::fmt::Debug for Connect {
@@ -164,6 +167,13 @@ impl Connect {
     /// (default 5 s).
     pub fn send_timeout(mut self, t: Duration) -> Self {
         self.send_timeout = t;
+        self
+    }
+
+    /// Messages buffered per subscription and for datagrams before newer ones are dropped
+    /// and counted (default 65 536, as async-nats).
+    pub fn buffer(mut self, messages: usize) -> Self {
+        self.buffer = messages.max(1);
         self
     }
 
@@ -255,6 +265,7 @@ impl Connect {
             pending: Mutex::new(HashMap::new()),
             subs: Mutex::new(subscription::Table::default()),
             datagrams: Mutex::new(None),
+            buffer: self.buffer,
             next_seqno: AtomicU32::new(1),
             priority: AtomicU8::new(0),
         });
@@ -292,6 +303,7 @@ impl Client {
             timeout: DEFAULT_CONNECT_TIMEOUT,
             send_timeout: Duration::from_secs(5),
             queue_bytes: 4 << 20,
+            buffer: DEFAULT_BUFFER,
         }
     }
 
@@ -362,9 +374,10 @@ impl Client {
         if self.inner.datagrams_taken.swap(true, Ordering::SeqCst) {
             return None;
         }
-        let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
-        *self.inner.shared.datagrams.lock().ok()? = Some(tx);
-        Some(Datagrams::new(rx))
+        let (tx, rx) = mpsc::channel(self.inner.shared.buffer);
+        let (sink, lost) = Sink::new(tx);
+        *self.inner.shared.datagrams.lock().ok()? = Some(sink);
+        Some(Datagrams::new(rx, lost))
     }
 
     /// Subscribes to `urls` and returns the stream of matching publishes. One URL is sent

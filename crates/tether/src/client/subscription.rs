@@ -5,6 +5,12 @@
 //! match; the table fans it out locally to every [`Subscription`] that asked for it.
 //! Patterns are reference-counted so that dropping one subscription does not unsubscribe a
 //! pattern another subscription still uses.
+//!
+//! The reader task never waits for a consumer: RPC replies travel on the same TCP stream as
+//! publishes, so a blocked reader would starve every call. Each subscription therefore
+//! has a bounded buffer; a message that finds it full is dropped and counted, and the next
+//! message delivered carries the count in [`Message::lost_before`] (like the `Lagged`
+//! error of a tokio broadcast channel). Nothing is lost without the consumer being told.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -16,7 +22,7 @@ use tether_wire::url::{check_url, subscription_matches};
 use tether_wire::vsoa::{Packet, PacketType};
 use tokio::sync::mpsc;
 
-use super::{Client, SUBSCRIPTION_BUFFER};
+use super::Client;
 use crate::{Error, Payload};
 
 /// A publish (or datagram) received from the server.
@@ -28,12 +34,56 @@ pub struct Message {
     pub payload: Payload,
     /// Whether it came over the quick (UDP) channel.
     pub quick: bool,
+    /// Messages for this stream dropped just before this one because its buffer was full.
+    pub lost_before: u64,
+}
+
+/// Sending end of a bounded message stream that counts what it had to drop.
+pub(super) struct Sink {
+    tx: mpsc::Sender<Message>,
+    lost: u64,
+    total_lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Sink {
+    pub(super) fn new(tx: mpsc::Sender<Message>) -> (Sink, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        let total_lost = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        (
+            Sink {
+                tx,
+                lost: 0,
+                total_lost: total_lost.clone(),
+            },
+            total_lost,
+        )
+    }
+
+    /// Queues `msg` without waiting. Returns false when the receiver is gone.
+    pub(super) fn offer(&mut self, mut msg: Message, what: &str) -> bool {
+        msg.lost_before = self.lost;
+        match self.tx.try_send(msg) {
+            Ok(()) => {
+                self.lost = 0;
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.lost == 0 {
+                    tracing::warn!("{what} buffer full: dropping messages until it is read");
+                }
+                self.lost += 1;
+                self.total_lost
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
 }
 
 struct Slot {
     id: u64,
     patterns: Vec<String>,
-    tx: mpsc::Sender<Message>,
+    sink: Sink,
 }
 
 #[derive(Default)]
@@ -44,7 +94,7 @@ pub(super) struct Table {
 }
 
 impl Table {
-    fn add(&mut self, patterns: Vec<String>, tx: mpsc::Sender<Message>) -> u64 {
+    fn add(&mut self, patterns: Vec<String>, sink: Sink) -> u64 {
         self.next_id += 1;
         for p in &patterns {
             *self.refs.entry(p.clone()).or_default() += 1;
@@ -52,7 +102,7 @@ impl Table {
         self.slots.push(Slot {
             id: self.next_id,
             patterns,
-            tx,
+            sink,
         });
         self.next_id
     }
@@ -78,13 +128,13 @@ impl Table {
             .collect()
     }
 
-    /// Senders of the subscriptions that want a publish on `url`.
-    pub(super) fn targets(&self, url: &str) -> Vec<mpsc::Sender<Message>> {
-        self.slots
-            .iter()
-            .filter(|s| s.patterns.iter().any(|p| subscription_matches(p, url)))
-            .map(|s| s.tx.clone())
-            .collect()
+    /// Offers `msg` to every subscription that wants a publish on its URL.
+    pub(super) fn deliver(&mut self, msg: Message) {
+        for slot in &mut self.slots {
+            if slot.patterns.iter().any(|p| subscription_matches(p, &msg.url)) {
+                slot.sink.offer(msg.clone(), "subscription");
+            }
+        }
     }
 
     /// Ends every stream (the connection is gone).
@@ -110,9 +160,10 @@ pub(super) async fn subscribe(client: Client, patterns: Vec<String>) -> Result<S
         check_url(p.as_bytes())?;
     }
     let packet = patterns_packet(PacketType::Subscribe, &patterns)?;
-    let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
+    let (tx, rx) = mpsc::channel(client.inner.shared.buffer);
+    let (sink, lost) = Sink::new(tx);
     // Registered before asking, so nothing published right after the server's reply is missed.
-    let id = lock(&client.inner.shared.subs).add(patterns.clone(), tx);
+    let id = lock(&client.inner.shared.subs).add(patterns.clone(), sink);
     let what = format!("subscribe {patterns:?}");
     let result = client
         .request(packet, &what, super::DEFAULT_CALL_TIMEOUT)
@@ -123,6 +174,7 @@ pub(super) async fn subscribe(client: Client, patterns: Vec<String>) -> Result<S
             id,
             patterns,
             rx,
+            lost,
             active: true,
         }),
         other => {
@@ -146,14 +198,16 @@ fn lock(m: &std::sync::Mutex<Table>) -> std::sync::MutexGuard<'_, Table> {
 /// Dropping it unsubscribes (without waiting for the server's answer);
 /// [`Subscription::unsubscribe`] does so and waits.
 ///
-/// Messages wait in a buffer of [`SUBSCRIPTION_BUFFER`]; when it is full the connection
-/// stops reading until the stream is polled again (so nothing is lost, and the server
-/// sees the backpressure).
+/// Messages wait in a buffer (default [`super::DEFAULT_BUFFER`] messages, see
+/// [`super::Connect::buffer`]). If the consumer falls so far behind that it fills up, further
+/// messages are dropped and counted: [`Message::lost_before`] on the next message and
+/// [`Subscription::lost`] say how many.
 pub struct Subscription {
     client: Client,
     id: u64,
     patterns: Vec<String>,
     rx: mpsc::Receiver<Message>,
+    lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
     active: bool,
 }
 
@@ -174,6 +228,11 @@ impl Subscription {
     /// The next message; `None` once the connection has ended.
     pub async fn next(&mut self) -> Option<Message> {
         self.rx.recv().await
+    }
+
+    /// Messages dropped so far because the buffer was full.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Unsubscribes the patterns no other subscription of this client uses, and waits for
@@ -228,19 +287,29 @@ impl futures_core::Stream for Subscription {
 }
 
 /// The stream of datagrams the server sends to this client (see [`Client::datagrams`]).
+/// Buffered and counted like a [`Subscription`].
 #[derive(Debug)]
 pub struct Datagrams {
     rx: mpsc::Receiver<Message>,
+    lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Datagrams {
-    pub(super) fn new(rx: mpsc::Receiver<Message>) -> Self {
-        Datagrams { rx }
+    pub(super) fn new(
+        rx: mpsc::Receiver<Message>,
+        lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
+        Datagrams { rx, lost }
     }
 
     /// The next datagram; `None` once the connection has ended.
     pub async fn next(&mut self) -> Option<Message> {
         self.rx.recv().await
+    }
+
+    /// Datagrams dropped so far because the buffer was full.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -1,0 +1,138 @@
+//! Harness for tests that run processes: `tether serve`, the pinned Python and npm peers.
+//!
+//! The peers are installed by `interop/setup.sh` (the README's test command runs it). If
+//! they are missing, the tests fail with that instruction; they are never skipped.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("TETHER_INTEROP_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/interop-venv/bin/python"));
+    assert!(
+        p.exists(),
+        "the Python vsoa peer is not installed ({} missing): run interop/setup.sh, or the README's test command",
+        p.display()
+    );
+    p
+}
+
+pub fn node_modules() -> PathBuf {
+    let p = workspace().join("interop/node_modules/vsoa");
+    assert!(
+        p.exists(),
+        "the npm vsoa peer is not installed ({} missing): run interop/setup.sh, or the README's test command",
+        p.display()
+    );
+    p
+}
+
+/// A child process killed (by its own pid) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Reads lines from the child's stdout until one contains `marker`, returns that line.
+async fn wait_line(child: &mut Child, marker: &str) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if line.contains(marker) {
+                return line;
+            }
+        }
+        panic!("process exited before printing {marker:?}");
+    })
+    .await
+    .expect("process did not start in time");
+    // Keep draining so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    line
+}
+
+/// `tether serve --listen 127.0.0.1:0 ARGS...`, with the port it printed.
+pub async fn tether_serve(args: &[&str]) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn tether serve");
+    let line = wait_line(&mut child, "VSOA server on vsoa://").await;
+    let port = line.rsplit(':').next().unwrap().trim().parse().expect("port in banner");
+    Proc { child, port }
+}
+
+/// The Python vsoa server of interop/py/server.py.
+pub async fn python_server(password: &str) -> Proc {
+    let mut child = Command::new(python())
+        .arg(workspace().join("interop/py/server.py"))
+        .arg(password)
+        .stdin(Stdio::piped()) // it serves until stdin closes
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn Python vsoa server");
+    let line = wait_line(&mut child, "READY ").await;
+    let port = line["READY ".len()..].trim().parse().expect("port");
+    Proc { child, port }
+}
+
+/// Runs a peer script to completion; panics with its output unless it printed OK.
+pub async fn run_peer(mut cmd: Command, what: &str) {
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    let out = tokio::time::timeout(WAIT, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {WAIT:?}"))
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.lines().last() == Some("OK"),
+        "{what} failed ({}):\n--- stdout\n{stdout}--- stderr\n{stderr}",
+        out.status
+    );
+}
+
+pub async fn python_client(port: u16, scenario: &str) {
+    let mut cmd = Command::new(python());
+    cmd.current_dir(workspace().join("interop/py"))
+        .arg("client_suite.py")
+        .arg(port.to_string())
+        .arg(scenario);
+    run_peer(cmd, &format!("Python vsoa client scenario {scenario}")).await;
+}
+
+pub async fn npm_client(port: u16, scenario: &str) {
+    node_modules();
+    let mut cmd = Command::new("node");
+    cmd.current_dir(workspace().join("interop"))
+        .arg("js/client_suite.js")
+        .arg(port.to_string())
+        .arg(scenario);
+    run_peer(cmd, &format!("npm vsoa client scenario {scenario}")).await;
+}

@@ -1,0 +1,152 @@
+//! Our client against the real Python vsoa 1.0.4 server (interop/py/server.py).
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use serde_json::json;
+use tether::{Client, Error, Payload, Status};
+
+async fn connect(port: u16) -> Client {
+    Client::connect(&format!("vsoa://127.0.0.1:{port}"))
+        .password("pypw")
+        .await
+        .expect("connect to the Python server")
+}
+
+#[tokio::test]
+async fn login_right_wrong_and_missing_password() {
+    let py = python_server("pypw").await;
+    let c = connect(py.port).await;
+    assert_eq!(c.server_info(), &json!({"name": "pyserver"}));
+    let url = format!("vsoa://127.0.0.1:{}", py.port);
+    let e = Client::connect(&url).password("nope").await.unwrap_err();
+    assert!(matches!(e, Error::WrongPassword { .. }), "{e}");
+    assert_eq!(e.to_string(), format!("wrong password for {url}"));
+    assert!(matches!(Client::connect(&url).await, Err(Error::WrongPassword { .. })));
+}
+
+#[tokio::test]
+async fn rpc_get_set_binary_raw_limits_and_ping() {
+    let py = python_server("pypw").await;
+    let c = connect(py.port).await;
+    let r = c
+        .call("/echo")
+        .json(&json!({"hello": "world"}))
+        .unwrap()
+        .data(vec![0u8, 1, 255])
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(r.payload.param_value(), Some(json!({"hello": "world"})));
+    assert_eq!(&r.payload.data[..], &[0, 1, 255]);
+    let r = c.call("/echo").set().json(&json!([1, 2])).unwrap().await.unwrap();
+    assert_eq!(r.payload.param_value(), Some(json!([1, 2])));
+    // Python keeps a non-JSON param as bytes and sends it back verbatim.
+    let raw = Bytes::from_static(b"\x00not json\xff");
+    assert_eq!(c.call("/echo").param(raw.clone()).await.unwrap().payload.param, raw);
+    assert_eq!(c.call("/status/201").await.unwrap().status, Status(201));
+    assert_eq!(c.call("/nosuch").await.unwrap().status, Status::INVALID_URL);
+    let big: Vec<u8> = (0..tether_wire::vsoa::MAX_BODY_LEN - 5).map(|i| (i % 253) as u8).collect();
+    let r = c.call("/echo").data(big.clone()).await.unwrap();
+    assert_eq!(&r.payload.data[..], &big[..]);
+    c.ping(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test]
+async fn hundreds_of_calls_in_flight() {
+    let py = python_server("pypw").await;
+    let c = connect(py.port).await;
+    let mut tasks = Vec::new();
+    for i in 0..500u32 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            // An object: Python's packer silently drops bare-number params (vsoa.md §16.6).
+            let r = c.call("/echo").json(&json!({"i": i})).unwrap().await.unwrap();
+            assert_eq!(r.payload.param_value(), Some(json!({"i": i})));
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+const MATRIX_URLS: [&str; 9] = ["/", "/a", "/a/", "/ab", "/a/b", "/a/b/", "/a/b/c", "/b", "/a/bc"];
+const MATRIX: [(&str, &str); 5] = [
+    ("/", "YYYYYYYYY"),
+    ("/a", ".Y......."),
+    ("/a/", ".YY.YYY.Y"),
+    ("/a/b/", "....YYY.."),
+    ("/a/b", "....Y...."),
+];
+
+#[tokio::test]
+async fn subscription_matrix_list_form_and_unsubscribe() {
+    let py = python_server("pypw").await;
+    let publisher = connect(py.port).await;
+    let publish = |url: &'static str| {
+        let p = publisher.clone();
+        async move {
+            let r = p.call("/publish").set().json(&json!({"url": url})).unwrap().await.unwrap();
+            assert_eq!(r.status, Status::SUCCESS);
+        }
+    };
+    let mut subs = Vec::new();
+    for (pattern, row) in MATRIX {
+        let c = connect(py.port).await;
+        let s = c.subscribe([pattern, "/zz-end"]).await.unwrap();
+        subs.push((pattern, row, c, s));
+    }
+    for u in MATRIX_URLS {
+        publish(u).await;
+    }
+    publish("/zz-end").await;
+    for (pattern, row, _c, s) in &mut subs {
+        let want: Vec<&str> =
+            MATRIX_URLS.iter().zip(row.chars()).filter(|(_, y)| *y == 'Y').map(|(u, _)| *u).collect();
+        let mut got = Vec::new();
+        loop {
+            let m = tokio::time::timeout(WAIT, s.next()).await.unwrap().unwrap();
+            if m.url == "/zz-end" {
+                break;
+            }
+            got.push(m.url);
+        }
+        assert_eq!(got, want, "subscription {pattern}");
+    }
+    // Unsubscribe one of two patterns on the Python server.
+    let c = connect(py.port).await;
+    let a = c.subscribe(["/a"]).await.unwrap();
+    let mut b = c.subscribe(["/b"]).await.unwrap();
+    a.unsubscribe().await.unwrap();
+    publish("/a").await;
+    publish("/b").await;
+    assert_eq!(b.next().await.unwrap().url, "/b");
+}
+
+#[tokio::test]
+async fn publishes_arrive_in_order_without_loss() {
+    let py = python_server("pypw").await;
+    let c = connect(py.port).await;
+    let mut sub = c.subscribe(["/seq"]).await.unwrap();
+    let n = 2000;
+    let r = c.call("/publish").set().json(&json!({"url": "/seq", "count": n})).unwrap().await.unwrap();
+    assert_eq!(r.status, Status::SUCCESS);
+    for i in 0..n {
+        let m = tokio::time::timeout(WAIT, sub.next()).await.unwrap().unwrap();
+        assert_eq!(m.payload.param_value(), Some(json!({"i": i, "p": null})));
+    }
+}
+
+#[tokio::test]
+async fn datagrams_both_ways() {
+    let py = python_server("pypw").await;
+    let c = connect(py.port).await;
+    let mut dgs = c.datagrams().unwrap();
+    c.datagram("/dg", Payload::json(&json!({"d": 1})).unwrap().with_data(b"abc".to_vec())).await.unwrap();
+    let m = tokio::time::timeout(WAIT, dgs.next()).await.unwrap().unwrap();
+    assert_eq!((m.url.as_str(), m.payload.param_value()), ("/dg", Some(json!({"d": 1}))));
+    assert_eq!(&m.payload.data[..], b"abc");
+}

@@ -1,0 +1,426 @@
+//! The Rust client against our server (and against deliberately broken fake servers).
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use serde_json::json;
+use tether::{Client, ClientEvent, Error, Mode, Payload, Reply, Request, Server, Status, WorkQueue};
+use tether_wire::vsoa::{Decoder, Flags, Packet, PacketType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+#[tokio::test]
+async fn call_get_set_json_raw_and_data() {
+    let (_s, l) = start(Server::builder()).await;
+    let c = Client::connect(&url(&l)).await.unwrap();
+    assert_eq!(c.server_info(), &json!({"name": "tether"}));
+    let r = c.call("/echo").json(&json!({"a": [1, 2]})).unwrap().data(vec![0u8, 255]).await.unwrap();
+    assert_eq!(r.status, Status::SUCCESS);
+    assert_eq!(r.payload.param_value(), Some(json!({"a": [1, 2]})));
+    assert_eq!(&r.payload.data[..], &[0, 255]);
+    // A param that is not JSON passes byte for byte.
+    let raw = Bytes::from_static(b"\x00not json\xff");
+    let r = c.call("/echo").set().param(raw.clone()).await.unwrap();
+    assert_eq!(r.payload.param, raw);
+    let r = c.call("/status/201").await.unwrap();
+    assert_eq!(r.status, Status(201));
+    assert!(r.clone().into_ok().is_err());
+    assert_eq!(c.call("/nosuch").await.unwrap().status, Status::INVALID_URL);
+    assert!(matches!(c.call("bad").await, Err(Error::Url(_))));
+    assert!(c.ping(WAIT).await.is_ok());
+}
+
+#[tokio::test]
+async fn method_reaches_the_handler() {
+    let (server, l) = start(Server::builder()).await;
+    server.route("/method", |req: Request| async move {
+        Reply::json(&format!("{:?}", req.method)).unwrap()
+    });
+    let c = Client::connect(&url(&l)).await.unwrap();
+    let get = c.call("/method").await.unwrap().payload.param_value();
+    let set = c.call("/method").set().await.unwrap().payload.param_value();
+    assert_eq!((get, set), (Some(json!("Get")), Some(json!("Set"))));
+}
+
+#[tokio::test]
+async fn hundreds_of_calls_in_flight() {
+    let (server, l) = start(Server::builder()).await;
+    server.route("/slow-echo", |req: Request| async move {
+        tokio::task::yield_now().await;
+        Reply::ok(req.payload)
+    });
+    let c = Client::connect(&url(&l)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..500u32 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = c.call("/slow-echo").json(&i).unwrap().await.unwrap();
+            assert_eq!(r.payload.param_value(), Some(json!(i)));
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn connect_errors_are_distinct() {
+    // Nothing listening.
+    let free = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let e = Client::connect(&format!("vsoa://{addr}")).await.unwrap_err();
+    assert!(matches!(e, Error::Unreachable { .. }), "{e}");
+    assert!(e.to_string().starts_with(&format!("cannot reach vsoa://{addr}")));
+
+    // Wrong and missing password.
+    let (_s, l) = start(Server::builder().password("pw")).await;
+    let e = Client::connect(&url(&l)).password("no").await.unwrap_err();
+    assert_eq!(e.to_string(), format!("wrong password for {}", url(&l)));
+    assert!(matches!(Client::connect(&url(&l)).await, Err(Error::WrongPassword { .. })));
+    assert!(Client::connect(&url(&l)).password("pw").await.is_ok());
+
+    // A server that accepts and never answers.
+    let mute = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mute_addr = mute.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let (s, _) = mute.accept().await.unwrap();
+        tokio::time::sleep(WAIT).await;
+        drop(s);
+    });
+    let e = Client::connect(&format!("vsoa://{mute_addr}"))
+        .timeout(Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::ConnectTimeout { .. }), "{e}");
+    hold.abort();
+
+    // A server that answers something else.
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_addr = http.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = http.accept().await.unwrap();
+        let mut buf = [0u8; 64];
+        let _ = s.read(&mut buf).await;
+        let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+    });
+    let e = Client::connect(&format!("vsoa://{http_addr}")).await.unwrap_err();
+    assert!(matches!(e, Error::Malformed { .. }), "{e}");
+    assert!(matches!(Client::connect("vsoa://some.host:1").await, Err(Error::Address(_))));
+}
+
+#[tokio::test]
+async fn packets_coalesced_with_the_handshake_reply_are_kept() {
+    // Python drops them (vsoa.md §16.4); we must not.
+    let fake = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = fake.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = fake.accept().await.unwrap();
+        let mut buf = bytes::BytesMut::new();
+        let mut dec = Decoder::new();
+        let mut replies = bytes::BytesMut::new();
+        loop {
+            while let Some(p) = dec.decode(&mut buf).unwrap() {
+                match p.ptype {
+                    PacketType::ServInfo => {
+                        // Reply, with a 6-byte id (quick port form), and a QOSSETUP in the same write.
+                        Packet::reply_to(&p, Status::SUCCESS)
+                            .with_param(Bytes::from_static(b"\"fake\""))
+                            .with_data(Bytes::from_static(&[0, 0, 0, 77, 0x12, 0x34]))
+                            .encode(&mut replies).unwrap();
+                        let mut qos = Packet::new(PacketType::QosSetup);
+                        qos.flags = Flags::REPLY;
+                        qos.status = Status(3);
+                        qos.encode(&mut replies).unwrap();
+                    }
+                    _ => Packet::reply_to(&p, Status::SUCCESS).encode(&mut replies).unwrap(),
+                }
+                s.write_all(&replies.split()).await.unwrap();
+            }
+            if s.read_buf(&mut buf).await.unwrap() == 0 {
+                return;
+            }
+        }
+    });
+    let c = Client::connect(&format!("vsoa://{addr}")).await.unwrap();
+    assert_eq!((c.id(), c.server_info()), (77, &json!("fake")));
+    c.ping(WAIT).await.unwrap();
+    assert_eq!(c.priority(), 3);
+}
+
+#[tokio::test]
+async fn call_timeout_is_an_error_and_late_replies_are_ignored() {
+    let (server, l) = start(Server::builder()).await;
+    server.route("/late", |_req: Request| async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        Reply::empty()
+    });
+    let c = Client::connect(&url(&l)).await.unwrap();
+    let e = c.call("/late").timeout(Duration::from_millis(50)).await.unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }));
+    assert!(e.to_string().contains("RPC /late"), "{e}");
+    // The late reply arrives while this call is pending and must not be mistaken for it.
+    let r = c.call("/echo").json(&"after").unwrap().await.unwrap();
+    assert_eq!(r.payload.param_value(), Some(json!("after")));
+    let r = c.call("/late").await.unwrap();
+    assert_eq!(r.status, Status::SUCCESS);
+}
+
+#[tokio::test]
+async fn a_dropped_connection_fails_pending_calls_at_once_and_ends_streams() {
+    let (server, l) = start(Server::builder()).await;
+    server.route("/never", |_req: Request| async move {
+        std::future::pending::<()>().await;
+        Reply::empty()
+    });
+    let c = Client::connect(&url(&l)).await.unwrap();
+    let mut sub = c.subscribe(["/x"]).await.unwrap();
+    let pending = {
+        let c = c.clone();
+        tokio::spawn(async move { c.call("/never").timeout(Duration::from_secs(3600)).await })
+    };
+    // Wait until the call is on the server, then cut the client from the server side.
+    let handle = loop {
+        if let Some(info) = server.clients().first() {
+            if let Some(h) = server.client(info.id) {
+                break h;
+            }
+        }
+        tokio::task::yield_now().await;
+    };
+    c.ping(WAIT).await.unwrap(); // the call was sent before this ping
+    handle.close();
+    let res = tokio::time::timeout(WAIT, pending).await.unwrap().unwrap();
+    assert!(matches!(res, Err(Error::Closed { .. })), "{res:?}");
+    assert!(tokio::time::timeout(WAIT, sub.next()).await.unwrap().is_none());
+    assert!(c.is_closed());
+    assert!(matches!(c.call("/echo").await, Err(Error::Closed { .. })));
+}
+
+const MATRIX_URLS: [&str; 9] = ["/", "/a", "/a/", "/ab", "/a/b", "/a/b/", "/a/b/c", "/b", "/a/bc"];
+const MATRIX: [(&str, &str); 5] = [
+    ("/", "YYYYYYYYY"),
+    ("/a", ".Y......."),
+    ("/a/", ".YY.YYY.Y"),
+    ("/a/b/", "....YYY.."),
+    ("/a/b", "....Y...."),
+];
+
+#[tokio::test]
+async fn subscription_matrix_end_to_end() {
+    let (server, l) = start(Server::builder()).await;
+    let mut subs = Vec::new();
+    for (pattern, _) in MATRIX {
+        let c = Client::connect(&url(&l)).await.unwrap();
+        // Two subscriptions on one connection: the pattern and an end marker.
+        let s = c.subscribe([pattern]).await.unwrap();
+        let end = c.subscribe(["/zz-end"]).await.unwrap();
+        subs.push((c, s, end));
+    }
+    for u in MATRIX_URLS {
+        server.publish(u, Payload::raw(u.to_string())).await.unwrap();
+    }
+    for (_c, s, end) in &mut subs {
+        // Publish order is preserved per client, so after the marker everything is in.
+        server.publish("/zz-end", Payload::empty()).await.unwrap();
+        end.next().await.unwrap();
+        let _ = s;
+    }
+    for ((pattern, row), (_c, s, _)) in MATRIX.iter().zip(subs.iter_mut()) {
+        let want: Vec<&str> = MATRIX_URLS
+            .iter()
+            .zip(row.chars())
+            .filter(|(_, y)| *y == 'Y')
+            .map(|(u, _)| *u)
+            .collect();
+        let mut got = Vec::new();
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(1), s.next()).await {
+            got.push(m.url);
+        }
+        // '/' also matches the end marker; drop it from that row.
+        got.retain(|u| u != "/zz-end");
+        assert_eq!(got, want, "subscription {pattern}");
+    }
+}
+
+#[tokio::test]
+async fn publishes_arrive_in_order_without_loss_and_unsubscribe_stops_them() {
+    let (server, l) = start(Server::builder()).await;
+    let c = Client::connect(&url(&l)).await.unwrap();
+    let mut sub = c.subscribe(["/seq"]).await.unwrap();
+    let mut marker = c.subscribe(["/marker"]).await.unwrap();
+    let n = 10_000u32;
+    let publisher = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            for i in 0..n {
+                let r = server.publish("/seq", Payload::json(&i).unwrap()).await.unwrap();
+                assert_eq!(r.delivered, 1);
+            }
+        })
+    };
+    for i in 0..n {
+        let m = tokio::time::timeout(WAIT, sub.next()).await.unwrap().unwrap();
+        assert_eq!(m.payload.param_value(), Some(json!(i)));
+    }
+    publisher.await.unwrap();
+    sub.unsubscribe().await.unwrap();
+    assert!(!server.is_subscribed("/seq"));
+    assert_eq!(server.publish("/seq", Payload::empty()).await.unwrap().delivered, 0);
+    server.publish("/marker", Payload::empty()).await.unwrap();
+    assert_eq!(marker.next().await.unwrap().url, "/marker");
+}
+
+#[tokio::test]
+async fn overlapping_subscriptions_share_patterns_safely() {
+    let (server, l) = start(Server::builder()).await;
+    let c = Client::connect(&url(&l)).await.unwrap();
+    let a = c.subscribe(["/p/"]).await.unwrap();
+    let mut b = c.subscribe(["/p/", "/q"]).await.unwrap();
+    drop(a); // "/p/" is still used by b: it must stay subscribed on the server
+    c.ping(WAIT).await.unwrap();
+    assert!(server.is_subscribed("/p/x"));
+    server.publish("/p/x", Payload::empty()).await.unwrap();
+    assert_eq!(b.next().await.unwrap().url, "/p/x");
+}
+
+#[tokio::test]
+async fn datagrams_both_ways() {
+    let (_s, l) = start(Server::builder()).await;
+    let c = Client::connect(&url(&l)).await.unwrap();
+    let mut dgs = c.datagrams().unwrap();
+    assert!(c.datagrams().is_none(), "taken once");
+    c.datagram("/dg", Payload::raw("\"hi\"").with_data(vec![1, 2, 3])).await.unwrap();
+    let m = tokio::time::timeout(WAIT, dgs.next()).await.unwrap().unwrap();
+    assert_eq!(m.url, "/dg");
+    assert_eq!(&m.payload.param[..], b"\"hi\"");
+    assert_eq!(&m.payload.data[..], &[1, 2, 3]);
+    assert!(!m.quick);
+}
+
+#[tokio::test]
+async fn hooks_see_clients_and_subscriptions() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let tx2 = tx.clone();
+    let (_s, l) = start(
+        Server::builder()
+            .on_client(move |ev| {
+                let _ = tx.send(match ev {
+                    ClientEvent::Connected(c) => format!("connected {}", c.id()),
+                    ClientEvent::Disconnected(c, _) => format!("disconnected {}", c.id()),
+                });
+            })
+            .on_subscription(move |c, urls, on| {
+                let mut urls = urls.to_vec();
+                urls.sort();
+                let _ = tx2.send(format!("{} {} {urls:?}", c.id(), if on { "sub" } else { "unsub" }));
+            }),
+    )
+    .await;
+    let c = Client::connect(&url(&l)).await.unwrap();
+    let id = c.id();
+    let s = c.subscribe(["/a", "/b/"]).await.unwrap();
+    s.unsubscribe().await.unwrap();
+    c.close().await;
+    for want in [
+        format!("connected {id}"),
+        format!("{id} sub [\"/a\", \"/b/\"]"),
+        format!("{id} unsub [\"/a\", \"/b/\"]"),
+        format!("disconnected {id}"),
+    ] {
+        let got = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+        assert_eq!(got, want);
+    }
+}
+
+#[tokio::test]
+async fn execution_modes() {
+    let (server, l) = start(Server::builder()).await;
+    // Work queue: never two at once, across routes and clients.
+    let q = WorkQueue::new("serial");
+    let running = Arc::new(AtomicUsize::new(0));
+    let max_seen = Arc::new(AtomicUsize::new(0));
+    for route in ["/q/one", "/q/two"] {
+        let (running, max_seen) = (running.clone(), max_seen.clone());
+        server.route_with(route, Mode::Queue(q.clone()), move |_req: Request| {
+            let (running, max_seen) = (running.clone(), max_seen.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                max_seen.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Reply::empty()
+            }
+        });
+    }
+    // Concurrent (default): a slow call does not hold up a fast one on the same connection.
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let g = gate.clone();
+    server.route("/blocked", move |_req: Request| {
+        let g = g.clone();
+        async move {
+            g.notified().await;
+            Reply::empty()
+        }
+    });
+    let c1 = Client::connect(&url(&l)).await.unwrap();
+    let c2 = Client::connect(&url(&l)).await.unwrap();
+    let slow = {
+        let c1 = c1.clone();
+        tokio::spawn(async move { c1.call("/blocked").await })
+    };
+    c1.call("/echo").await.unwrap(); // returns while /blocked is still waiting
+    gate.notify_one();
+    slow.await.unwrap().unwrap();
+
+    let mut calls = Vec::new();
+    for i in 0..40 {
+        let c = if i % 2 == 0 { c1.clone() } else { c2.clone() };
+        let route = if i % 3 == 0 { "/q/one" } else { "/q/two" };
+        calls.push(tokio::spawn(async move { c.call(route).await.unwrap().status }));
+    }
+    for t in calls {
+        assert_eq!(t.await.unwrap(), Status::SUCCESS);
+    }
+    assert_eq!(max_seen.load(Ordering::SeqCst), 1, "work queue ran jobs in parallel");
+}
+
+#[tokio::test]
+async fn handler_panic_and_oversize_reply_get_statuses() {
+    let (server, l) = start(Server::builder()).await;
+    server.route("/panic", |_req: Request| async move { panic!("boom") });
+    server.route("/huge", |_req: Request| async move {
+        Reply::ok(Payload::empty().with_data(vec![0u8; 300 * 1024]))
+    });
+    let c = Client::connect(&url(&l)).await.unwrap();
+    let r = c.call("/panic").await.unwrap();
+    assert_eq!(r.status, Status::NO_RESPONDING);
+    assert_eq!(c.call("/huge").await.unwrap().status, Status::NO_MEMORY);
+    assert_eq!(c.call("/echo").await.unwrap().status, Status::SUCCESS, "connection survives");
+}
+
+#[tokio::test]
+async fn a_full_subscription_buffer_never_blocks_calls_and_reports_losses() {
+    let (server, l) = start(Server::builder()).await;
+    let c = Client::connect(&url(&l)).buffer(4).await.unwrap();
+    let mut sub = c.subscribe(["/burst"]).await.unwrap();
+    for i in 0..10u32 {
+        server.publish("/burst", Payload::json(&i).unwrap()).await.unwrap();
+    }
+    // The reply travels behind the ten publishes; it must not wait for the stream reader.
+    let r = c.call("/echo").json(&"through").unwrap().timeout(WAIT).await.unwrap();
+    assert_eq!(r.payload.param_value(), Some(json!("through")));
+    for i in 0..4u32 {
+        let m = sub.next().await.unwrap();
+        assert_eq!((m.payload.param_value(), m.lost_before), (Some(json!(i)), 0));
+    }
+    assert_eq!(sub.lost(), 6);
+    server.publish("/burst", Payload::json(&10).unwrap()).await.unwrap();
+    let m = sub.next().await.unwrap();
+    assert_eq!((m.payload.param_value(), m.lost_before), (Some(json!(10)), 6), "the gap is reported in-band");
+}

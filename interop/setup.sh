@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs the pinned real peers the interop tests drive:
+#   Python vsoa (interop/requirements.txt) into target/interop-venv,
+#   npm vsoa (interop/package-lock.json) into interop/node_modules.
+# Idempotent and quick when already installed. Fails loudly with the reason.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+venv="$root/target/interop-venv"
+req="$root/interop/requirements.txt"
+
+python="${PYTHON:-python3}"
+if ! command -v "$python" >/dev/null; then
+  echo "interop setup: $python not found; the Python peers need Python >= 3.10" >&2
+  exit 1
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  echo "interop setup: creating $venv"
+  "$python" -m venv "$venv"
+fi
+if ! cmp -s "$req" "$venv/.installed-requirements" 2>/dev/null; then
+  echo "interop setup: pip install -r interop/requirements.txt"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+  cp "$req" "$venv/.installed-requirements"
+fi
+"$venv/bin/python" -c 'import vsoa; assert vsoa.__version__ == "1.0.4", vsoa.__version__' \
+  || { echo "interop setup: Python vsoa 1.0.4 is not importable from $venv" >&2; exit 1; }
+
+if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+  echo "interop setup: node and npm are required for the npm vsoa peer" >&2
+  exit 1
+fi
+lock="$root/interop/package-lock.json"
+stamp="$root/interop/node_modules/.installed-lock"
+if ! cmp -s "$lock" "$stamp" 2>/dev/null; then
+  echo "interop setup: npm ci (interop/)"
+  (cd "$root/interop" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$lock" "$stamp"
+fi
+(cd "$root/interop" && node -e 'const v=require("vsoa/package.json"); if (v.version !== "1.5.1") { console.error("npm vsoa is " + v.version); process.exit(1) }') \
+  || { echo "interop setup: npm vsoa 1.5.1 is not installed in interop/node_modules" >&2; exit 1; }
+echo "interop setup: Python vsoa 1.0.4 and npm vsoa 1.5.1 ready"
