@@ -45,7 +45,10 @@ async fn publish(server: &Server, req: Request) -> Reply {
         }
     };
     if args.quick {
-        return Reply::error(Status::ARGUMENTS, "quick publishing needs the quick UDP channel, which this server does not have yet");
+        return Reply::error(
+            Status::ARGUMENTS,
+            "quick publishing needs the quick UDP channel, which this server does not have yet",
+        );
     }
     let param = match &args.param {
         Some(v) => match serde_json::to_vec(v) {

@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tether", version, about = "VSOA-compatible messaging: serve, call, subscribe")]
+#[command(
+    name = "tether",
+    version,
+    about = "VSOA-compatible messaging: serve, call, subscribe"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,7 +47,10 @@ fn main() -> ExitCode {
             }),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tether: cannot start the async runtime: {e}");

@@ -25,7 +25,10 @@ async fn login_right_wrong_and_missing_password() {
     let e = Client::connect(&url).password("nope").await.unwrap_err();
     assert!(matches!(e, Error::WrongPassword { .. }), "{e}");
     assert_eq!(e.to_string(), format!("wrong password for {url}"));
-    assert!(matches!(Client::connect(&url).await, Err(Error::WrongPassword { .. })));
+    assert!(matches!(
+        Client::connect(&url).await,
+        Err(Error::WrongPassword { .. })
+    ));
 }
 
 #[tokio::test]
@@ -42,14 +45,30 @@ async fn rpc_get_set_binary_raw_limits_and_ping() {
     assert_eq!(r.status, Status::SUCCESS);
     assert_eq!(r.payload.param_value(), Some(json!({"hello": "world"})));
     assert_eq!(&r.payload.data[..], &[0, 1, 255]);
-    let r = c.call("/echo").set().json(&json!([1, 2])).unwrap().await.unwrap();
+    let r = c
+        .call("/echo")
+        .set()
+        .json(&json!([1, 2]))
+        .unwrap()
+        .await
+        .unwrap();
     assert_eq!(r.payload.param_value(), Some(json!([1, 2])));
     // Python keeps a non-JSON param as bytes and sends it back verbatim.
     let raw = Bytes::from_static(b"\x00not json\xff");
-    assert_eq!(c.call("/echo").param(raw.clone()).await.unwrap().payload.param, raw);
+    assert_eq!(
+        c.call("/echo")
+            .param(raw.clone())
+            .await
+            .unwrap()
+            .payload
+            .param,
+        raw
+    );
     assert_eq!(c.call("/status/201").await.unwrap().status, Status(201));
     assert_eq!(c.call("/nosuch").await.unwrap().status, Status::INVALID_URL);
-    let big: Vec<u8> = (0..tether_wire::vsoa::MAX_BODY_LEN - 5).map(|i| (i % 253) as u8).collect();
+    let big: Vec<u8> = (0..tether_wire::vsoa::MAX_BODY_LEN - 5)
+        .map(|i| (i % 253) as u8)
+        .collect();
     let r = c.call("/echo").data(big.clone()).await.unwrap();
     assert_eq!(&r.payload.data[..], &big[..]);
     c.ping(Duration::from_secs(10)).await.unwrap();
@@ -64,7 +83,12 @@ async fn hundreds_of_calls_in_flight() {
         let c = c.clone();
         tasks.push(tokio::spawn(async move {
             // An object: Python's packer silently drops bare-number params (vsoa.md §16.6).
-            let r = c.call("/echo").json(&json!({"i": i})).unwrap().await.unwrap();
+            let r = c
+                .call("/echo")
+                .json(&json!({"i": i}))
+                .unwrap()
+                .await
+                .unwrap();
             assert_eq!(r.payload.param_value(), Some(json!({"i": i})));
         }));
     }
@@ -73,7 +97,9 @@ async fn hundreds_of_calls_in_flight() {
     }
 }
 
-const MATRIX_URLS: [&str; 9] = ["/", "/a", "/a/", "/ab", "/a/b", "/a/b/", "/a/b/c", "/b", "/a/bc"];
+const MATRIX_URLS: [&str; 9] = [
+    "/", "/a", "/a/", "/ab", "/a/b", "/a/b/", "/a/b/c", "/b", "/a/bc",
+];
 const MATRIX: [(&str, &str); 5] = [
     ("/", "YYYYYYYYY"),
     ("/a", ".Y......."),
@@ -89,7 +115,13 @@ async fn subscription_matrix_list_form_and_unsubscribe() {
     let publish = |url: &'static str| {
         let p = publisher.clone();
         async move {
-            let r = p.call("/publish").set().json(&json!({"url": url})).unwrap().await.unwrap();
+            let r = p
+                .call("/publish")
+                .set()
+                .json(&json!({"url": url}))
+                .unwrap()
+                .await
+                .unwrap();
             assert_eq!(r.status, Status::SUCCESS);
         }
     };
@@ -104,8 +136,12 @@ async fn subscription_matrix_list_form_and_unsubscribe() {
     }
     publish("/zz-end").await;
     for (pattern, row, _c, s) in &mut subs {
-        let want: Vec<&str> =
-            MATRIX_URLS.iter().zip(row.chars()).filter(|(_, y)| *y == 'Y').map(|(u, _)| *u).collect();
+        let want: Vec<&str> = MATRIX_URLS
+            .iter()
+            .zip(row.chars())
+            .filter(|(_, y)| *y == 'Y')
+            .map(|(u, _)| *u)
+            .collect();
         let mut got = Vec::new();
         loop {
             let m = tokio::time::timeout(WAIT, s.next()).await.unwrap().unwrap();
@@ -132,10 +168,19 @@ async fn publishes_arrive_in_order_without_loss() {
     let c = connect(py.port).await;
     let mut sub = c.subscribe(["/seq"]).await.unwrap();
     let n = 2000;
-    let r = c.call("/publish").set().json(&json!({"url": "/seq", "count": n})).unwrap().await.unwrap();
+    let r = c
+        .call("/publish")
+        .set()
+        .json(&json!({"url": "/seq", "count": n}))
+        .unwrap()
+        .await
+        .unwrap();
     assert_eq!(r.status, Status::SUCCESS);
     for i in 0..n {
-        let m = tokio::time::timeout(WAIT, sub.next()).await.unwrap().unwrap();
+        let m = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(m.payload.param_value(), Some(json!({"i": i, "p": null})));
     }
 }
@@ -145,8 +190,21 @@ async fn datagrams_both_ways() {
     let py = python_server("pypw").await;
     let c = connect(py.port).await;
     let mut dgs = c.datagrams().unwrap();
-    c.datagram("/dg", Payload::json(&json!({"d": 1})).unwrap().with_data(b"abc".to_vec())).await.unwrap();
-    let m = tokio::time::timeout(WAIT, dgs.next()).await.unwrap().unwrap();
-    assert_eq!((m.url.as_str(), m.payload.param_value()), ("/dg", Some(json!({"d": 1}))));
+    c.datagram(
+        "/dg",
+        Payload::json(&json!({"d": 1}))
+            .unwrap()
+            .with_data(b"abc".to_vec()),
+    )
+    .await
+    .unwrap();
+    let m = tokio::time::timeout(WAIT, dgs.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (m.url.as_str(), m.payload.param_value()),
+        ("/dg", Some(json!({"d": 1})))
+    );
     assert_eq!(&m.payload.data[..], b"abc");
 }

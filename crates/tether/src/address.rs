@@ -61,9 +61,13 @@ impl std::str::FromStr for VsoaUrl {
             let port = after.strip_prefix(':').ok_or_else(|| bad("missing port"))?;
             (host, port)
         } else {
-            authority.rsplit_once(':').ok_or_else(|| bad("missing port"))?
+            authority
+                .rsplit_once(':')
+                .ok_or_else(|| bad("missing port"))?
         };
-        let port: u16 = port.parse().map_err(|_| bad("the port is not a number from 0 to 65535"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| bad("the port is not a number from 0 to 65535"))?;
         let ip: IpAddr = if host.eq_ignore_ascii_case("localhost") {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         } else if host.is_empty() {
@@ -91,8 +95,17 @@ mod tests {
         assert_eq!(u.path, "/a/b?x");
         let bare: VsoaUrl = "127.0.0.1:9".parse().unwrap();
         assert_eq!(bare.path, "/");
-        for bad in ["http://1.2.3.4:5/", "vsoa://1.2.3.4", "vsoa://1.2.3.4:99999", "vsoa://:5", "vsoa://[::1:5"] {
-            assert!(matches!(bad.parse::<VsoaUrl>(), Err(AddressError::Malformed { .. })), "{bad}");
+        for bad in [
+            "http://1.2.3.4:5/",
+            "vsoa://1.2.3.4",
+            "vsoa://1.2.3.4:99999",
+            "vsoa://:5",
+            "vsoa://[::1:5",
+        ] {
+            assert!(
+                matches!(bad.parse::<VsoaUrl>(), Err(AddressError::Malformed { .. })),
+                "{bad}"
+            );
         }
         assert!(matches!(
             "vsoa://myserver:5/x".parse::<VsoaUrl>(),

@@ -9,7 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use serde_json::json;
-use tether::{Client, ClientEvent, Error, Mode, Payload, Reply, Request, Server, Status, WorkQueue};
+use tether::{
+    Client, ClientEvent, Error, Mode, Payload, Reply, Request, Server, Status, WorkQueue,
+};
 use tether_wire::vsoa::{Decoder, Flags, Packet, PacketType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -19,7 +21,13 @@ async fn call_get_set_json_raw_and_data() {
     let (_s, l) = start(Server::builder()).await;
     let c = Client::connect(&url(&l)).await.unwrap();
     assert_eq!(c.server_info(), &json!({"name": "tether"}));
-    let r = c.call("/echo").json(&json!({"a": [1, 2]})).unwrap().data(vec![0u8, 255]).await.unwrap();
+    let r = c
+        .call("/echo")
+        .json(&json!({"a": [1, 2]}))
+        .unwrap()
+        .data(vec![0u8, 255])
+        .await
+        .unwrap();
     assert_eq!(r.status, Status::SUCCESS);
     assert_eq!(r.payload.param_value(), Some(json!({"a": [1, 2]})));
     assert_eq!(&r.payload.data[..], &[0, 255]);
@@ -74,15 +82,22 @@ async fn connect_errors_are_distinct() {
     let free = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = free.local_addr().unwrap();
     drop(free);
-    let e = Client::connect(&format!("vsoa://{addr}")).await.unwrap_err();
+    let e = Client::connect(&format!("vsoa://{addr}"))
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Unreachable { .. }), "{e}");
-    assert!(e.to_string().starts_with(&format!("cannot reach vsoa://{addr}")));
+    assert!(e
+        .to_string()
+        .starts_with(&format!("cannot reach vsoa://{addr}")));
 
     // Wrong and missing password.
     let (_s, l) = start(Server::builder().password("pw")).await;
     let e = Client::connect(&url(&l)).password("no").await.unwrap_err();
     assert_eq!(e.to_string(), format!("wrong password for {}", url(&l)));
-    assert!(matches!(Client::connect(&url(&l)).await, Err(Error::WrongPassword { .. })));
+    assert!(matches!(
+        Client::connect(&url(&l)).await,
+        Err(Error::WrongPassword { .. })
+    ));
     assert!(Client::connect(&url(&l)).password("pw").await.is_ok());
 
     // A server that accepts and never answers.
@@ -109,9 +124,14 @@ async fn connect_errors_are_distinct() {
         let _ = s.read(&mut buf).await;
         let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
     });
-    let e = Client::connect(&format!("vsoa://{http_addr}")).await.unwrap_err();
+    let e = Client::connect(&format!("vsoa://{http_addr}"))
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Malformed { .. }), "{e}");
-    assert!(matches!(Client::connect("vsoa://some.host:1").await, Err(Error::Address(_))));
+    assert!(matches!(
+        Client::connect("vsoa://some.host:1").await,
+        Err(Error::Address(_))
+    ));
 }
 
 #[tokio::test]
@@ -132,13 +152,16 @@ async fn packets_coalesced_with_the_handshake_reply_are_kept() {
                         Packet::reply_to(&p, Status::SUCCESS)
                             .with_param(Bytes::from_static(b"\"fake\""))
                             .with_data(Bytes::from_static(&[0, 0, 0, 77, 0x12, 0x34]))
-                            .encode(&mut replies).unwrap();
+                            .encode(&mut replies)
+                            .unwrap();
                         let mut qos = Packet::new(PacketType::QosSetup);
                         qos.flags = Flags::REPLY;
                         qos.status = Status(3);
                         qos.encode(&mut replies).unwrap();
                     }
-                    _ => Packet::reply_to(&p, Status::SUCCESS).encode(&mut replies).unwrap(),
+                    _ => Packet::reply_to(&p, Status::SUCCESS)
+                        .encode(&mut replies)
+                        .unwrap(),
                 }
                 s.write_all(&replies.split()).await.unwrap();
             }
@@ -161,7 +184,11 @@ async fn call_timeout_is_an_error_and_late_replies_are_ignored() {
         Reply::empty()
     });
     let c = Client::connect(&url(&l)).await.unwrap();
-    let e = c.call("/late").timeout(Duration::from_millis(50)).await.unwrap_err();
+    let e = c
+        .call("/late")
+        .timeout(Duration::from_millis(50))
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Timeout { .. }));
     assert!(e.to_string().contains("RPC /late"), "{e}");
     // The late reply arrives while this call is pending and must not be mistaken for it.
@@ -197,12 +224,17 @@ async fn a_dropped_connection_fails_pending_calls_at_once_and_ends_streams() {
     handle.close();
     let res = tokio::time::timeout(WAIT, pending).await.unwrap().unwrap();
     assert!(matches!(res, Err(Error::Closed { .. })), "{res:?}");
-    assert!(tokio::time::timeout(WAIT, sub.next()).await.unwrap().is_none());
+    assert!(tokio::time::timeout(WAIT, sub.next())
+        .await
+        .unwrap()
+        .is_none());
     assert!(c.is_closed());
     assert!(matches!(c.call("/echo").await, Err(Error::Closed { .. })));
 }
 
-const MATRIX_URLS: [&str; 9] = ["/", "/a", "/a/", "/ab", "/a/b", "/a/b/", "/a/b/c", "/b", "/a/bc"];
+const MATRIX_URLS: [&str; 9] = [
+    "/", "/a", "/a/", "/ab", "/a/b", "/a/b/", "/a/b/c", "/b", "/a/bc",
+];
 const MATRIX: [(&str, &str); 5] = [
     ("/", "YYYYYYYYY"),
     ("/a", ".Y......."),
@@ -223,7 +255,10 @@ async fn subscription_matrix_end_to_end() {
         subs.push((c, s, end));
     }
     for u in MATRIX_URLS {
-        server.publish(u, Payload::raw(u.to_string())).await.unwrap();
+        server
+            .publish(u, Payload::raw(u.to_string()))
+            .await
+            .unwrap();
     }
     for (_c, s, end) in &mut subs {
         // Publish order is preserved per client, so after the marker everything is in.
@@ -259,19 +294,32 @@ async fn publishes_arrive_in_order_without_loss_and_unsubscribe_stops_them() {
         let server = server.clone();
         tokio::spawn(async move {
             for i in 0..n {
-                let r = server.publish("/seq", Payload::json(&i).unwrap()).await.unwrap();
+                let r = server
+                    .publish("/seq", Payload::json(&i).unwrap())
+                    .await
+                    .unwrap();
                 assert_eq!(r.delivered, 1);
             }
         })
     };
     for i in 0..n {
-        let m = tokio::time::timeout(WAIT, sub.next()).await.unwrap().unwrap();
+        let m = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(m.payload.param_value(), Some(json!(i)));
     }
     publisher.await.unwrap();
     sub.unsubscribe().await.unwrap();
     assert!(!server.is_subscribed("/seq"));
-    assert_eq!(server.publish("/seq", Payload::empty()).await.unwrap().delivered, 0);
+    assert_eq!(
+        server
+            .publish("/seq", Payload::empty())
+            .await
+            .unwrap()
+            .delivered,
+        0
+    );
     server.publish("/marker", Payload::empty()).await.unwrap();
     assert_eq!(marker.next().await.unwrap().url, "/marker");
 }
@@ -295,8 +343,13 @@ async fn datagrams_both_ways() {
     let c = Client::connect(&url(&l)).await.unwrap();
     let mut dgs = c.datagrams().unwrap();
     assert!(c.datagrams().is_none(), "taken once");
-    c.datagram("/dg", Payload::raw("\"hi\"").with_data(vec![1, 2, 3])).await.unwrap();
-    let m = tokio::time::timeout(WAIT, dgs.next()).await.unwrap().unwrap();
+    c.datagram("/dg", Payload::raw("\"hi\"").with_data(vec![1, 2, 3]))
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(WAIT, dgs.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(m.url, "/dg");
     assert_eq!(&m.payload.param[..], b"\"hi\"");
     assert_eq!(&m.payload.data[..], &[1, 2, 3]);
@@ -318,7 +371,11 @@ async fn hooks_see_clients_and_subscriptions() {
             .on_subscription(move |c, urls, on| {
                 let mut urls = urls.to_vec();
                 urls.sort();
-                let _ = tx2.send(format!("{} {} {urls:?}", c.id(), if on { "sub" } else { "unsub" }));
+                let _ = tx2.send(format!(
+                    "{} {} {urls:?}",
+                    c.id(),
+                    if on { "sub" } else { "unsub" }
+                ));
             }),
     )
     .await;
@@ -333,7 +390,10 @@ async fn hooks_see_clients_and_subscriptions() {
         format!("{id} unsub [\"/a\", \"/b/\"]"),
         format!("disconnected {id}"),
     ] {
-        let got = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+        let got = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got, want);
     }
 }
@@ -382,12 +442,18 @@ async fn execution_modes() {
     for i in 0..40 {
         let c = if i % 2 == 0 { c1.clone() } else { c2.clone() };
         let route = if i % 3 == 0 { "/q/one" } else { "/q/two" };
-        calls.push(tokio::spawn(async move { c.call(route).await.unwrap().status }));
+        calls.push(tokio::spawn(
+            async move { c.call(route).await.unwrap().status },
+        ));
     }
     for t in calls {
         assert_eq!(t.await.unwrap(), Status::SUCCESS);
     }
-    assert_eq!(max_seen.load(Ordering::SeqCst), 1, "work queue ran jobs in parallel");
+    assert_eq!(
+        max_seen.load(Ordering::SeqCst),
+        1,
+        "work queue ran jobs in parallel"
+    );
 }
 
 #[tokio::test]
@@ -401,7 +467,11 @@ async fn handler_panic_and_oversize_reply_get_statuses() {
     let r = c.call("/panic").await.unwrap();
     assert_eq!(r.status, Status::NO_RESPONDING);
     assert_eq!(c.call("/huge").await.unwrap().status, Status::NO_MEMORY);
-    assert_eq!(c.call("/echo").await.unwrap().status, Status::SUCCESS, "connection survives");
+    assert_eq!(
+        c.call("/echo").await.unwrap().status,
+        Status::SUCCESS,
+        "connection survives"
+    );
 }
 
 #[tokio::test]
@@ -410,17 +480,36 @@ async fn a_full_subscription_buffer_never_blocks_calls_and_reports_losses() {
     let c = Client::connect(&url(&l)).buffer(4).await.unwrap();
     let mut sub = c.subscribe(["/burst"]).await.unwrap();
     for i in 0..10u32 {
-        server.publish("/burst", Payload::json(&i).unwrap()).await.unwrap();
+        server
+            .publish("/burst", Payload::json(&i).unwrap())
+            .await
+            .unwrap();
     }
     // The reply travels behind the ten publishes; it must not wait for the stream reader.
-    let r = c.call("/echo").json(&"through").unwrap().timeout(WAIT).await.unwrap();
+    let r = c
+        .call("/echo")
+        .json(&"through")
+        .unwrap()
+        .timeout(WAIT)
+        .await
+        .unwrap();
     assert_eq!(r.payload.param_value(), Some(json!("through")));
     for i in 0..4u32 {
         let m = sub.next().await.unwrap();
-        assert_eq!((m.payload.param_value(), m.lost_before), (Some(json!(i)), 0));
+        assert_eq!(
+            (m.payload.param_value(), m.lost_before),
+            (Some(json!(i)), 0)
+        );
     }
     assert_eq!(sub.lost(), 6);
-    server.publish("/burst", Payload::json(&10).unwrap()).await.unwrap();
+    server
+        .publish("/burst", Payload::json(&10).unwrap())
+        .await
+        .unwrap();
     let m = sub.next().await.unwrap();
-    assert_eq!((m.payload.param_value(), m.lost_before), (Some(json!(10)), 6), "the gap is reported in-band");
+    assert_eq!(
+        (m.payload.param_value(), m.lost_before),
+        (Some(json!(10)), 6),
+        "the gap is reported in-band"
+    );
 }

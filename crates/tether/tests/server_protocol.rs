@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use tokio::io::AsyncWriteExt;
 use tether::{Server, Status};
 use tether_wire::vsoa::{Flags, Packet, PacketType};
+use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn handshake_reply_carries_info_and_a_four_byte_id() {
@@ -104,7 +104,10 @@ async fn rpc_routing_statuses_and_payloads() {
     set.flags = Flags::SET;
     c.send(&set).await;
     let r = c.expect().await;
-    assert_eq!((r.seqno, r.flags, r.status), (0xdead_beef, Flags::REPLY, Status::SUCCESS));
+    assert_eq!(
+        (r.seqno, r.flags, r.status),
+        (0xdead_beef, Flags::REPLY, Status::SUCCESS)
+    );
     assert!(r.url.is_empty());
     assert_eq!(r.param, set.param);
     assert_eq!(r.data, set.data);
@@ -116,9 +119,18 @@ async fn rpc_routing_statuses_and_payloads() {
         (b"", 2),
         (b"/\xff\xfe", 2),
     ] {
-        c.send(&Packet::new(PacketType::Rpc).with_url(Bytes::copy_from_slice(url)).with_seqno(5)).await;
+        c.send(
+            &Packet::new(PacketType::Rpc)
+                .with_url(Bytes::copy_from_slice(url))
+                .with_seqno(5),
+        )
+        .await;
         let r = c.expect().await;
-        assert_eq!((r.ptype, r.seqno, r.status), (PacketType::Rpc, 5, Status(want)), "url {url:?}");
+        assert_eq!(
+            (r.ptype, r.seqno, r.status),
+            (PacketType::Rpc, 5, Status(want)),
+            "url {url:?}"
+        );
     }
 }
 
@@ -130,9 +142,11 @@ async fn replies_and_unknown_types_are_ignored() {
     let mut replied = rpc("/echo", 1);
     replied.flags = Flags::REPLY;
     c.send(&replied).await;
-    c.send(&Packet::new(PacketType::Unknown(0x42)).with_seqno(2)).await;
+    c.send(&Packet::new(PacketType::Unknown(0x42)).with_seqno(2))
+        .await;
     c.send(&Packet::new(PacketType::Noop)).await;
-    c.send(&Packet::new(PacketType::Publish).with_url("/x")).await;
+    c.send(&Packet::new(PacketType::Publish).with_url("/x"))
+        .await;
     let mut qos = Packet::new(PacketType::QosSetup);
     qos.status = Status(5);
     c.send(&qos).await;
@@ -158,7 +172,10 @@ async fn oversize_declared_length_closes() {
     let mut c = Raw::connect(l.local_addr()).await;
     c.login(None).await;
     // RPC header declaring 262125 data bytes: one over the limit.
-    c.send_bytes(&[0x29, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xed]).await;
+    c.send_bytes(&[
+        0x29, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xed,
+    ])
+    .await;
     assert!(c.expect_close().await.is_empty());
 }
 
@@ -167,7 +184,10 @@ async fn truncated_packet_then_close_leaves_the_server_serving() {
     let (_s, l) = start(Server::builder()).await;
     let mut c = Raw::connect(l.local_addr()).await;
     c.login(None).await;
-    let bytes = rpc("/echo", 1).with_data(vec![9u8; 1000]).to_bytes().unwrap();
+    let bytes = rpc("/echo", 1)
+        .with_data(vec![9u8; 1000])
+        .to_bytes()
+        .unwrap();
     c.send_bytes(&bytes[..500]).await;
     c.stream.shutdown().await.unwrap();
     assert!(c.expect_close().await.is_empty());
@@ -202,7 +222,9 @@ async fn packet_at_the_256_kib_limit_echoes() {
     let (_s, l) = start(Server::builder()).await;
     let mut c = Raw::connect(l.local_addr()).await;
     c.login(None).await;
-    let data: Vec<u8> = (0..tether_wire::vsoa::MAX_BODY_LEN - 5).map(|i| i as u8).collect();
+    let data: Vec<u8> = (0..tether_wire::vsoa::MAX_BODY_LEN - 5)
+        .map(|i| i as u8)
+        .collect();
     let req = rpc("/echo", 9).with_data(data.clone());
     assert_eq!(req.encoded_len(), tether_wire::vsoa::MAX_PACKET_LEN);
     c.send(&req).await;
@@ -223,7 +245,10 @@ async fn subscribe_forms_and_their_statuses() {
         (sub(2).with_param(Bytes::from_static(br#"["/x","/y/"]"#)), 0),
         (sub(3).with_url("nope"), 2),
         (sub(4).with_param(Bytes::from_static(br#"["/ok", 5]"#)), 2),
-        (sub(5).with_param(Bytes::from_static(br#"["/ok", "bad"]"#)), 2),
+        (
+            sub(5).with_param(Bytes::from_static(br#"["/ok", "bad"]"#)),
+            2,
+        ),
         (sub(6).with_param(Bytes::from_static(b"not json")), 2),
         (sub(7), 2),
         (unsub(8).with_url("/never"), 0),
@@ -232,7 +257,10 @@ async fn subscribe_forms_and_their_statuses() {
         let seq = p.seqno;
         c.send(&p).await;
         let r = c.expect().await;
-        assert_eq!((r.ptype, r.seqno, r.status.0, r.is_reply()), (p.ptype, seq, want, true));
+        assert_eq!(
+            (r.ptype, r.seqno, r.status.0, r.is_reply()),
+            (p.ptype, seq, want, true)
+        );
     }
     let mut subs = server.clients()[0].subscriptions.clone();
     subs.sort();
@@ -272,7 +300,11 @@ async fn subscription_limit_gives_status_6() {
     c.send(&p).await;
     assert_eq!(c.expect().await.status, Status::NO_MEMORY);
     assert!(server.clients()[0].subscriptions.is_empty());
-    c.send(&p.clone().with_param(Bytes::from_static(br#"["/a","/b","/c"]"#))).await;
+    c.send(
+        &p.clone()
+            .with_param(Bytes::from_static(br#"["/a","/b","/c"]"#)),
+    )
+    .await;
     assert_eq!(c.expect().await.status, Status::SUCCESS);
 }
 
@@ -286,23 +318,43 @@ async fn publish_reaches_only_logged_in_authed_matching_clients() {
     // Subscribed but never logged in: gets nothing.
     let mut anon = Raw::connect(l.local_addr()).await;
     for c in [&mut a, &mut b, &mut anon] {
-        c.send(&Packet::new(PacketType::Subscribe).with_url("/t/").with_seqno(1)).await;
+        c.send(
+            &Packet::new(PacketType::Subscribe)
+                .with_url("/t/")
+                .with_seqno(1),
+        )
+        .await;
         assert_eq!(c.expect().await.status, Status::SUCCESS);
     }
     assert!(server.set_authed(b_id, false));
     let report = server
-        .publish("/t/x", tether::Payload::raw(&b"{\"v\":1}"[..]).with_data(vec![9, 8]))
+        .publish(
+            "/t/x",
+            tether::Payload::raw(&b"{\"v\":1}"[..]).with_data(vec![9, 8]),
+        )
         .await
         .unwrap();
-    assert_eq!(report, tether::PublishReport { delivered: 1, cut_off: 0 });
+    assert_eq!(
+        report,
+        tether::PublishReport {
+            delivered: 1,
+            cut_off: 0
+        }
+    );
     let p = a.expect().await;
     assert_eq!(p.ptype, PacketType::Publish);
-    assert_eq!((&p.url[..], &p.param[..], &p.data[..]), (&b"/t/x"[..], &b"{\"v\":1}"[..], &[9u8, 8][..]));
+    assert_eq!(
+        (&p.url[..], &p.param[..], &p.data[..]),
+        (&b"/t/x"[..], &b"{\"v\":1}"[..], &[9u8, 8][..])
+    );
     assert_eq!((p.seqno, p.flags), (0, Flags::NONE));
     b.ping_barrier(2).await;
     anon.ping_barrier(3).await;
     // Publishing to a URL without a leading slash is an error, not a silent no-op.
-    assert!(server.publish("nope", tether::Payload::empty()).await.is_err());
+    assert!(server
+        .publish("nope", tether::Payload::empty())
+        .await
+        .is_err());
 }
 
 #[tokio::test]
@@ -314,8 +366,19 @@ async fn priority_orders_publishes_and_is_announced() {
     let high_id = u32::from_be_bytes(high.login(None).await.data[..4].try_into().unwrap());
     assert!(server.set_priority(high_id, 3).await);
     let qos = high.expect().await;
-    assert_eq!((qos.ptype, qos.flags, qos.status), (PacketType::QosSetup, Flags::REPLY, Status(3)));
-    assert_eq!(server.clients().iter().find(|c| c.id == high_id).unwrap().priority, 3);
+    assert_eq!(
+        (qos.ptype, qos.flags, qos.status),
+        (PacketType::QosSetup, Flags::REPLY, Status(3))
+    );
+    assert_eq!(
+        server
+            .clients()
+            .iter()
+            .find(|c| c.id == high_id)
+            .unwrap()
+            .priority,
+        3
+    );
     assert!(!server.set_priority(999_999, 1).await);
 }
 
@@ -330,7 +393,10 @@ async fn datagrams_reach_the_handler_and_come_back() {
         .with_data(Bytes::from_static(b"abc"));
     c.send(&dg).await;
     let back = c.expect().await;
-    assert_eq!(back, dg, "echoed as a server datagram: same url, param, data, seqno 0");
+    assert_eq!(
+        back, dg,
+        "echoed as a server datagram: same url, param, data, seqno 0"
+    );
 }
 
 #[tokio::test]
@@ -343,7 +409,13 @@ async fn a_client_that_never_reads_is_cut_off_and_others_get_everything() {
     .await;
     let mut stalled = Raw::connect(l.local_addr()).await;
     stalled.login(None).await;
-    stalled.send(&Packet::new(PacketType::Subscribe).with_url("/flood").with_seqno(1)).await;
+    stalled
+        .send(
+            &Packet::new(PacketType::Subscribe)
+                .with_url("/flood")
+                .with_seqno(1),
+        )
+        .await;
     assert_eq!(stalled.expect().await.status, Status::SUCCESS);
     let reader = tether::Client::connect(&url(&l)).await.unwrap();
     let mut sub = reader.subscribe(["/flood"]).await.unwrap();
@@ -353,7 +425,11 @@ async fn a_client_that_never_reads_is_cut_off_and_others_get_everything() {
     let consumer = tokio::spawn(async move {
         let mut seen = 0u32;
         while let Some(m) = sub.next().await {
-            assert_eq!(&m.payload.param[..], seen.to_string().as_bytes(), "in order, no gaps");
+            assert_eq!(
+                &m.payload.param[..],
+                seen.to_string().as_bytes(),
+                "in order, no gaps"
+            );
             seen += 1;
             if seen == n {
                 break;
@@ -367,7 +443,10 @@ async fn a_client_that_never_reads_is_cut_off_and_others_get_everything() {
         cut += server.publish("/flood", p).await.unwrap().cut_off;
     }
     assert_eq!(cut, 1, "the stalled client is cut off exactly once");
-    assert_eq!(tokio::time::timeout(WAIT, consumer).await.unwrap().unwrap(), n);
+    assert_eq!(
+        tokio::time::timeout(WAIT, consumer).await.unwrap().unwrap(),
+        n
+    );
     assert_eq!(server.clients().len(), 1, "only the reader remains");
     // The stalled client finds its connection closed once it finally reads.
     drop(stalled);

@@ -20,7 +20,12 @@ pub struct Args {
     #[arg(long, value_name = "B64")]
     data_base64: Option<String>,
     /// Server password.
-    #[arg(long, value_name = "PW", env = "TETHER_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "PW",
+        env = "TETHER_PASSWORD",
+        hide_env_values = true
+    )]
     password: Option<String>,
     /// Seconds to wait for the connection and for the reply.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]

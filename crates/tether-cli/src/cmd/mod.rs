@@ -41,7 +41,9 @@ impl Failure {
 
 /// Parses a positive number of seconds for `--timeout`.
 pub fn parse_secs(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
     if !(secs > 0.0 && secs.is_finite()) {
         return Err(format!("{s:?} must be a positive number of seconds"));
     }

@@ -8,7 +8,12 @@ pub struct Args {
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:3005")]
     listen: String,
     /// Require this password from clients.
-    #[arg(long, value_name = "PW", env = "TETHER_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "PW",
+        env = "TETHER_PASSWORD",
+        hide_env_values = true
+    )]
     password: Option<String>,
     /// Server name in the handshake info.
     #[arg(long, default_value = "tether")]
@@ -25,7 +30,10 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     crate::demo::install(&server);
     let listening = server.bind(args.listen.as_str()).await?;
     // The first stdout line is the contract for scripts that start us on port 0.
-    crate::output::print_line(&format!("tether: VSOA server on vsoa://{}", listening.local_addr()));
+    crate::output::print_line(&format!(
+        "tether: VSOA server on vsoa://{}",
+        listening.local_addr()
+    ));
     if let Err(e) = tokio::signal::ctrl_c().await {
         return Err(Failure {
             message: format!("cannot wait for Ctrl-C: {e}"),

@@ -13,7 +13,12 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     count: Option<u64>,
     /// Server password.
-    #[arg(long, value_name = "PW", env = "TETHER_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "PW",
+        env = "TETHER_PASSWORD",
+        hide_env_values = true
+    )]
     password: Option<String>,
     /// Seconds to wait for the connection.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]

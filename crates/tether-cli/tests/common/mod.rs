@@ -14,7 +14,10 @@ use tokio::process::{Child, Command};
 pub const WAIT: Duration = Duration::from_secs(60);
 
 pub fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 pub fn python() -> PathBuf {
@@ -82,7 +85,13 @@ pub async fn tether_serve(args: &[&str]) -> Proc {
         .spawn()
         .expect("spawn tether serve");
     let line = wait_line(&mut child, "VSOA server on vsoa://").await;
-    let port = line.rsplit(':').next().unwrap().trim().parse().expect("port in banner");
+    let port = line
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("port in banner");
     Proc { child, port }
 }
 

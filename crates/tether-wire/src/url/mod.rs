@@ -55,8 +55,7 @@ pub fn subscription_matches(pattern: &str, url: &str) -> bool {
     match pattern_stem(pattern) {
         Pattern::Exact(p) => p == url,
         Pattern::Prefix(stem) => {
-            url.starts_with(stem)
-                && (url.len() == stem.len() || url.as_bytes()[stem.len()] == b'/')
+            url.starts_with(stem) && (url.len() == stem.len() || url.as_bytes()[stem.len()] == b'/')
         }
     }
 }

@@ -4,7 +4,9 @@ use proptest::prelude::*;
 
 use super::*;
 
-const URLS: [&str; 9] = ["/", "/a", "/a/", "/ab", "/a/b", "/a/b/", "/a/b/c", "/b", "/a/bc"];
+const URLS: [&str; 9] = [
+    "/", "/a", "/a/", "/ab", "/a/b", "/a/b/", "/a/b/c", "/b", "/a/bc",
+];
 
 /// (subscription, row of Y/. for URLS), straight from the spec's table.
 const MATRIX: [(&str, &str); 5] = [
@@ -86,7 +88,11 @@ fn routing_prefers_exact_then_longest_prefix_then_root() {
     assert_eq!(t.lookup("/ab"), None, "no default yet");
     t.insert("/", "root");
     assert_eq!(t.lookup("/ab"), Some(&"root"));
-    assert_eq!(t.lookup("/"), Some(&"root"), "Python crashes here; we route it");
+    assert_eq!(
+        t.lookup("/"),
+        Some(&"root"),
+        "Python crashes here; we route it"
+    );
     assert_eq!(t.remove("/a/"), Some("a-prefix"));
     assert_eq!(t.lookup("/a/bc"), Some(&"root"));
     assert_eq!(t.len(), 3);
@@ -96,7 +102,10 @@ fn routing_prefers_exact_then_longest_prefix_then_root() {
 fn url_checks() {
     assert_eq!(check_url(b"/ok"), Ok("/ok"));
     assert_eq!(check_url(b""), Err(UrlError::Empty));
-    assert!(matches!(check_url(b"echo"), Err(UrlError::NoLeadingSlash(_))));
+    assert!(matches!(
+        check_url(b"echo"),
+        Err(UrlError::NoLeadingSlash(_))
+    ));
     assert_eq!(check_url(b"/\xff\xfe"), Err(UrlError::NotUtf8));
 }
 

@@ -104,7 +104,9 @@ impl Decoder {
             });
         };
         if header[0] != MAGIC {
-            return Err(DatagramError::Decode(DecodeError::BadMagic { found: header[0] }));
+            return Err(DatagramError::Decode(DecodeError::BadMagic {
+                found: header[0],
+            }));
         }
         let declared = declared_len(header);
         if declared > self.max_packet_len as u64 {

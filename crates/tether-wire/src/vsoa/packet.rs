@@ -5,7 +5,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::{HEADER_LEN, MAGIC, MAX_BODY_LEN};
 
 /// What a packet is for (byte 1 of the header).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum PacketType {
     /// Handshake: the client's login request and the server's info reply.
     ServInfo,
@@ -22,6 +22,7 @@ pub enum PacketType {
     /// Server -> client: the client's new priority travels in the status byte.
     QosSetup,
     /// Keep-alive filler; never answered.
+    #[default]
     Noop,
     /// Ping request and its echo.
     PingEcho,
@@ -169,12 +170,6 @@ pub struct Packet {
     pub param: Bytes,
     /// Opaque binary data.
     pub data: Bytes,
-}
-
-impl Default for PacketType {
-    fn default() -> Self {
-        PacketType::Noop
-    }
 }
 
 /// Why a packet could not be encoded.

@@ -12,14 +12,20 @@ fn hex(s: &str) -> Vec<u8> {
         .filter(|b| b.is_ascii_hexdigit())
         .map(|b| (b as char).to_digit(16).unwrap() as u8)
         .collect();
-    assert!(digits.len() % 2 == 0, "odd hex digit count in {s:?}");
+    assert!(
+        digits.len().is_multiple_of(2),
+        "odd hex digit count in {s:?}"
+    );
     digits.chunks(2).map(|p| p[0] << 4 | p[1]).collect()
 }
 
 /// Decodes exactly one packet that must consume all of `wire`.
 fn decode_one(wire: &[u8]) -> Packet {
     let mut buf = BytesMut::from(wire);
-    let pkt = Decoder::new().decode(&mut buf).unwrap().expect("whole packet");
+    let pkt = Decoder::new()
+        .decode(&mut buf)
+        .unwrap()
+        .expect("whole packet");
     assert!(buf.is_empty(), "{} bytes left over", buf.len());
     pkt
 }
@@ -138,8 +144,7 @@ fn v14_7_subscribe_forms() {
     golden(&req_wire, &req);
     let rep_wire = hex("29 02 01 00 00000003 00000000 00000000 00000000");
     golden(&rep_wire, &Packet::reply_to(&req, Status::SUCCESS));
-    let list_wire =
-        hex("29 02 00 00 00000004 00000000 0000000c 00000000 5b222f78222c222f792f225d");
+    let list_wire = hex("29 02 00 00 00000004 00000000 0000000c 00000000 5b222f78222c222f792f225d");
     let list = pkt(PacketType::Subscribe)
         .with_param(&b"[\"/x\",\"/y/\"]"[..])
         .with_seqno(4);
@@ -172,7 +177,8 @@ fn v14_8_publish_tcp_and_quick() {
 
 #[test]
 fn v14_9_datagrams() {
-    let c_tcp = hex("29 05 c0 00 00000000 0000 0003 00000007 00000003 2f6467 7b2264223a317d 616263 000000");
+    let c_tcp =
+        hex("29 05 c0 00 00000000 0000 0003 00000007 00000003 2f6467 7b2264223a317d 616263 000000");
     golden(
         &c_tcp,
         &pkt(PacketType::Datagram)
@@ -180,7 +186,8 @@ fn v14_9_datagrams() {
             .with_param(&b"{\"d\":1}"[..])
             .with_data(&b"abc"[..]),
     );
-    let c_quick = hex("29 05 40 00 0000004d 0000 0004 00000007 00000000 2f646771 7b2264223a327d 00");
+    let c_quick =
+        hex("29 05 40 00 0000004d 0000 0004 00000007 00000000 2f646771 7b2264223a327d 00");
     golden(
         &c_quick,
         &pkt(PacketType::Datagram)
@@ -208,7 +215,10 @@ fn v14_9_datagrams() {
 #[test]
 fn v14_10_ping_noop_qos() {
     let ping = pkt(PacketType::PingEcho).with_seqno(5);
-    golden(&hex("29 ff 00 00 00000005 00000000 00000000 00000000"), &ping);
+    golden(
+        &hex("29 ff 00 00 00000005 00000000 00000000 00000000"),
+        &ping,
+    );
     golden(
         &hex("29 ff 01 00 00000005 00000000 00000000 00000000"),
         &Packet::reply_to(&ping, Status::SUCCESS),
@@ -220,7 +230,10 @@ fn v14_10_ping_noop_qos() {
     let mut qos = pkt(PacketType::QosSetup);
     qos.flags = Flags::REPLY;
     qos.status = Status(3);
-    golden(&hex("29 06 01 03 00000000 00000000 00000000 00000000"), &qos);
+    golden(
+        &hex("29 06 01 03 00000000 00000000 00000000 00000000"),
+        &qos,
+    );
 }
 
 #[test]
@@ -306,7 +319,11 @@ fn packet_at_the_limit_round_trips() {
 
 #[test]
 fn truncated_input_waits_for_more() {
-    let wire = pkt(PacketType::Rpc).with_url("/x").with_data(&b"12345"[..]).to_bytes().unwrap();
+    let wire = pkt(PacketType::Rpc)
+        .with_url("/x")
+        .with_data(&b"12345"[..])
+        .to_bytes()
+        .unwrap();
     let mut dec = Decoder::new();
     for cut in 0..wire.len() {
         let mut buf = BytesMut::from(&wire[..cut]);
@@ -317,7 +334,11 @@ fn truncated_input_waits_for_more() {
 
 #[test]
 fn truncated_datagram_is_refused() {
-    let wire = pkt(PacketType::Datagram).with_url("/x").with_data(&b"12345"[..]).to_bytes().unwrap();
+    let wire = pkt(PacketType::Datagram)
+        .with_url("/x")
+        .with_data(&b"12345"[..])
+        .to_bytes()
+        .unwrap();
     let dec = Decoder::new();
     assert!(matches!(
         dec.decode_datagram(wire.slice(..10)),
@@ -342,16 +363,18 @@ fn arb_packet() -> impl Strategy<Value = Packet> {
         proptest::collection::vec(any::<u8>(), 0..300),
         proptest::collection::vec(any::<u8>(), 0..300),
     )
-        .prop_map(|(t, flags, status, seqno, tunid, url, param, data)| Packet {
-            ptype: PacketType::from_u8(t),
-            flags: Flags::from_wire(flags),
-            status: Status(status),
-            seqno,
-            tunid,
-            url: url.into(),
-            param: param.into(),
-            data: data.into(),
-        })
+        .prop_map(
+            |(t, flags, status, seqno, tunid, url, param, data)| Packet {
+                ptype: PacketType::from_u8(t),
+                flags: Flags::from_wire(flags),
+                status: Status(status),
+                seqno,
+                tunid,
+                url: url.into(),
+                param: param.into(),
+                data: data.into(),
+            },
+        )
 }
 
 proptest! {
@@ -396,12 +419,7 @@ proptest! {
         for (i, c) in chunks.iter().enumerate() {
             if i == 0 && magic_first { buf.extend_from_slice(&[MAGIC]); }
             buf.extend_from_slice(c);
-            loop {
-                match dec.decode(&mut buf) {
-                    Ok(Some(_)) => continue,
-                    Ok(None) | Err(_) => break,
-                }
-            }
+            while let Ok(Some(_)) = dec.decode(&mut buf) {}
         }
         for c in &chunks {
             let _ = dec.decode_datagram(Bytes::from(c.clone()));

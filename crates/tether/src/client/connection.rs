@@ -21,7 +21,9 @@ pub(super) async fn read_loop(shared: Arc<Shared>, mut rd: OwnedReadHalf, mut bu
             match decoder.decode(&mut buf) {
                 Ok(Some(packet)) => dispatch(&shared, packet),
                 Ok(None) => break,
-                Err(e) => break 'conn format!("vsoa://{} sent an invalid packet: {e}", shared.addr),
+                Err(e) => {
+                    break 'conn format!("vsoa://{} sent an invalid packet: {e}", shared.addr)
+                }
             }
         }
         if buf.capacity() - buf.len() < READ_RESERVE / 2 {
@@ -41,7 +43,11 @@ pub(super) async fn read_loop(shared: Arc<Shared>, mut rd: OwnedReadHalf, mut bu
     shared.outbound.kill(&reason);
     let pending = std::mem::take(&mut *shared.pending.lock().unwrap_or_else(|e| e.into_inner()));
     drop(pending); // every waiting call sees its sender gone and reports Error::Closed
-    shared.subs.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    shared
+        .subs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
     *shared.datagrams.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
@@ -64,7 +70,10 @@ fn dispatch(shared: &Shared, packet: Packet) {
                 Some(w) => {
                     let _ = w.send(packet);
                 }
-                None => tracing::trace!(seqno = packet.seqno, "reply to nothing pending (late or fire-and-forget)"),
+                None => tracing::trace!(
+                    seqno = packet.seqno,
+                    "reply to nothing pending (late or fire-and-forget)"
+                ),
             }
         }
         PacketType::QosSetup => shared.priority.store(packet.status.0, Ordering::Relaxed),
@@ -82,7 +91,10 @@ fn dispatch(shared: &Shared, packet: Packet) {
                 Some(sink) => {
                     sink.offer(msg, "datagram");
                 }
-                None => tracing::debug!(url = msg.url, "datagram dropped: nobody took Client::datagrams()"),
+                None => tracing::debug!(
+                    url = msg.url,
+                    "datagram dropped: nobody took Client::datagrams()"
+                ),
             }
         }
         other => tracing::trace!(?other, "ignored packet from server"),

@@ -25,8 +25,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-pub use subscription::{Datagrams, Message, Subscription};
 use subscription::Sink;
+pub use subscription::{Datagrams, Message, Subscription};
 
 use crate::outbound::Outbound;
 use crate::server::{Method, Secret};
@@ -246,7 +246,10 @@ impl Connect {
             _ => {
                 return Err(Error::Malformed {
                     addr,
-                    detail: format!("handshake data of {} bytes, expected 4 or 6", reply.data.len()),
+                    detail: format!(
+                        "handshake data of {} bytes, expected 4 or 6",
+                        reply.data.len()
+                    ),
                 })
             }
         };

@@ -46,7 +46,9 @@ pub(super) struct Sink {
 }
 
 impl Sink {
-    pub(super) fn new(tx: mpsc::Sender<Message>) -> (Sink, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    pub(super) fn new(
+        tx: mpsc::Sender<Message>,
+    ) -> (Sink, std::sync::Arc<std::sync::atomic::AtomicU64>) {
         let total_lost = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         (
             Sink {
@@ -131,7 +133,11 @@ impl Table {
     /// Offers `msg` to every subscription that wants a publish on its URL.
     pub(super) fn deliver(&mut self, msg: Message) {
         for slot in &mut self.slots {
-            if slot.patterns.iter().any(|p| subscription_matches(p, &msg.url)) {
+            if slot
+                .patterns
+                .iter()
+                .any(|p| subscription_matches(p, &msg.url))
+            {
                 slot.sink.offer(msg.clone(), "subscription");
             }
         }
@@ -152,7 +158,10 @@ fn patterns_packet(ptype: PacketType, patterns: &[String]) -> Result<Packet, Err
     })
 }
 
-pub(super) async fn subscribe(client: Client, patterns: Vec<String>) -> Result<Subscription, Error> {
+pub(super) async fn subscribe(
+    client: Client,
+    patterns: Vec<String>,
+) -> Result<Subscription, Error> {
     if patterns.is_empty() {
         return Err(Error::Url(tether_wire::url::UrlError::Empty));
     }

@@ -136,7 +136,9 @@ impl Connection {
         }
         if self.logged_in {
             if let Some(hook) = &self.shared.hooks.on_client {
-                let why = outbound.close_reason().unwrap_or_else(|| Arc::from(reason.as_str()));
+                let why = outbound
+                    .close_reason()
+                    .unwrap_or_else(|| Arc::from(reason.as_str()));
                 hook(ClientEvent::Disconnected(self.client.clone(), why));
             }
         }
@@ -217,7 +219,9 @@ impl Connection {
             Ok(u) => u,
             Err(e) => {
                 tracing::debug!("RPC refused: {e}");
-                return self.send(Packet::reply_to(&packet, Status::ARGUMENTS)).await;
+                return self
+                    .send(Packet::reply_to(&packet, Status::ARGUMENTS))
+                    .await;
             }
         };
         let route = self
@@ -228,7 +232,9 @@ impl Connection {
             .lookup(url)
             .cloned();
         let Some(route) = route else {
-            return self.send(Packet::reply_to(&packet, Status::INVALID_URL)).await;
+            return self
+                .send(Packet::reply_to(&packet, Status::INVALID_URL))
+                .await;
         };
         let skeleton = Packet::reply_to(&packet, Status::SUCCESS);
         let req = Request {
@@ -274,7 +280,9 @@ impl Connection {
             Ok(urls) => urls,
             Err(why) => {
                 tracing::debug!("{:?} refused: {why}", packet.ptype);
-                return self.send(Packet::reply_to(&packet, Status::ARGUMENTS)).await;
+                return self
+                    .send(Packet::reply_to(&packet, Status::ARGUMENTS))
+                    .await;
             }
         };
         let id = self.client.id;
@@ -286,7 +294,8 @@ impl Connection {
                         .iter()
                         .filter(|u| !reg.subs.client_has_pattern(id, u))
                         .count();
-                    if reg.subs.count_of(id) + new > self.shared.config.max_subscriptions_per_client {
+                    if reg.subs.count_of(id) + new > self.shared.config.max_subscriptions_per_client
+                    {
                         tracing::warn!(
                             "subscription limit of {} reached; refusing {} URLs",
                             self.shared.config.max_subscriptions_per_client,
@@ -368,7 +377,9 @@ fn parse_urls(packet: &Packet) -> Result<Option<Vec<String>>, String> {
     list.into_iter()
         .map(|v| match v {
             serde_json::Value::String(s) if s.starts_with('/') => Ok(s),
-            other => Err(format!("list member {other} is not a URL starting with '/'")),
+            other => Err(format!(
+                "list member {other} is not a URL starting with '/'"
+            )),
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)

@@ -221,7 +221,9 @@ pub struct WorkQueue {
 
 impl std::fmt::Debug for WorkQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkQueue").field("name", &self.name).finish()
+        f.debug_struct("WorkQueue")
+            .field("name", &self.name)
+            .finish()
     }
 }
 

@@ -241,7 +241,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("config", &self.shared.config).finish()
+        f.debug_struct("Server")
+            .field("config", &self.shared.config)
+            .finish()
     }
 }
 
@@ -286,20 +288,26 @@ impl Server {
     }
 
     /// Listens on `addr` and serves connections until [`Listening::shutdown`].
-    pub async fn bind(&self, addr: impl tokio::net::ToSocketAddrs + std::fmt::Display) -> Result<Listening, Error> {
+    pub async fn bind(
+        &self,
+        addr: impl tokio::net::ToSocketAddrs + std::fmt::Display,
+    ) -> Result<Listening, Error> {
         let shown = addr.to_string();
-        let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind {
-            addr: shown.clone(),
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: shown.clone(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: shown,
             source,
         })?;
-        let local_addr = listener.local_addr().map_err(|source| Error::Bind { addr: shown, source })?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
         let shared = self.shared.clone();
         let span = tracing::info_span!("vsoa-server", listen = %local_addr);
-        tokio::spawn(
-            accept_loop(shared, listener, shutdown_rx, done_tx).instrument(span),
-        );
+        tokio::spawn(accept_loop(shared, listener, shutdown_rx, done_tx).instrument(span));
         tracing::info!("VSOA server listening on {local_addr}");
         Ok(Listening {
             local_addr,
@@ -361,7 +369,11 @@ impl Server {
 
     /// A handle on client `id`, if it is connected.
     pub fn client(&self, id: u32) -> Option<ClientHandle> {
-        self.shared.registry().clients.get(&id).map(|e| e.handle.clone())
+        self.shared
+            .registry()
+            .clients
+            .get(&id)
+            .map(|e| e.handle.clone())
     }
 
     /// Whether client `id` would receive a publish on `url`.
@@ -487,12 +499,13 @@ pub(crate) fn encode_reply(packet: Packet) -> Bytes {
     match packet.to_bytes() {
         Ok(b) => b,
         Err(e) => {
-            tracing::error!(seqno = packet.seqno, "reply not sent: {e}; answering status 6");
+            tracing::error!(
+                seqno = packet.seqno,
+                "reply not sent: {e}; answering status 6"
+            );
             let mut small = Packet::reply_to(&packet, Status::NO_MEMORY);
             small.ptype = packet.ptype;
-            small
-                .to_bytes()
-                .unwrap_or_else(|_| Bytes::new())
+            small.to_bytes().unwrap_or_else(|_| Bytes::new())
         }
     }
 }

@@ -60,8 +60,11 @@ impl Registry {
     }
 
     pub(crate) fn summary(&self, e: &Entry) -> ClientSummary {
-        let mut subscriptions: Vec<String> =
-            self.subs.patterns_of(e.handle.id).map(str::to_string).collect();
+        let mut subscriptions: Vec<String> = self
+            .subs
+            .patterns_of(e.handle.id)
+            .map(str::to_string)
+            .collect();
         subscriptions.sort();
         ClientSummary {
             id: e.handle.id,

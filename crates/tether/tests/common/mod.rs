@@ -20,7 +20,12 @@ pub fn install_routes(server: &Server) {
         Reply::ok(req.payload)
     });
     server.route("/status/", |req: Request| async move {
-        let n: u8 = req.url().rsplit('/').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let n: u8 = req
+            .url()
+            .rsplit('/')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         Reply::status(tether::Status(n))
     });
 }
@@ -111,12 +116,19 @@ impl Raw {
     /// Sends a ping with `seqno` and returns the next packet, which must be its echo:
     /// proves everything sent before it was processed (and ignored, if nothing came back).
     pub async fn ping_barrier(&mut self, seqno: u32) {
-        self.send(&Packet::new(PacketType::PingEcho).with_seqno(seqno)).await;
+        self.send(&Packet::new(PacketType::PingEcho).with_seqno(seqno))
+            .await;
         let p = self.expect().await;
-        assert_eq!((p.ptype, p.seqno, p.is_reply()), (PacketType::PingEcho, seqno, true), "{p:?}");
+        assert_eq!(
+            (p.ptype, p.seqno, p.is_reply()),
+            (PacketType::PingEcho, seqno, true),
+            "{p:?}"
+        );
     }
 }
 
 pub fn rpc(url: &str, seqno: u32) -> Packet {
-    Packet::new(PacketType::Rpc).with_url(url.to_string()).with_seqno(seqno)
+    Packet::new(PacketType::Rpc)
+        .with_url(url.to_string())
+        .with_seqno(seqno)
 }

@@ -1,0 +1,220 @@
+//! The command-line contract of README: output lines, exit codes, error sentences.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn tether(args: &[&str]) -> Run {
+    let out = tokio::time::timeout(
+        WAIT,
+        Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("tether finished in time")
+    .expect("run tether");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn call_prints_one_json_line_and_exits_0_for_any_status() {
+    let s = tether_serve(&[]).await;
+    let base = format!("vsoa://127.0.0.1:{}", s.port);
+    let r = tether(&[
+        "call",
+        &format!("{base}/echo"),
+        "--param",
+        r#"{"a":[1,"x"]}"#,
+        "--data-base64",
+        "AAEC/w==",
+    ])
+    .await;
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (
+            0,
+            "{\"status\":0,\"param\":{\"a\":[1,\"x\"]},\"data\":\"AAEC/w==\",\"tunid\":0}\n"
+        ),
+        "{}",
+        r.stderr
+    );
+    let r = tether(&["call", &format!("{base}/nosuch")]).await;
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (
+            0,
+            "{\"status\":3,\"param\":null,\"data\":null,\"tunid\":0}\n"
+        )
+    );
+    // /publish wants SET; GET gets status 2 and a reason.
+    let r = tether(&[
+        "call",
+        &format!("{base}/publish"),
+        "--param",
+        r#"{"url":"/x"}"#,
+    ])
+    .await;
+    assert_eq!(r.code, 0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["status"], 2);
+    assert!(v["param"]["error"].as_str().unwrap().contains("SET"));
+    let r = tether(&[
+        "call",
+        &format!("{base}/publish"),
+        "--set",
+        "--param",
+        r#"{"url":"/x"}"#,
+    ])
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        (v["status"].as_u64(), v["param"]["delivered"].as_u64()),
+        (Some(0), Some(0))
+    );
+}
+
+#[tokio::test]
+async fn call_shows_a_non_json_param_as_base64() {
+    let server = tether::Server::builder().build();
+    server.route("/raw", |_req: tether::Request| async move {
+        tether::Reply::ok(tether::Payload::raw(&b"\xffnot json"[..]))
+    });
+    let l = server.bind("127.0.0.1:0").await.unwrap();
+    let r = tether(&["call", &format!("vsoa://{}/raw", l.local_addr())]).await;
+    assert_eq!(r.stdout, "{\"status\":0,\"param\":null,\"param_base64\":\"/25vdCBqc29u\",\"data\":null,\"tunid\":0}\n");
+}
+
+#[tokio::test]
+async fn call_failures_exit_non_zero_with_one_sentence() {
+    let s = tether_serve(&["--password", "pw"]).await;
+    let base = format!("vsoa://127.0.0.1:{}", s.port);
+    let r = tether(&["call", &format!("{base}/echo"), "--password", "bad"]).await;
+    assert_eq!(r.code, 4);
+    assert_eq!(r.stderr, format!("tether: wrong password for {base}\n"));
+    assert!(r.stdout.is_empty());
+    let r = tether(&["call", &format!("{base}/echo")]).await;
+    assert_eq!((r.code, r.stderr.contains("wrong password")), (4, true));
+
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let r = tether(&["call", &format!("vsoa://127.0.0.1:{port}/echo")]).await;
+    assert_eq!(r.code, 3);
+    assert!(
+        r.stderr
+            .starts_with(&format!("tether: cannot reach vsoa://127.0.0.1:{port}: ")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.lines().count(), 1);
+
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let r = tether(&[
+        "call",
+        &format!("vsoa://{}/echo", mute.local_addr().unwrap()),
+        "--timeout",
+        "0.3",
+    ])
+    .await;
+    assert_eq!(r.code, 5);
+    assert!(
+        r.stderr.contains("did not complete the handshake"),
+        "{}",
+        r.stderr
+    );
+
+    let r = tether(&["call", &format!("{base}/echo"), "--param", "{not json"]).await;
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--param is not valid JSON"));
+    let r = tether(&["call", "http://127.0.0.1:1/x"]).await;
+    assert_eq!(r.code, 2, "clap rejects a bad URL: {}", r.stderr);
+}
+
+#[tokio::test]
+async fn sub_prints_messages_and_exits_after_count() {
+    let s = tether_serve(&[]).await;
+    let base = format!("vsoa://127.0.0.1:{}", s.port);
+    let mut sub = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["sub", &format!("{base}/a/"), "/b", "--count", "3"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Wait for the subscription to be in place before publishing.
+    let mut err = BufReader::new(sub.stderr.take().unwrap()).lines();
+    let ready = tokio::time::timeout(WAIT, err.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ready.as_deref(), Some("tether: subscribed"));
+    for (url, extra) in [
+        ("/a/x", r#","param":{"v":1},"data":"AQI=""#),
+        ("/c", ""),
+        ("/b", ""),
+        ("/a", r#","param":"s""#),
+    ] {
+        let param = format!(r#"{{"url":"{url}"{extra}}}"#);
+        let r = tether(&[
+            "call",
+            &format!("{base}/publish"),
+            "--set",
+            "--param",
+            &param,
+        ])
+        .await;
+        assert!(r.stdout.starts_with("{\"status\":0"), "{}", r.stdout);
+    }
+    let out = tokio::time::timeout(WAIT, sub.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        concat!(
+            "{\"url\":\"/a/x\",\"param\":{\"v\":1},\"data\":\"AQI=\",\"quick\":false}\n",
+            "{\"url\":\"/b\",\"param\":null,\"data\":null,\"quick\":false}\n",
+            "{\"url\":\"/a\",\"param\":\"s\",\"data\":null,\"quick\":false}\n",
+        )
+    );
+}
+
+#[tokio::test]
+async fn serve_demo_echoes_datagrams() {
+    let s = tether_serve(&["--name", "demo-x"]).await;
+    let c = tether::Client::connect(&format!("vsoa://127.0.0.1:{}", s.port))
+        .await
+        .unwrap();
+    assert_eq!(c.server_info(), &serde_json::json!({"name": "demo-x"}));
+    let mut dgs = c.datagrams().unwrap();
+    c.datagram("/d", tether::Payload::raw("1").with_data(vec![5]))
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(WAIT, dgs.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (m.url.as_str(), &m.payload.param[..], &m.payload.data[..]),
+        ("/d", &b"1"[..], &[5u8][..])
+    );
+}

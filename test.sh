@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every Tether test on a fresh machine: installs the pinned real peers (Python vsoa,
+# npm vsoa) the interop tests drive, checks formatting and lints, then runs all tests.
+set -euo pipefail
+cd "$(dirname "$0")"
+export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "== interop peers"
+interop/setup.sh
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
