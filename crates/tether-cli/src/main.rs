@@ -30,6 +30,8 @@ enum Command {
     Call(cmd::call::Args),
     /// Subscribe and print each message as one JSON line.
     Sub(cmd::sub::Args),
+    /// Measure a scenario on loopback and print one JSON object.
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => cmd::serve::run(args).await,
             Command::Call(args) => cmd::call::run(args).await,
             Command::Sub(args) => cmd::sub::run(args).await,
+            Command::Bench(args) => cmd::bench::run(args).await,
         }
     });
     match result {

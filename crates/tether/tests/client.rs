@@ -475,9 +475,13 @@ async fn handler_panic_and_oversize_reply_get_statuses() {
 }
 
 #[tokio::test]
-async fn a_full_subscription_buffer_never_blocks_calls_and_reports_losses() {
+async fn an_unread_subscription_delays_calls_at_most_one_stall_and_reports_losses() {
     let (server, l) = start(Server::builder()).await;
-    let c = Client::connect(&url(&l)).buffer(4).await.unwrap();
+    let c = Client::connect(&url(&l))
+        .buffer(4)
+        .stall_timeout(Duration::from_millis(50))
+        .await
+        .unwrap();
     let mut sub = c.subscribe(["/burst"]).await.unwrap();
     for i in 0..10u32 {
         server
@@ -485,7 +489,7 @@ async fn a_full_subscription_buffer_never_blocks_calls_and_reports_losses() {
             .await
             .unwrap();
     }
-    // The reply travels behind the ten publishes; it must not wait for the stream reader.
+    // The reply travels behind the ten publishes: it waits for one stall, not for the reader.
     let r = c
         .call("/echo")
         .json(&"through")
@@ -512,4 +516,30 @@ async fn a_full_subscription_buffer_never_blocks_calls_and_reports_losses() {
         (Some(json!(10)), 6),
         "the gap is reported in-band"
     );
+}
+
+#[tokio::test]
+async fn a_slower_consumer_gets_backpressure_not_loss() {
+    let (server, l) = start(Server::builder()).await;
+    let c = Client::connect(&url(&l)).buffer(8).await.unwrap();
+    let mut sub = c.subscribe(["/fast"]).await.unwrap();
+    let n = 20_000u32;
+    let publisher = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            for i in 0..n {
+                let r = server.publish("/fast", Payload::json(&i).unwrap()).await.unwrap();
+                assert_eq!(r.cut_off, 0);
+            }
+        })
+    };
+    for i in 0..n {
+        let m = tokio::time::timeout(WAIT, sub.next()).await.unwrap().unwrap();
+        assert_eq!((m.payload.param_value(), m.lost_before), (Some(json!(i)), 0));
+        if i % 64 == 0 {
+            tokio::task::yield_now().await; // slower than the reader, but alive
+        }
+    }
+    publisher.await.unwrap();
+    assert_eq!(sub.lost(), 0);
 }

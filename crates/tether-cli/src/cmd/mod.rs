@@ -1,5 +1,6 @@
 //! One module per subcommand, and the exit-code convention they share.
 
+pub mod bench;
 pub mod call;
 pub mod serve;
 pub mod sub;

@@ -9,6 +9,7 @@ use tether_wire::vsoa::{Decoder, Packet, PacketType};
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 
+use super::subscription::{settle, Offer};
 use super::{Message, Shared};
 use crate::Payload;
 
@@ -19,7 +20,7 @@ pub(super) async fn read_loop(shared: Arc<Shared>, mut rd: OwnedReadHalf, mut bu
     let reason: String = 'conn: loop {
         loop {
             match decoder.decode(&mut buf) {
-                Ok(Some(packet)) => dispatch(&shared, packet),
+                Ok(Some(packet)) => dispatch(&shared, packet).await,
                 Ok(None) => break,
                 Err(e) => {
                     break 'conn format!("vsoa://{} sent an invalid packet: {e}", shared.addr)
@@ -51,8 +52,9 @@ pub(super) async fn read_loop(shared: Arc<Shared>, mut rd: OwnedReadHalf, mut bu
     *shared.datagrams.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
-/// Routes one packet. Never waits: see the buffering note in `subscription.rs`.
-fn dispatch(shared: &Shared, packet: Packet) {
+/// Routes one packet. Waits only for full stream buffers, at most the stall timeout (see
+/// `subscription.rs`).
+async fn dispatch(shared: &Shared, packet: Packet) {
     match packet.ptype {
         PacketType::Rpc
         | PacketType::Subscribe
@@ -79,22 +81,43 @@ fn dispatch(shared: &Shared, packet: Packet) {
         PacketType::QosSetup => shared.priority.store(packet.status.0, Ordering::Relaxed),
         PacketType::Publish => {
             let Some(msg) = message(packet) else { return };
-            shared
+            let waits = shared
                 .subs
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .deliver(msg);
+                .deliver(&msg);
+            if waits.is_empty() {
+                return;
+            }
+            let deadline = tokio::time::Instant::now() + shared.stall_timeout;
+            for (id, wait) in waits {
+                let outcome = wait.run(deadline).await;
+                let mut subs = shared.subs.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(sink) = subs.sink(id) {
+                    settle(sink, outcome, "a subscription", shared.stall_timeout);
+                }
+            }
         }
         PacketType::Datagram => {
             let Some(msg) = message(packet) else { return };
-            match &mut *shared.datagrams.lock().unwrap_or_else(|e| e.into_inner()) {
-                Some(sink) => {
-                    sink.offer(msg, "datagram");
+            let offer = match &mut *shared.datagrams.lock().unwrap_or_else(|e| e.into_inner()) {
+                Some(sink) => sink.offer(msg),
+                None => {
+                    tracing::debug!(
+                        url = msg.url,
+                        "datagram dropped: nobody took Client::datagrams()"
+                    );
+                    return;
                 }
-                None => tracing::debug!(
-                    url = msg.url,
-                    "datagram dropped: nobody took Client::datagrams()"
-                ),
+            };
+            if let Offer::Wait(wait) = offer {
+                let outcome = wait
+                    .run(tokio::time::Instant::now() + shared.stall_timeout)
+                    .await;
+                if let Some(sink) = &mut *shared.datagrams.lock().unwrap_or_else(|e| e.into_inner())
+                {
+                    settle(sink, outcome, "the datagram stream", shared.stall_timeout);
+                }
             }
         }
         other => tracing::trace!(?other, "ignored packet from server"),

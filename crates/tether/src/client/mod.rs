@@ -36,6 +36,8 @@ use crate::{Error, Payload, VsoaUrl};
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time a call waits for its reply (as VSOA's clients).
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default longest wait for room in a full stream buffer (see [`Connect::stall_timeout`]).
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default number of messages buffered per subscription (and for datagrams).
 pub const DEFAULT_BUFFER: usize = 65_536;
 
@@ -75,6 +77,7 @@ struct Shared {
     subs: Mutex<subscription::Table>,
     datagrams: Mutex<Option<Sink>>,
     buffer: usize,
+    stall_timeout: Duration,
     next_seqno: AtomicU32,
     priority: AtomicU8,
 }
@@ -138,6 +141,7 @@ pub struct Connect {
     send_timeout: Duration,
     queue_bytes: usize,
     buffer: usize,
+    stall_timeout: Duration,
 }
 
 impl std::fmt::Debug for Connect {
@@ -170,10 +174,18 @@ impl Connect {
         self
     }
 
-    /// Messages buffered per subscription and for datagrams before newer ones are dropped
-    /// and counted (default 65 536, as async-nats).
+    /// Messages buffered per subscription and for the datagram stream (default 65 536, as
+    /// async-nats).
     pub fn buffer(mut self, messages: usize) -> Self {
         self.buffer = messages.max(1);
+        self
+    }
+
+    /// How long the connection waits for a full stream buffer to make room before that
+    /// stream starts dropping (and counting) messages until it catches up (default 1 s).
+    /// While it waits, nothing else on the connection, RPC replies included, is read.
+    pub fn stall_timeout(mut self, t: Duration) -> Self {
+        self.stall_timeout = t;
         self
     }
 
@@ -269,6 +281,7 @@ impl Connect {
             subs: Mutex::new(subscription::Table::default()),
             datagrams: Mutex::new(None),
             buffer: self.buffer,
+            stall_timeout: self.stall_timeout,
             next_seqno: AtomicU32::new(1),
             priority: AtomicU8::new(0),
         });
@@ -307,6 +320,7 @@ impl Client {
             send_timeout: Duration::from_secs(5),
             queue_bytes: 4 << 20,
             buffer: DEFAULT_BUFFER,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
         }
     }
 

@@ -6,14 +6,20 @@
 //! Patterns are reference-counted so that dropping one subscription does not unsubscribe a
 //! pattern another subscription still uses.
 //!
-//! The reader task never waits for a consumer: RPC replies travel on the same TCP stream as
-//! publishes, so a blocked reader would starve every call. Each subscription therefore
-//! has a bounded buffer; a message that finds it full is dropped and counted, and the next
-//! message delivered carries the count in [`Message::lost_before`] (like the `Lagged`
-//! error of a tokio broadcast channel). Nothing is lost without the consumer being told.
+//! Buffering is a decision (DESIGN.md §2). Each subscription has a bounded buffer. When it
+//! is full the reader waits for room, which is backpressure all the way to the server, so a
+//! consumer that is merely slower loses nothing. But RPC replies travel on the same TCP
+//! stream as publishes, so the reader waits at most the *stall timeout*: a consumer that
+//! made no room by then puts its subscription into overflow, and messages for it are
+//! dropped and counted until it has drained its buffer. The next message it receives
+//! carries the count in [`Message::lost_before`] (like the `Lagged` error of a tokio
+//! broadcast channel). Nothing is lost without the consumer being told, and a stream nobody
+//! reads delays calls by one stall timeout at most, never forever.
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -41,44 +47,103 @@ pub struct Message {
 /// Sending end of a bounded message stream that counts what it had to drop.
 pub(super) struct Sink {
     tx: mpsc::Sender<Message>,
+    /// Dropped since the last delivered message.
     lost: u64,
-    total_lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The consumer let a stall timeout pass: drop without waiting until it drains.
+    overflowing: bool,
+    total_lost: Arc<AtomicU64>,
+}
+
+/// What [`Sink::offer`] did.
+pub(super) enum Offer {
+    /// Queued, or dropped and counted, or the receiver is gone: nothing more to do.
+    Done,
+    /// The buffer is full: wait for room with [`Wait::run`].
+    Wait(Wait),
+}
+
+/// A message waiting for room in a full buffer.
+pub(super) struct Wait {
+    tx: mpsc::Sender<Message>,
+    msg: Message,
 }
 
 impl Sink {
-    pub(super) fn new(
-        tx: mpsc::Sender<Message>,
-    ) -> (Sink, std::sync::Arc<std::sync::atomic::AtomicU64>) {
-        let total_lost = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        (
-            Sink {
-                tx,
-                lost: 0,
-                total_lost: total_lost.clone(),
-            },
-            total_lost,
-        )
+    pub(super) fn new(tx: mpsc::Sender<Message>) -> (Sink, Arc<AtomicU64>) {
+        let total_lost = Arc::new(AtomicU64::new(0));
+        let sink = Sink {
+            tx,
+            lost: 0,
+            overflowing: false,
+            total_lost: total_lost.clone(),
+        };
+        (sink, total_lost)
     }
 
-    /// Queues `msg` without waiting. Returns false when the receiver is gone.
-    pub(super) fn offer(&mut self, mut msg: Message, what: &str) -> bool {
+    /// Queues `msg` if there is room, without waiting.
+    pub(super) fn offer(&mut self, mut msg: Message) -> Offer {
         msg.lost_before = self.lost;
         match self.tx.try_send(msg) {
             Ok(()) => {
                 self.lost = 0;
-                true
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.lost == 0 {
-                    tracing::warn!("{what} buffer full: dropping messages until it is read");
+                // Leave overflow once half the buffer is free again, not at the first free
+                // slot, so a trickling consumer does not cost a stall per message.
+                if self.overflowing && self.tx.capacity() * 2 >= self.tx.max_capacity() {
+                    self.overflowing = false;
                 }
-                self.lost += 1;
-                self.total_lost
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                true
+                Offer::Done
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Full(msg)) if !self.overflowing => Offer::Wait(Wait {
+                tx: self.tx.clone(),
+                msg,
+            }),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.count_loss();
+                Offer::Done
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Done,
         }
+    }
+
+    /// A waited-for message went through (it carried the pending loss count).
+    fn delivered_after_wait(&mut self, carried: u64) {
+        self.lost = self.lost.saturating_sub(carried);
+    }
+
+    /// A waited-for message did not go through in time: overflow until drained.
+    fn stalled(&mut self, what: &str, stall: Duration) {
+        if !self.overflowing {
+            tracing::warn!(
+                "{what} not read for {stall:?} with a full buffer: dropping its messages until it catches up"
+            );
+        }
+        self.overflowing = true;
+        self.count_loss();
+    }
+
+    fn count_loss(&mut self) {
+        self.lost += 1;
+        self.total_lost.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Wait {
+    /// Waits until `deadline` for room. `Ok(lost_before)` when delivered; `Err(())` when the
+    /// deadline passed (the message is dropped). A closed receiver counts as delivered.
+    pub(super) async fn run(self, deadline: tokio::time::Instant) -> Result<u64, ()> {
+        let carried = self.msg.lost_before;
+        match tokio::time::timeout_at(deadline, self.tx.send(self.msg)).await {
+            Ok(_) => Ok(carried),
+            Err(_) => Err(()),
+        }
+    }
+}
+
+/// Applies the outcome of a [`Wait`] to the sink it came from.
+pub(super) fn settle(sink: &mut Sink, outcome: Result<u64, ()>, what: &str, stall: Duration) {
+    match outcome {
+        Ok(carried) => sink.delivered_after_wait(carried),
+        Err(()) => sink.stalled(what, stall),
     }
 }
 
@@ -130,17 +195,30 @@ impl Table {
             .collect()
     }
 
-    /// Offers `msg` to every subscription that wants a publish on its URL.
-    pub(super) fn deliver(&mut self, msg: Message) {
+    /// Offers `msg` to every subscription that wants a publish on its URL; returns the
+    /// waits for subscriptions whose buffer is full, by slot id.
+    pub(super) fn deliver(&mut self, msg: &Message) -> Vec<(u64, Wait)> {
+        let mut waits = Vec::new();
         for slot in &mut self.slots {
             if slot
                 .patterns
                 .iter()
                 .any(|p| subscription_matches(p, &msg.url))
             {
-                slot.sink.offer(msg.clone(), "subscription");
+                if let Offer::Wait(w) = slot.sink.offer(msg.clone()) {
+                    waits.push((slot.id, w));
+                }
             }
         }
+        waits
+    }
+
+    /// The sink of slot `id`, if it still exists.
+    pub(super) fn sink(&mut self, id: u64) -> Option<&mut Sink> {
+        self.slots
+            .iter_mut()
+            .find(|s| s.id == id)
+            .map(|s| &mut s.sink)
     }
 
     /// Ends every stream (the connection is gone).
@@ -208,15 +286,15 @@ fn lock(m: &std::sync::Mutex<Table>) -> std::sync::MutexGuard<'_, Table> {
 /// [`Subscription::unsubscribe`] does so and waits.
 ///
 /// Messages wait in a buffer (default [`super::DEFAULT_BUFFER`] messages, see
-/// [`super::Connect::buffer`]). If the consumer falls so far behind that it fills up, further
-/// messages are dropped and counted: [`Message::lost_before`] on the next message and
-/// [`Subscription::lost`] say how many.
+/// [`super::Connect::buffer`]). A full buffer slows the connection down; one left full for
+/// the stall timeout ([`super::Connect::stall_timeout`]) makes further messages drop until
+/// it is drained, counted in [`Message::lost_before`] and [`Subscription::lost`].
 pub struct Subscription {
     client: Client,
     id: u64,
     patterns: Vec<String>,
     rx: mpsc::Receiver<Message>,
-    lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    lost: Arc<AtomicU64>,
     active: bool,
 }
 
@@ -241,7 +319,7 @@ impl Subscription {
 
     /// Messages dropped so far because the buffer was full.
     pub fn lost(&self) -> u64 {
-        self.lost.load(std::sync::atomic::Ordering::Relaxed)
+        self.lost.load(Ordering::Relaxed)
     }
 
     /// Unsubscribes the patterns no other subscription of this client uses, and waits for
@@ -300,14 +378,11 @@ impl futures_core::Stream for Subscription {
 #[derive(Debug)]
 pub struct Datagrams {
     rx: mpsc::Receiver<Message>,
-    lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    lost: Arc<AtomicU64>,
 }
 
 impl Datagrams {
-    pub(super) fn new(
-        rx: mpsc::Receiver<Message>,
-        lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    ) -> Self {
+    pub(super) fn new(rx: mpsc::Receiver<Message>, lost: Arc<AtomicU64>) -> Self {
         Datagrams { rx, lost }
     }
 
@@ -318,7 +393,7 @@ impl Datagrams {
 
     /// Datagrams dropped so far because the buffer was full.
     pub fn lost(&self) -> u64 {
-        self.lost.load(std::sync::atomic::Ordering::Relaxed)
+        self.lost.load(Ordering::Relaxed)
     }
 }
 
