@@ -528,14 +528,23 @@ async fn a_slower_consumer_gets_backpressure_not_loss() {
         let server = server.clone();
         tokio::spawn(async move {
             for i in 0..n {
-                let r = server.publish("/fast", Payload::json(&i).unwrap()).await.unwrap();
+                let r = server
+                    .publish("/fast", Payload::json(&i).unwrap())
+                    .await
+                    .unwrap();
                 assert_eq!(r.cut_off, 0);
             }
         })
     };
     for i in 0..n {
-        let m = tokio::time::timeout(WAIT, sub.next()).await.unwrap().unwrap();
-        assert_eq!((m.payload.param_value(), m.lost_before), (Some(json!(i)), 0));
+        let m = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (m.payload.param_value(), m.lost_before),
+            (Some(json!(i)), 0)
+        );
         if i % 64 == 0 {
             tokio::task::yield_now().await; // slower than the reader, but alive
         }
