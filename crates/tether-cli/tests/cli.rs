@@ -218,3 +218,38 @@ async fn serve_demo_echoes_datagrams() {
         ("/d", &b"1"[..], &[5u8][..])
     );
 }
+
+#[tokio::test]
+async fn bench_scenarios_run_in_a_tiny_configuration() {
+    for (scenario, extra) in [
+        ("floor-tcp", &["--count", "200"][..]),
+        ("rpc-latency", &["--count", "200"]),
+        ("rpc-throughput", &["--count", "2000", "--in-flight", "16"]),
+        ("pub-throughput", &["--count", "5000", "--subscribers", "2"]),
+    ] {
+        let args: Vec<&str> = ["bench", scenario].iter().chain(extra).copied().collect();
+        let r = tether(args).await;
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("one JSON object");
+        assert_eq!(
+            v["scenario"],
+            args[args
+                .iter()
+                .position(|a| a.contains('-') && !a.starts_with("--"))
+                .unwrap()]
+        );
+        assert!(
+            v["count"].as_u64().unwrap() > 0 && v["rate_per_s"].as_f64().unwrap() > 0.0,
+            "{v}"
+        );
+        if v["scenario"] == "pub-throughput" {
+            assert_eq!(
+                (v["lost"].as_u64(), v["count"].as_u64()),
+                (Some(0), Some(10_000)),
+                "{v}"
+            );
+        } else {
+            assert!(v["latency_us"]["p50"].as_f64().unwrap() > 0.0, "{v}");
+        }
+    }
+}

@@ -15,6 +15,9 @@ use super::Failure;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Runtime worker threads; 1 runs both ends on one thread (no cross-thread wake-ups).
+    #[arg(long, default_value_t = 2, global = true)]
+    pub threads: usize,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -83,6 +86,8 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         Scenario::RpcThroughput(a) => rpc_throughput(a).await,
         Scenario::PubThroughput(a) => pub_throughput(a).await,
     }?;
+    let mut result = result;
+    result["params"]["threads"] = json!(args.threads);
     crate::output::print_line(&result.to_string());
     Ok(())
 }

@@ -330,7 +330,8 @@ impl Server {
         self.shared.registry().targets(url, &mut targets);
         let mut report = PublishReport::default();
         let mut waiting = Vec::new();
-        for out in targets {
+        for client in targets {
+            let out = client.outbound;
             match out.try_send(&bytes) {
                 Ok(true) => report.delivered += 1,
                 Ok(false) => waiting.push(out),
@@ -503,9 +504,10 @@ pub(crate) fn encode_reply(packet: Packet) -> Bytes {
                 seqno = packet.seqno,
                 "reply not sent: {e}; answering status 6"
             );
-            let mut small = Packet::reply_to(&packet, Status::NO_MEMORY);
-            small.ptype = packet.ptype;
-            small.to_bytes().unwrap_or_else(|_| Bytes::new())
+            // A bare status reply is 20 bytes and always encodes.
+            Packet::reply_to(&packet, Status::NO_MEMORY)
+                .to_bytes()
+                .unwrap_or_default()
         }
     }
 }

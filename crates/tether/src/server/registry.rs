@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use tether_wire::url::SubscriptionIndex;
 
 use super::handler::ClientHandle;
-use crate::outbound::Outbound;
 
 pub(crate) struct Entry {
     pub(crate) handle: ClientHandle,
@@ -40,22 +39,23 @@ pub struct ClientSummary {
 }
 
 impl Registry {
-    /// The outbound queues of logged-in, authed clients subscribed to `url`, highest
-    /// priority first (ties by id, i.e. connection order).
-    pub(crate) fn targets(&mut self, url: &str, out: &mut Vec<Outbound>) {
+    /// The logged-in, authed clients subscribed to `url`, highest priority first (ties by
+    /// id, i.e. connection order).
+    pub(crate) fn targets(&mut self, url: &str, out: &mut Vec<ClientHandle>) {
         out.clear();
         let mut ids = std::mem::take(&mut self.scratch);
         self.subs.matching(url, &mut ids);
-        let mut ranked: Vec<(u8, u32, &Outbound)> = ids
-            .iter()
-            .filter_map(|id| self.clients.get(id))
-            .filter(|e| e.logged_in && e.authed)
-            .map(|e| (e.priority, e.handle.id, &e.handle.outbound))
-            .collect();
-        if ranked.iter().any(|r| r.0 != 0) {
-            ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        out.extend(
+            ids.iter()
+                .filter_map(|id| self.clients.get(id))
+                .filter(|e| e.logged_in && e.authed)
+                .map(|e| e.handle.clone()),
+        );
+        if out.len() > 1 {
+            // Stable sort on priority alone keeps the id order `matching` produced.
+            let prio = |h: &ClientHandle| self.clients.get(&h.id).map_or(0, |e| e.priority);
+            out.sort_by_key(|h| std::cmp::Reverse(prio(h)));
         }
-        out.extend(ranked.into_iter().map(|(_, _, o)| o.clone()));
         self.scratch = ids;
     }
 
@@ -73,5 +73,49 @@ impl Registry {
             authed: e.authed,
             subscriptions,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::Outbound;
+    use std::time::Duration;
+
+    fn entry(id: u32, priority: u8, logged_in: bool, authed: bool) -> Entry {
+        let (outbound, _rx) = Outbound::new(1024, Duration::from_secs(1));
+        Entry {
+            handle: ClientHandle {
+                id,
+                addr: "127.0.0.1:1".parse().unwrap(),
+                outbound,
+            },
+            priority,
+            authed,
+            logged_in,
+        }
+    }
+
+    #[test]
+    fn targets_are_matching_eligible_clients_by_priority_then_id() {
+        let mut reg = Registry::default();
+        for (id, prio, logged_in, authed) in [
+            (1, 0, true, true),
+            (2, 5, true, true),
+            (3, 5, true, true),
+            (4, 7, false, true), // not logged in
+            (5, 7, true, false), // not authed
+            (6, 1, true, true),
+            (7, 9, true, true), // not subscribed
+        ] {
+            reg.clients.insert(id, entry(id, prio, logged_in, authed));
+            if id != 7 {
+                reg.subs.subscribe(id, "/a/");
+            }
+        }
+        let mut out = Vec::new();
+        reg.targets("/a/b", &mut out);
+        let ids: Vec<u32> = out.iter().map(|h| h.id).collect();
+        assert_eq!(ids, vec![2, 3, 6, 1]);
     }
 }
