@@ -228,7 +228,7 @@ async fn bench_scenarios_run_in_a_tiny_configuration() {
         ("pub-throughput", &["--count", "5000", "--subscribers", "2"]),
     ] {
         let args: Vec<&str> = ["bench", scenario].iter().chain(extra).copied().collect();
-        let r = tether(args).await;
+        let r = tether(&args).await;
         assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
         let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("one JSON object");
         assert_eq!(
