@@ -231,13 +231,7 @@ async fn bench_scenarios_run_in_a_tiny_configuration() {
         let r = tether(&args).await;
         assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
         let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("one JSON object");
-        assert_eq!(
-            v["scenario"],
-            args[args
-                .iter()
-                .position(|a| a.contains('-') && !a.starts_with("--"))
-                .unwrap()]
-        );
+        assert_eq!(v["scenario"], scenario);
         assert!(
             v["count"].as_u64().unwrap() > 0 && v["rate_per_s"].as_f64().unwrap() > 0.0,
             "{v}"
