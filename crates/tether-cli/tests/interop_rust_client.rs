@@ -97,16 +97,7 @@ async fn hundreds_of_calls_in_flight() {
     }
 }
 
-const MATRIX_URLS: [&str; 9] = [
-    "/", "/a", "/a/", "/ab", "/a/b", "/a/b/", "/a/b/c", "/b", "/a/bc",
-];
-const MATRIX: [(&str, &str); 5] = [
-    ("/", "YYYYYYYYY"),
-    ("/a", ".Y......."),
-    ("/a/", ".YY.YYY.Y"),
-    ("/a/b/", "....YYY.."),
-    ("/a/b", "....Y...."),
-];
+use tether_wire::url::{matrix_row_urls, MATCH_MATRIX as MATRIX, MATCH_MATRIX_URLS as MATRIX_URLS};
 
 #[tokio::test]
 async fn subscription_matrix_list_form_and_unsubscribe() {
@@ -136,12 +127,7 @@ async fn subscription_matrix_list_form_and_unsubscribe() {
     }
     publish("/zz-end").await;
     for (pattern, row, _c, s) in &mut subs {
-        let want: Vec<&str> = MATRIX_URLS
-            .iter()
-            .zip(row.chars())
-            .filter(|(_, y)| *y == 'Y')
-            .map(|(u, _)| *u)
-            .collect();
+        let want = matrix_row_urls(row);
         let mut got = Vec::new();
         loop {
             let m = tokio::time::timeout(WAIT, s.next()).await.unwrap().unwrap();

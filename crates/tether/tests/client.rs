@@ -232,16 +232,7 @@ async fn a_dropped_connection_fails_pending_calls_at_once_and_ends_streams() {
     assert!(matches!(c.call("/echo").await, Err(Error::Closed { .. })));
 }
 
-const MATRIX_URLS: [&str; 9] = [
-    "/", "/a", "/a/", "/ab", "/a/b", "/a/b/", "/a/b/c", "/b", "/a/bc",
-];
-const MATRIX: [(&str, &str); 5] = [
-    ("/", "YYYYYYYYY"),
-    ("/a", ".Y......."),
-    ("/a/", ".YY.YYY.Y"),
-    ("/a/b/", "....YYY.."),
-    ("/a/b", "....Y...."),
-];
+use tether_wire::url::{matrix_row_urls, MATCH_MATRIX as MATRIX, MATCH_MATRIX_URLS as MATRIX_URLS};
 
 #[tokio::test]
 async fn subscription_matrix_end_to_end() {
@@ -267,12 +258,7 @@ async fn subscription_matrix_end_to_end() {
         let _ = s;
     }
     for ((pattern, row), (_c, s, _)) in MATRIX.iter().zip(subs.iter_mut()) {
-        let want: Vec<&str> = MATRIX_URLS
-            .iter()
-            .zip(row.chars())
-            .filter(|(_, y)| *y == 'Y')
-            .map(|(u, _)| *u)
-            .collect();
+        let want = matrix_row_urls(row);
         let mut got = Vec::new();
         while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(1), s.next()).await {
             got.push(m.url);

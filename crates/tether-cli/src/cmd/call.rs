@@ -3,7 +3,7 @@
 use base64::Engine;
 use bytes::Bytes;
 
-use super::{connect, parse_secs, Failure};
+use super::{ConnectArgs, Failure};
 use crate::output;
 
 #[derive(clap::Args)]
@@ -19,17 +19,8 @@ pub struct Args {
     /// Data, base64-encoded.
     #[arg(long, value_name = "B64")]
     data_base64: Option<String>,
-    /// Server password.
-    #[arg(
-        long,
-        value_name = "PW",
-        env = "TETHER_PASSWORD",
-        hide_env_values = true
-    )]
-    password: Option<String>,
-    /// Seconds to wait for the connection and for the reply.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
-    timeout: std::time::Duration,
+    #[command(flatten)]
+    conn: ConnectArgs,
 }
 
 pub async fn run(args: Args) -> Result<(), Failure> {
@@ -47,12 +38,12 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             .map_err(|e| Failure::usage(format!("--data-base64 is not valid base64: {e}")))?,
         None => Vec::new(),
     };
-    let client = connect(&args.url, args.password.as_deref(), args.timeout).await?;
+    let client = args.conn.connect(&args.url).await?;
     let mut call = client
         .call(&args.url.path)
         .param(param)
         .data(data)
-        .timeout(args.timeout);
+        .timeout(args.conn.timeout);
     if args.set {
         call = call.set();
     }

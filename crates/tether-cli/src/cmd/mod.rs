@@ -51,15 +51,30 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
 }
 
-/// Connects with the common options.
-pub async fn connect(
-    url: &tether::VsoaUrl,
-    password: Option<&str>,
-    timeout: Duration,
-) -> Result<tether::Client, Failure> {
-    let mut connect = tether::Client::connect(&format!("vsoa://{}", url.addr)).timeout(timeout);
-    if let Some(pw) = password {
-        connect = connect.password(pw);
+/// Options every command that connects to a server takes.
+#[derive(clap::Args)]
+pub struct ConnectArgs {
+    /// Server password.
+    #[arg(
+        long,
+        value_name = "PW",
+        env = "TETHER_PASSWORD",
+        hide_env_values = true
+    )]
+    password: Option<String>,
+    /// Seconds to wait for the connection (and for `call`, for the reply).
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub timeout: Duration,
+}
+
+impl ConnectArgs {
+    /// Connects to the server of `url`.
+    pub async fn connect(&self, url: &tether::VsoaUrl) -> Result<tether::Client, Failure> {
+        let mut connect =
+            tether::Client::connect(&format!("vsoa://{}", url.addr)).timeout(self.timeout);
+        if let Some(pw) = &self.password {
+            connect = connect.password(pw);
+        }
+        Ok(connect.await?)
     }
-    Ok(connect.await?)
 }

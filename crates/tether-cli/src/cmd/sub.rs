@@ -1,6 +1,6 @@
 //! `tether sub`: subscribe, print each message as one JSON line.
 
-use super::{connect, parse_secs, Failure};
+use super::{ConnectArgs, Failure};
 use crate::output;
 
 #[derive(clap::Args)]
@@ -12,23 +12,14 @@ pub struct Args {
     /// Exit after this many messages.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
-    /// Server password.
-    #[arg(
-        long,
-        value_name = "PW",
-        env = "TETHER_PASSWORD",
-        hide_env_values = true
-    )]
-    password: Option<String>,
-    /// Seconds to wait for the connection.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
-    timeout: std::time::Duration,
+    #[command(flatten)]
+    conn: ConnectArgs,
 }
 
 pub async fn run(args: Args) -> Result<(), Failure> {
     let mut urls = vec![args.url.path.clone()];
     urls.extend(args.paths.iter().cloned());
-    let client = connect(&args.url, args.password.as_deref(), args.timeout).await?;
+    let client = args.conn.connect(&args.url).await?;
     let mut sub = client.subscribe(urls).await?;
     if args.count == Some(0) {
         return Ok(());

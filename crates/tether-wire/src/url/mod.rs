@@ -41,6 +41,33 @@ pub fn check_url(url: &[u8]) -> Result<&str, UrlError> {
     Ok(s)
 }
 
+/// The URLs of the verified matching matrix of vsoa.md §7 (columns of [`MATCH_MATRIX`]).
+pub const MATCH_MATRIX_URLS: [&str; 9] = [
+    "/", "/a", "/a/", "/ab", "/a/b", "/a/b/", "/a/b/c", "/b", "/a/bc",
+];
+
+/// The verified matching matrix of vsoa.md §7, as captured from the Python, npm and C
+/// implementations: each subscription with one `Y` (delivered) or `.` per URL of
+/// [`MATCH_MATRIX_URLS`]. Every implementation of the rule, ours and the peers', is tested
+/// against it.
+pub const MATCH_MATRIX: [(&str, &str); 5] = [
+    ("/", "YYYYYYYYY"),
+    ("/a", ".Y......."),
+    ("/a/", ".YY.YYY.Y"),
+    ("/a/b/", "....YYY.."),
+    ("/a/b", "....Y...."),
+];
+
+/// The URLs of [`MATCH_MATRIX_URLS`] that `row` marks as delivered.
+pub fn matrix_row_urls(row: &str) -> Vec<&'static str> {
+    MATCH_MATRIX_URLS
+        .iter()
+        .zip(row.chars())
+        .filter(|(_, y)| *y == 'Y')
+        .map(|(u, _)| *u)
+        .collect()
+}
+
 /// Whether a subscription `pattern` receives a publish on `url` (the matrix of vsoa.md §7).
 ///
 /// ```

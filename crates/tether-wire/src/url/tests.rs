@@ -4,18 +4,8 @@ use proptest::prelude::*;
 
 use super::*;
 
-const URLS: [&str; 9] = [
-    "/", "/a", "/a/", "/ab", "/a/b", "/a/b/", "/a/b/c", "/b", "/a/bc",
-];
-
-/// (subscription, row of Y/. for URLS), straight from the spec's table.
-const MATRIX: [(&str, &str); 5] = [
-    ("/", "YYYYYYYYY"),
-    ("/a", ".Y......."),
-    ("/a/", ".YY.YYY.Y"),
-    ("/a/b/", "....YYY.."),
-    ("/a/b", "....Y...."),
-];
+const URLS: [&str; 9] = MATCH_MATRIX_URLS;
+const MATRIX: [(&str, &str); 5] = MATCH_MATRIX;
 
 #[test]
 fn subscription_matrix_of_the_spec() {
