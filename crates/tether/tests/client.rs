@@ -538,3 +538,36 @@ async fn a_slower_consumer_gets_backpressure_not_loss() {
     publisher.await.unwrap();
     assert_eq!(sub.lost(), 0);
 }
+
+#[tokio::test]
+async fn streams_taken_after_the_connection_died_end_at_once() {
+    let (server, l) = start(Server::builder()).await;
+    let c = Client::connect(&url(&l)).await.unwrap();
+    server.client(c.id()).unwrap().close();
+    let e = loop {
+        match c.ping(WAIT).await {
+            Err(e) => break e,
+            Ok(_) => tokio::task::yield_now().await,
+        }
+    };
+    assert!(matches!(e, Error::Closed { .. }), "{e}");
+    let mut dgs = c.datagrams().unwrap();
+    assert!(tokio::time::timeout(WAIT, dgs.next())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(matches!(
+        c.subscribe(["/x"]).await,
+        Err(Error::Closed { .. })
+    ));
+}
+
+#[tokio::test]
+async fn publish_checks_size_even_without_subscribers() {
+    let (server, _l) = start(Server::builder()).await;
+    let huge = Payload::empty().with_data(vec![0u8; tether_wire::vsoa::MAX_BODY_LEN]);
+    assert!(matches!(
+        server.publish("/x", huge).await,
+        Err(Error::Encode(_))
+    ));
+}

@@ -391,9 +391,15 @@ impl Client {
         if self.inner.datagrams_taken.swap(true, Ordering::SeqCst) {
             return None;
         }
-        let (tx, rx) = mpsc::channel(self.inner.shared.buffer);
+        let shared = &self.inner.shared;
+        let (tx, rx) = mpsc::channel(shared.buffer);
         let (sink, lost) = Sink::new(tx);
-        *self.inner.shared.datagrams.lock().ok()? = Some(sink);
+        let mut slot = shared.datagrams.lock().unwrap_or_else(|e| e.into_inner());
+        // The reader kills before it clears this slot under the same lock, so checking here
+        // guarantees the stream ends with the connection (dropping `sink` ends it at once).
+        if !shared.outbound.is_killed() {
+            *slot = Some(sink);
+        }
         Some(Datagrams::new(rx, lost))
     }
 

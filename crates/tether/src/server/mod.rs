@@ -321,13 +321,17 @@ impl Server {
     /// for the send timeout is cut off (counted in the report), never silently skipped.
     pub async fn publish(&self, url: &str, payload: Payload) -> Result<PublishReport, Error> {
         check_url(url.as_bytes())?;
-        let bytes = Packet::new(PacketType::Publish)
+        let packet = Packet::new(PacketType::Publish)
             .with_url(Bytes::copy_from_slice(url.as_bytes()))
             .with_param(payload.param)
-            .with_data(payload.data)
-            .to_bytes()?;
+            .with_data(payload.data);
+        packet.check_len(tether_wire::vsoa::MAX_BODY_LEN)?;
         let mut targets = Vec::new();
         self.shared.registry().targets(url, &mut targets);
+        if targets.is_empty() {
+            return Ok(PublishReport::default());
+        }
+        let bytes = packet.to_bytes()?;
         let mut report = PublishReport::default();
         let mut waiting = Vec::new();
         for client in targets {
