@@ -463,3 +463,16 @@ async fn shutdown_closes_connections_and_stops_accepting() {
     tokio::time::timeout(WAIT, shut).await.unwrap().unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn dropping_the_listening_handle_leaves_the_server_running() {
+    let (_s, l) = start(Server::builder()).await;
+    let addr = l.local_addr();
+    let mut before = Raw::connect(addr).await;
+    before.login(None).await;
+    drop(l);
+    before.ping_barrier(1).await;
+    let mut after = Raw::connect(addr).await;
+    after.login(None).await;
+    after.ping_barrier(2).await;
+}

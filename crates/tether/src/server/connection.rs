@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use super::handler::{call_guarded, ClientHandle, Datagram, Method, Mode, Request};
 use super::registry::Entry;
-use super::{encode_reply, outbound_for, ClientEvent, Shared};
+use super::{encode_reply, outbound_for, stop_requested, ClientEvent, Shared};
 use crate::outbound::OutboundRx;
 use crate::Payload;
 
@@ -113,7 +113,7 @@ impl Connection {
                         "no handshake within {:?}", self.shared.config.handshake_timeout);
                 }
                 why = self.client.outbound.killed() => break 'conn why.to_string(),
-                _ = shutdown.wait_for(|stop| *stop) => break 'conn "server shutting down".into(),
+                _ = stop_requested(&mut shutdown) => break 'conn "server shutting down".into(),
             }
         };
 

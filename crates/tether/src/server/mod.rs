@@ -492,10 +492,18 @@ async fn accept_loop(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = shutdown.changed() => break,
+            _ = stop_requested(&mut shutdown) => break,
         }
     }
     tracing::info!("listener closed");
+}
+
+/// Resolves when [`Listening::shutdown`] asks to stop; never when the `Listening` was
+/// merely dropped (which leaves the server running, as documented).
+pub(crate) async fn stop_requested(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Encodes `packet` for a connection's queue; a reply too large for VSOA becomes a status
