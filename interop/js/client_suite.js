@@ -155,6 +155,24 @@ const scenarios = {
       `datagram echo ${JSON.stringify(got)}`);
     c.close();
   },
+
+  async quick() {
+    const c = await connect();
+    const msgs = collector(1, 'quick publish');
+    c.on('message', (u, payload, quick) => msgs.put({ u, param: payload.param, quick }));
+    await subscribe(c, '/q/');
+    const r = await c.fetch('/publish', { method: vsoa.method.SET }, { param: { url: '/q/x', param: { v: 1 }, quick: true } }, WAIT);
+    check(r.payload.param.sent === 1, `quick publish report ${JSON.stringify(r.payload.param)}`);
+    const [m] = await msgs.promise;
+    check(m.u === '/q/x' && m.param.v === 1 && m.quick === true, `quick publish ${JSON.stringify(m)}`);
+    const dgs = collector(1, 'quick datagram echo');
+    c.on('datagram', (u, payload, quick) => dgs.put({ u, payload, quick }));
+    c.datagram('/dq', { param: { d: 2 }, data: Buffer.from('xy') }, true);
+    const [d] = await dgs.promise;
+    check(d.u === '/dq' && d.payload.param.d === 2 && sameBytes(d.payload.data, Buffer.from('xy')) && d.quick === true,
+      `quick datagram echo ${JSON.stringify(d)}`);
+    c.close();
+  },
 };
 
 if (!scenarios[scenario]) fail(`no scenario ${scenario}`);

@@ -134,7 +134,29 @@ def binary_publish(port):
     check(got == ('/bin/x', {'v': 1}, b'\x00\x01\x02'), f"binary publish {got}")
 
 
-SCENARIOS = {f.__name__: f for f in [login, rpc, in_flight, matrix, order, datagram, binary_publish]}
+def quick(port):
+    c = connect(port, PW)
+    msgs = Inbox()
+    c.onmessage = lambda cli, url, payload, quick: msgs.put((url, payload.param, quick))
+    subscribe(c, '/q/')
+    reply = publish_quick(c, '/q/x', {'v': 1})
+    check(reply.param == {'quick': True, 'sent': 1, 'dropped': 0}, f"quick publish report {reply.param}")
+    got = msgs.wait_for(1, "quick publish")[0]
+    check(got == ('/q/x', {'v': 1}, True), f"quick publish arrived as {got}")
+    dgs = Inbox()
+    c.ondata = lambda cli, url, payload, quick: dgs.put((url, payload.param, bytes(payload.data or b''), quick))
+    check(c.datagram('/dq', {'param': {'d': 2}, 'data': b'xy'}, quick=True) is not False, "quick datagram send")
+    got = dgs.wait_for(1, "quick datagram echo")[0]
+    check(got == ('/dq', {'d': 2}, b'xy', True), f"quick datagram echo {got}")
+
+
+def publish_quick(c, url, param):
+    header, reply = fetch(c, '/publish', method='set', payload={'param': {'url': url, 'param': param, 'quick': True}})
+    check(header.status == 0, f"/publish quick {url}: status {header.status}")
+    return reply
+
+
+SCENARIOS = {f.__name__: f for f in [login, rpc, in_flight, matrix, order, datagram, binary_publish, quick]}
 
 if __name__ == '__main__':
     port, scenario = int(sys.argv[1]), sys.argv[2]

@@ -2,7 +2,7 @@
 
 Usage: server.py [PASSWORD]. Prints `READY <port>` once it accepts connections, then serves
 until stdin closes. Routes: /echo (param and data back), /status/201 (status 201),
-/publish (SET {"url","param","count"}: publishes count messages, param {"i": n, ...}).
+/publish (SET {"url","param","count","quick"}: publishes count messages, param {"i": n, ...}).
 Every datagram is echoed to its sender. Unknown URLs get Python's own answer.
 """
 import socket
@@ -49,7 +49,7 @@ def status(cli, request, payload):
 def publish(cli, request, payload):
     args = payload.param
     for i in range(args.get('count', 1)):
-        server.publish(args['url'], {'param': {'i': i, 'p': args.get('param')}})
+        server.publish(args['url'], {'param': {'i': i, 'p': args.get('param')}}, quick=args.get('quick', False))
     cli.reply(request.seqno)
 
 

@@ -1,7 +1,8 @@
 //! The demo services `tether serve` runs (the CLI contract in README):
 //! * `/echo` (any method): replies with the request's param and data unchanged;
 //! * `/publish` (SET): publishes `{"url", "param"?, "data"? (base64), "quick"?}`;
-//! * every datagram is sent back to its sender on the same URL, channel and payload.
+//! * every datagram is sent back to its sender on the same URL, channel (TCP or quick UDP)
+//!   and payload.
 
 use base64::Engine;
 use bytes::Bytes;
@@ -44,12 +45,6 @@ async fn publish(server: &Server, req: Request) -> Reply {
             )
         }
     };
-    if args.quick {
-        return Reply::error(
-            Status::ARGUMENTS,
-            "quick publishing needs the quick UDP channel, which this server does not have yet",
-        );
-    }
     let param = match &args.param {
         Some(v) => match serde_json::to_vec(v) {
             Ok(b) => Bytes::from(b),
@@ -64,19 +59,26 @@ async fn publish(server: &Server, req: Request) -> Reply {
         },
         None => Bytes::new(),
     };
-    match server.publish(&args.url, Payload { param, data }).await {
-        Ok(report) => Reply::json(&serde_json::json!({
-            "delivered": report.delivered,
-            "cut_off": report.cut_off,
-        }))
-        .unwrap_or_default(),
+    let payload = Payload { param, data };
+    let reply = if args.quick {
+        server
+            .publish_quick(&args.url, payload)
+            .map(|r| serde_json::json!({ "quick": true, "sent": r.sent, "dropped": r.dropped }))
+    } else {
+        server
+            .publish(&args.url, payload)
+            .await
+            .map(|r| serde_json::json!({ "delivered": r.delivered, "cut_off": r.cut_off }))
+    };
+    match reply {
+        Ok(report) => Reply::json(&report).unwrap_or_default(),
         Err(e) => Reply::error(Status::ARGUMENTS, e.to_string()),
     }
 }
 
 pub fn datagram_echo(builder: ServerBuilder) -> ServerBuilder {
     builder.on_datagram(|dg: Datagram| async move {
-        if let Err(e) = dg.client.datagram(&dg.url, dg.payload).await {
+        if let Err(e) = dg.reply(&dg.url, dg.payload.clone()).await {
             tracing::debug!("datagram echo to client {} failed: {e}", dg.client.id());
         }
     })

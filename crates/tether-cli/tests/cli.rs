@@ -247,3 +247,83 @@ async fn bench_scenarios_run_in_a_tiny_configuration() {
         }
     }
 }
+
+#[tokio::test]
+async fn dgram_sends_on_either_channel_and_prints_the_echo() {
+    let s = tether_serve(&[]).await;
+    let base = format!("vsoa://127.0.0.1:{}", s.port);
+    let target = format!("{base}/dg");
+    for (flag, quick) in [(None, false), (Some("--quick"), true)] {
+        let mut args = vec![
+            "dgram",
+            &target,
+            "--param",
+            r#"{"d":1}"#,
+            "--data-base64",
+            "AQI=",
+            "--wait",
+            "10",
+        ];
+        args.extend(flag);
+        let r = tether(&args).await;
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(
+            r.stdout,
+            format!(
+                "{{\"url\":\"/dg\",\"param\":{{\"d\":1}},\"data\":\"AQI=\",\"quick\":{quick}}}\n"
+            )
+        );
+    }
+}
+
+#[tokio::test]
+async fn sub_marks_quick_publishes() {
+    let s = tether_serve(&[]).await;
+    let base = format!("vsoa://127.0.0.1:{}", s.port);
+    let mut sub = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["sub", &format!("{base}/q"), "--count", "2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(sub.stderr.take().unwrap()).lines();
+    let ready = tokio::time::timeout(WAIT, err.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ready.as_deref(), Some("tether: subscribed"));
+    for param in [
+        r#"{"url":"/q","param":1}"#,
+        r#"{"url":"/q","param":2,"quick":true}"#,
+    ] {
+        let r = tether(&[
+            "call",
+            &format!("{base}/publish"),
+            "--set",
+            "--param",
+            param,
+        ])
+        .await;
+        assert!(r.stdout.starts_with("{\"status\":0"), "{}", r.stdout);
+    }
+    let out = tokio::time::timeout(WAIT, sub.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    // TCP and UDP are separate paths: compare without assuming their relative order.
+    let mut lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            r#"{"url":"/q","param":1,"data":null,"quick":false}"#,
+            r#"{"url":"/q","param":2,"data":null,"quick":true}"#,
+        ]
+    );
+}

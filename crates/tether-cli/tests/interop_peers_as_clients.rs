@@ -17,10 +17,10 @@ macro_rules! scenarios {
 
 mod python {
     use super::*;
-    scenarios!(python_client: login, rpc, in_flight, matrix, order, datagram, binary_publish);
+    scenarios!(python_client: login, rpc, in_flight, matrix, order, datagram, binary_publish, quick);
 }
 
 mod npm {
     use super::*;
-    scenarios!(npm_client: login, rpc, in_flight, matrix, order, datagram);
+    scenarios!(npm_client: login, rpc, in_flight, matrix, order, datagram, quick);
 }

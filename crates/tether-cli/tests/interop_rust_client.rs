@@ -194,3 +194,42 @@ async fn datagrams_both_ways() {
     );
     assert_eq!(&m.payload.data[..], b"abc");
 }
+
+#[tokio::test]
+async fn quick_publish_and_quick_datagrams_with_the_python_server() {
+    let py = python_server("pypw").await;
+    let c = connect(py.port).await;
+    let mut sub = c.subscribe(["/q/"]).await.unwrap();
+    let r = c
+        .call("/publish")
+        .set()
+        .json(&json!({"url": "/q/x", "param": "hi", "quick": true}))
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::SUCCESS);
+    let m = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((m.url.as_str(), m.quick), ("/q/x", true));
+    assert_eq!(m.payload.param_value(), Some(json!({"i": 0, "p": "hi"})));
+    // Python identifies our quick datagram by the id in seqno and echoes it quick.
+    let mut dgs = c.datagrams().unwrap();
+    c.datagram_quick(
+        "/dq",
+        Payload::json(&json!({"d": 2}))
+            .unwrap()
+            .with_data(b"xy".to_vec()),
+    )
+    .await
+    .unwrap();
+    let m = tokio::time::timeout(WAIT, dgs.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (m.url.as_str(), m.quick, &m.payload.data[..]),
+        ("/dq", true, &b"xy"[..])
+    );
+}

@@ -74,6 +74,10 @@ pub enum Error {
         /// The status it answered.
         status: Status,
     },
+    /// A quick (UDP) send where there is no quick channel: the peer advertised no UDP port,
+    /// or the quick channel is turned off.
+    #[error("no quick channel: the peer advertised no UDP port, or the quick channel is off")]
+    NoQuickChannel,
     /// A `vsoa://` address that cannot be used.
     #[error(transparent)]
     Address(#[from] AddressError),

@@ -40,6 +40,6 @@ pub use error::Error;
 pub use payload::Payload;
 pub use server::{
     ClientEvent, ClientHandle, ClientSummary, Config, Datagram, Listening, Method, Mode,
-    PublishReport, Reply, Request, Server, ServerBuilder, WorkQueue,
+    PublishReport, QuickReport, QuickStats, Reply, Request, Server, ServerBuilder, WorkQueue,
 };
 pub use tether_wire::vsoa::Status;

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod call;
+pub mod dgram;
 pub mod serve;
 pub mod sub;
 

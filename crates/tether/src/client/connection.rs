@@ -124,7 +124,7 @@ async fn dispatch(shared: &Shared, packet: Packet) {
     }
 }
 
-fn message(packet: Packet) -> Option<Message> {
+pub(super) fn message(packet: Packet) -> Option<Message> {
     let url = match String::from_utf8(packet.url.to_vec()) {
         Ok(u) => u,
         Err(_) => {

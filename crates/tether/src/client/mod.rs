@@ -7,6 +7,7 @@
 //! every pending call fails at once with [`Error::Closed`] and every stream ends.
 
 mod connection;
+mod quick;
 mod subscription;
 
 use std::collections::HashMap;
@@ -80,6 +81,7 @@ struct Shared {
     stall_timeout: Duration,
     next_seqno: AtomicU32,
     priority: AtomicU8,
+    quick: Option<Arc<tokio::net::UdpSocket>>,
 }
 
 impl Shared {
@@ -142,6 +144,7 @@ pub struct Connect {
     queue_bytes: usize,
     buffer: usize,
     stall_timeout: Duration,
+    quick: bool,
 }
 
 impl std::fmt::Debug for Connect {
@@ -189,6 +192,13 @@ impl Connect {
         self
     }
 
+    /// Whether to open the quick (UDP) channel (default true): advertise a UDP port so the
+    /// server can send quick publishes and datagrams, and allow [`Client::datagram_quick`].
+    pub fn quick(mut self, on: bool) -> Self {
+        self.quick = on;
+        self
+    }
+
     async fn run(self) -> Result<Client, Error> {
         let url: VsoaUrl = self.url.parse()?;
         let addr = url.addr;
@@ -203,7 +213,22 @@ impl Connect {
             .map_err(|source| Error::Unreachable { addr, source })?;
         let _ = stream.set_nodelay(true);
 
-        let mut hello = Packet::new(PacketType::ServInfo);
+        let udp = if self.quick {
+            let local = stream
+                .local_addr()
+                .map_err(|source| Error::Unreachable { addr, source })?;
+            let udp = quick::open(local.ip(), addr)
+                .await
+                .map_err(|source| Error::Unreachable { addr, source })?;
+            Some(udp)
+        } else {
+            None
+        };
+        let tunid = match &udp {
+            Some(u) => u.local_addr().map(|a| a.port()).unwrap_or(0),
+            None => 0,
+        };
+        let mut hello = Packet::new(PacketType::ServInfo).with_tunid(tunid);
         if let Some(pw) = &self.password {
             hello.param = serde_json::to_vec(&serde_json::json!({ "passwd": pw.expose() }))?.into();
         }
@@ -265,6 +290,13 @@ impl Connect {
                 })
             }
         };
+        // The 6-byte form names the server's quick port when it differs from the TCP port.
+        if let (Some(udp), Some(port)) = (&udp, reply.data.get(4..6)) {
+            let port = u16::from_be_bytes([port[0], port[1]]);
+            udp.connect(SocketAddr::new(addr.ip(), port))
+                .await
+                .map_err(|source| Error::Unreachable { addr, source })?;
+        }
         let info = if reply.param.is_empty() {
             serde_json::Value::Null
         } else {
@@ -284,11 +316,15 @@ impl Connect {
             stall_timeout: self.stall_timeout,
             next_seqno: AtomicU32::new(1),
             priority: AtomicU8::new(0),
+            quick: udp.map(Arc::new),
         });
         let (rd, wr) = stream.into_split();
         tokio::spawn(writer.run(wr));
         // Bytes after the handshake reply are kept: Python loses them (vsoa.md §16.4).
         tokio::spawn(connection::read_loop(shared.clone(), rd, buf));
+        if let Some(udp) = &shared.quick {
+            tokio::spawn(quick::read_loop(shared.clone(), udp.clone()));
+        }
         tracing::debug!(%addr, id, "connected");
         Ok(Client {
             inner: Arc::new(Inner {
@@ -321,6 +357,7 @@ impl Client {
             queue_bytes: 4 << 20,
             buffer: DEFAULT_BUFFER,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
+            quick: true,
         }
     }
 
@@ -383,6 +420,31 @@ impl Client {
             .send(bytes)
             .await
             .map_err(|_| self.inner.shared.closed_error())
+    }
+
+    /// Sends a datagram over the quick (UDP) channel: no acknowledgement, no ordering, at
+    /// most 65 487 bytes of url + param + data.
+    pub async fn datagram_quick(&self, url: &str, payload: Payload) -> Result<(), Error> {
+        check_url(url.as_bytes())?;
+        let udp = self
+            .inner
+            .shared
+            .quick
+            .as_ref()
+            .ok_or(Error::NoQuickChannel)?;
+        let packet = Packet::new(PacketType::Datagram)
+            .with_url(Bytes::copy_from_slice(url.as_bytes()))
+            .with_param(payload.param)
+            .with_data(payload.data)
+            .with_seqno(self.inner.id);
+        packet
+            .check_len(tether_wire::vsoa::MAX_QUICK_PACKET_LEN - tether_wire::vsoa::HEADER_LEN)?;
+        udp.send(&packet.to_bytes()?)
+            .await
+            .map_err(|e| Error::Closed {
+                reason: Arc::from(format!("quick send failed: {e}")),
+            })?;
+        Ok(())
     }
 
     /// The stream of datagrams the server sends. The first call takes it; later calls get

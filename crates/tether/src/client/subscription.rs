@@ -105,6 +105,13 @@ impl Sink {
         }
     }
 
+    /// Queues `msg` if there is room; otherwise drops and counts it (quick traffic).
+    pub(super) fn offer_now(&mut self, msg: Message) {
+        if let Offer::Wait(_) = self.offer(msg) {
+            self.count_loss();
+        }
+    }
+
     /// A waited-for message went through (it carried the pending loss count).
     fn delivered_after_wait(&mut self, carried: u64) {
         self.lost = self.lost.saturating_sub(carried);
@@ -211,6 +218,19 @@ impl Table {
             }
         }
         waits
+    }
+
+    /// Like [`Table::deliver`], but never waits: full buffers drop and count (quick traffic).
+    pub(super) fn deliver_now(&mut self, msg: &Message) {
+        for slot in &mut self.slots {
+            if slot
+                .patterns
+                .iter()
+                .any(|p| subscription_matches(p, &msg.url))
+            {
+                slot.sink.offer_now(msg.clone());
+            }
+        }
     }
 
     /// The sink of slot `id`, if it still exists.

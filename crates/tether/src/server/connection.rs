@@ -21,11 +21,12 @@ use bytes::{Bytes, BytesMut};
 use tether_wire::url::check_url;
 use tether_wire::vsoa::{Decoder, Flags, Packet, PacketType, Status};
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::handler::{call_guarded, ClientHandle, Datagram, Method, Mode, Request};
+use super::quick::QuickPath;
 use super::registry::Entry;
 use super::{encode_reply, outbound_for, stop_requested, ClientEvent, Shared};
 use crate::outbound::OutboundRx;
@@ -39,6 +40,7 @@ pub(crate) struct Connection {
     shared: Arc<Shared>,
     client: ClientHandle,
     writer: Option<OutboundRx>,
+    quick_socket: Option<Arc<UdpSocket>>,
     /// The first packet carried the right password (or none is needed).
     authenticated: bool,
     /// A SERVINFO exchange completed.
@@ -52,13 +54,24 @@ enum Flow {
 }
 
 impl Connection {
-    pub(crate) fn new(shared: Arc<Shared>, id: u32, addr: SocketAddr) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        id: u32,
+        addr: SocketAddr,
+        quick_socket: Option<Arc<UdpSocket>>,
+    ) -> Self {
         let (outbound, writer) = outbound_for(&shared.config);
-        let client = ClientHandle { id, addr, outbound };
+        let client = ClientHandle {
+            id,
+            addr,
+            outbound,
+            quick: Default::default(),
+        };
         Connection {
             shared,
             client,
             writer: Some(writer),
+            quick_socket,
             authenticated: false,
             logged_in: false,
         }
@@ -200,6 +213,17 @@ impl Connection {
             .with_data(Bytes::copy_from_slice(&self.client.id.to_be_bytes()));
         if let Err(e) = self.client.outbound.send_alone(encode_reply(reply)).await {
             return Flow::Close(e.to_string());
+        }
+        if packet.flags.contains(Flags::TUNNEL) && packet.tunid != 0 {
+            if let Some(socket) = &self.quick_socket {
+                let path = QuickPath {
+                    socket: socket.clone(),
+                    addr: SocketAddr::new(self.client.addr.ip(), packet.tunid),
+                    counters: self.shared.quick.clone(),
+                };
+                // A later SERVINFO cannot move an established quick address.
+                let _ = self.client.quick.set(path);
+            }
         }
         if !self.logged_in {
             self.logged_in = true;

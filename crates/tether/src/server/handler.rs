@@ -9,9 +9,13 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use serde::Serialize;
-use tether_wire::vsoa::{Packet, PacketType, Status};
+use tether_wire::vsoa::{Packet, PacketType, Status, HEADER_LEN, MAX_QUICK_PACKET_LEN};
+
+/// Largest url + param + data of a quick packet.
+pub(crate) const MAX_QUICK_BODY_LEN: usize = MAX_QUICK_PACKET_LEN - HEADER_LEN;
 use tokio::sync::mpsc;
 
+use super::quick::QuickPath;
 use crate::outbound::{Outbound, SendError};
 use crate::Payload;
 
@@ -34,6 +38,8 @@ pub struct ClientHandle {
     pub(crate) id: u32,
     pub(crate) addr: SocketAddr,
     pub(crate) outbound: Outbound,
+    /// Set once, when the handshake advertises a UDP port on a listener with a quick channel.
+    pub(crate) quick: Arc<std::sync::OnceLock<QuickPath>>,
 }
 
 impl ClientHandle {
@@ -55,6 +61,24 @@ impl ClientHandle {
             .with_data(payload.data)
             .to_bytes()?;
         self.outbound.send(bytes).await.map_err(Into::into)
+    }
+
+    /// Sends a datagram to this client over the quick (UDP) channel. `Ok(false)`: the
+    /// socket could not take it now, so it was dropped (and counted in
+    /// [`crate::server::QuickStats`]).
+    pub fn datagram_quick(&self, url: &str, payload: Payload) -> Result<bool, crate::Error> {
+        let path = self.quick.get().ok_or(crate::Error::NoQuickChannel)?;
+        let packet = Packet::new(PacketType::Datagram)
+            .with_url(Bytes::copy_from_slice(url.as_bytes()))
+            .with_param(payload.param)
+            .with_data(payload.data);
+        packet.check_len(MAX_QUICK_BODY_LEN)?;
+        Ok(path.send(&packet.to_bytes()?))
+    }
+
+    /// The client's quick-channel address, if it advertised one.
+    pub fn quick_addr(&self) -> Option<SocketAddr> {
+        self.quick.get().map(|p| p.addr)
     }
 
     /// Closes the connection after what is already queued has been written.
@@ -281,6 +305,18 @@ pub struct Datagram {
     pub quick: bool,
     /// Who sent it.
     pub client: ClientHandle,
+}
+
+impl Datagram {
+    /// Sends a datagram back to its sender over the channel this one came on: TCP, or the
+    /// quick channel (where a datagram the socket cannot take now is dropped and counted).
+    pub async fn reply(&self, url: &str, payload: Payload) -> Result<(), crate::Error> {
+        if self.quick {
+            self.client.datagram_quick(url, payload).map(|_sent| ())
+        } else {
+            self.client.datagram(url, payload).await
+        }
+    }
 }
 
 /// An async datagram handler. Any `Fn(Datagram) -> impl Future<Output = ()>` is one.

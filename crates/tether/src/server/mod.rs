@@ -7,6 +7,7 @@
 
 mod connection;
 mod handler;
+mod quick;
 mod registry;
 
 use std::future::Future;
@@ -18,7 +19,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use tether_wire::url::{check_url, RouteTable};
 use tether_wire::vsoa::{Flags, Packet, PacketType, Status};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
@@ -26,6 +26,7 @@ pub use handler::{
     BoxFuture, ClientHandle, Datagram, DatagramHandler, Handler, Method, Mode, Reply, Request,
     WorkQueue,
 };
+pub use quick::QuickStats;
 pub use registry::ClientSummary;
 
 use crate::outbound::Outbound;
@@ -81,6 +82,8 @@ pub struct Config {
     pub outbound_queue_bytes: usize,
     /// Subscriptions one client may hold; a subscribe beyond it gets status 6. Default 65 536.
     pub max_subscriptions_per_client: usize,
+    /// Open the quick (UDP) channel on each listener's address and port. Default true.
+    pub quick: bool,
 }
 
 impl Default for Config {
@@ -92,6 +95,7 @@ impl Default for Config {
             send_timeout: Duration::from_millis(500),
             outbound_queue_bytes: 4 << 20,
             max_subscriptions_per_client: 65_536,
+            quick: true,
         }
     }
 }
@@ -149,6 +153,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Whether listeners open the quick UDP channel (default true).
+    pub fn quick(mut self, on: bool) -> Self {
+        self.config.quick = on;
+        self
+    }
+
     /// Called when a client completes the handshake or disconnects after having done so.
     pub fn on_client(mut self, f: impl Fn(ClientEvent) + Send + Sync + 'static) -> Self {
         self.hooks.on_client = Some(Box::new(f));
@@ -182,6 +192,7 @@ impl ServerBuilder {
                 routes: RwLock::new(RouteTable::new()),
                 registry: Mutex::new(Registry::default()),
                 next_id: AtomicU32::new(1),
+                quick: Arc::default(),
             }),
         }
     }
@@ -223,6 +234,7 @@ struct Shared {
     routes: RwLock<RouteTable<Route>>,
     registry: Mutex<Registry>,
     next_id: AtomicU32,
+    quick: Arc<quick::Counters>,
 }
 
 impl Shared {
@@ -293,21 +305,26 @@ impl Server {
         addr: impl tokio::net::ToSocketAddrs + std::fmt::Display,
     ) -> Result<Listening, Error> {
         let shown = addr.to_string();
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: shown.clone(),
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
-            addr: shown,
+        let bind_err = |source| Error::Bind {
+            addr: shown.clone(),
             source,
-        })?;
+        };
+        let requested = tokio::net::lookup_host(addr)
+            .await
+            .map_err(bind_err)?
+            .next()
+            .ok_or_else(|| bind_err(std::io::ErrorKind::AddrNotAvailable.into()))?;
+        let (listener, udp) = quick::bind_pair(requested, &shown, self.shared.config.quick).await?;
+        let local_addr = listener.local_addr().map_err(bind_err)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
         let shared = self.shared.clone();
         let span = tracing::info_span!("vsoa-server", listen = %local_addr);
-        tokio::spawn(accept_loop(shared, listener, shutdown_rx, done_tx).instrument(span));
+        if let Some(udp) = &udp {
+            let receive = quick::receive_loop(shared.clone(), udp.clone(), shutdown_rx.clone());
+            tokio::spawn(receive.instrument(span.clone()));
+        }
+        tokio::spawn(accept_loop(shared, listener, udp, shutdown_rx, done_tx).instrument(span));
         tracing::info!("VSOA server listening on {local_addr}");
         Ok(Listening {
             local_addr,
@@ -352,6 +369,41 @@ impl Server {
             }
         }
         Ok(report)
+    }
+
+    /// Publishes over the quick (UDP) channel to every matching client that advertised a
+    /// UDP port: one datagram each, encoded once, never waiting. What the socket cannot take
+    /// now is dropped and counted (in the report and [`Server::quick_stats`]).
+    pub fn publish_quick(&self, url: &str, payload: Payload) -> Result<QuickReport, Error> {
+        check_url(url.as_bytes())?;
+        let packet = Packet::new(PacketType::Publish)
+            .with_url(Bytes::copy_from_slice(url.as_bytes()))
+            .with_param(payload.param)
+            .with_data(payload.data);
+        packet.check_len(handler::MAX_QUICK_BODY_LEN)?;
+        let mut targets = Vec::new();
+        self.shared.registry().targets(url, &mut targets);
+        let mut report = QuickReport::default();
+        let mut bytes = None;
+        for client in &targets {
+            if let Some(path) = quick::path_of(client) {
+                let bytes = match &bytes {
+                    Some(b) => b,
+                    None => bytes.insert(packet.to_bytes()?),
+                };
+                if path.send(bytes) {
+                    report.sent += 1;
+                } else {
+                    report.dropped += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Quick-channel counters.
+    pub fn quick_stats(&self) -> QuickStats {
+        self.shared.quick.snapshot()
     }
 
     /// Whether any logged-in client is subscribed to `url`.
@@ -418,6 +470,15 @@ impl Server {
     }
 }
 
+/// What a quick publish did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuickReport {
+    /// Datagrams handed to the socket.
+    pub sent: usize,
+    /// Matching quick clients whose datagram the socket could not take now.
+    pub dropped: usize,
+}
+
 /// Awaits every future, concurrently, without spawning.
 async fn join_all<F: Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     let mut futs: Vec<_> = futs.into_iter().map(Box::pin).collect();
@@ -468,7 +529,8 @@ impl Listening {
 
 async fn accept_loop(
     shared: Arc<Shared>,
-    listener: TcpListener,
+    listener: tokio::net::TcpListener,
+    udp: Option<Arc<tokio::net::UdpSocket>>,
     mut shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
@@ -477,7 +539,7 @@ async fn accept_loop(
             res = listener.accept() => match res {
                 Ok((stream, peer)) => {
                     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-                    let conn = connection::Connection::new(shared.clone(), id, peer);
+                    let conn = connection::Connection::new(shared.clone(), id, peer, udp.clone());
                     let span = tracing::info_span!("vsoa", client = id, peer = %peer);
                     let shutdown = shutdown.clone();
                     let done = done.clone();

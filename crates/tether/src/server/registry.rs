@@ -89,6 +89,7 @@ mod tests {
                 id,
                 addr: "127.0.0.1:1".parse().unwrap(),
                 outbound,
+                quick: Default::default(),
             },
             priority,
             authed,

@@ -32,7 +32,7 @@ pub fn install_routes(server: &Server) {
 
 pub fn with_datagram_echo(b: ServerBuilder) -> ServerBuilder {
     b.on_datagram(|dg: Datagram| async move {
-        let _ = dg.client.datagram(&dg.url, dg.payload).await;
+        let _ = dg.reply(&dg.url, dg.payload.clone()).await;
     })
 }
 
