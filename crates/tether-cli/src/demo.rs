@@ -1,5 +1,8 @@
 //! The demo services `tether serve` runs (the CLI contract in README):
 //! * `/echo` (any method): replies with the request's param and data unchanged;
+//! * `/stream/echo`: opens a stream that sends back everything written to it;
+//! * `/stream/blob` (param `{"size": N}`, N <= 1 GiB): opens a stream that sends N bytes,
+//!   byte i being `i % 251`, then closes;
 //! * `/publish` (SET): publishes `{"url", "param"?, "data"? (base64), "quick"?}`;
 //! * every datagram is sent back to its sender on the same URL, channel (TCP or quick UDP)
 //!   and payload.
@@ -7,6 +10,7 @@
 use base64::Engine;
 use bytes::Bytes;
 use tether::{Datagram, Method, Mode, Payload, Reply, Request, Server, ServerBuilder, Status};
+use tokio::io::AsyncWriteExt;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +27,43 @@ struct PublishArgs {
 pub fn install(server: &Server) {
     server.route_with("/echo", Mode::Inline, |req: Request| async move {
         Reply::ok(req.payload)
+    });
+    server.route("/stream/echo", |req: Request| async move {
+        req.with_stream(Reply::empty(), |stream| async move {
+            let (mut rd, mut wr) = tokio::io::split(stream);
+            if let Err(e) = tokio::io::copy(&mut rd, &mut wr).await {
+                tracing::debug!("stream echo ended: {e}");
+            }
+            let _ = wr.shutdown().await;
+        })
+        .await
+    });
+    server.route("/stream/blob", |req: Request| async move {
+        #[derive(serde::Deserialize)]
+        struct Blob {
+            size: u64,
+        }
+        let size = match req.payload.param_json::<Blob>() {
+            Ok(b) if b.size <= MAX_BLOB => b.size,
+            Ok(_) => {
+                return Reply::error(
+                    Status::ARGUMENTS,
+                    format!("size is limited to {MAX_BLOB} bytes"),
+                )
+            }
+            Err(e) => {
+                return Reply::error(
+                    Status::ARGUMENTS,
+                    format!("param must be {{\"size\": N}}: {e}"),
+                )
+            }
+        };
+        req.with_stream(Reply::empty(), move |mut stream| async move {
+            if let Err(e) = write_blob(&mut stream, size).await {
+                tracing::debug!("blob stream ended early: {e}");
+            }
+        })
+        .await
     });
     // Inline: pipelined /publish calls of one client publish in the order they were sent.
     let publisher = server.clone();
@@ -74,6 +115,25 @@ async fn publish(server: &Server, req: Request) -> Reply {
         Ok(report) => Reply::json(&report).unwrap_or_default(),
         Err(e) => Reply::error(Status::ARGUMENTS, e.to_string()),
     }
+}
+
+/// Largest `/stream/blob` download.
+const MAX_BLOB: u64 = 1 << 30;
+
+/// Byte `i` of every blob: a pattern a reader can verify without a copy.
+pub fn blob_byte(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+async fn write_blob(stream: &mut tether::DataStream, size: u64) -> std::io::Result<()> {
+    let chunk: Vec<u8> = (0..251 * 256).map(blob_byte).collect();
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        stream.write_all(&chunk[..n]).await?;
+        left -= n as u64;
+    }
+    stream.shutdown().await
 }
 
 pub fn datagram_echo(builder: ServerBuilder) -> ServerBuilder {

@@ -78,6 +78,14 @@ pub enum Error {
     /// or the quick channel is turned off.
     #[error("no quick channel: the peer advertised no UDP port, or the quick channel is off")]
     NoQuickChannel,
+    /// Nobody connected to a server stream in time.
+    #[error("nobody connected to stream port {port} within {timeout:?}")]
+    StreamTimeout {
+        /// The stream's port (tunid).
+        port: u16,
+        /// The timeout that ran out.
+        timeout: Duration,
+    },
     /// A `vsoa://` address that cannot be used.
     #[error(transparent)]
     Address(#[from] AddressError),

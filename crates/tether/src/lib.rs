@@ -33,6 +33,7 @@ mod error;
 mod outbound;
 mod payload;
 pub mod server;
+pub mod stream;
 
 pub use address::{AddressError, VsoaUrl};
 pub use client::{Client, Message, Response, Subscription};
@@ -42,4 +43,5 @@ pub use server::{
     ClientEvent, ClientHandle, ClientSummary, Config, Datagram, Listening, Method, Mode,
     PublishReport, QuickReport, QuickStats, Reply, Request, Server, ServerBuilder, WorkQueue,
 };
+pub use stream::{DataStream, PendingStream};
 pub use tether_wire::vsoa::Status;

@@ -422,6 +422,21 @@ impl Client {
             .map_err(|_| self.inner.shared.closed_error())
     }
 
+    /// Connects to the stream a reply announced (its `tunid`), within 10 s.
+    pub async fn connect_stream(&self, tunid: u16) -> Result<crate::DataStream, Error> {
+        self.connect_stream_with_timeout(tunid, crate::stream::DEFAULT_CLIENT_STREAM_TIMEOUT)
+            .await
+    }
+
+    /// Like [`Client::connect_stream`] with another timeout.
+    pub async fn connect_stream_with_timeout(
+        &self,
+        tunid: u16,
+        timeout: Duration,
+    ) -> Result<crate::DataStream, Error> {
+        crate::stream::connect(self.inner.shared.addr, tunid, timeout).await
+    }
+
     /// Sends a datagram over the quick (UDP) channel: no acknowledgement, no ordering, at
     /// most 65 487 bytes of url + param + data.
     pub async fn datagram_quick(&self, url: &str, payload: Payload) -> Result<(), Error> {

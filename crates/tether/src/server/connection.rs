@@ -58,12 +58,14 @@ impl Connection {
         shared: Arc<Shared>,
         id: u32,
         addr: SocketAddr,
+        local: SocketAddr,
         quick_socket: Option<Arc<UdpSocket>>,
     ) -> Self {
         let (outbound, writer) = outbound_for(&shared.config);
         let client = ClientHandle {
             id,
             addr,
+            local,
             outbound,
             quick: Default::default(),
         };

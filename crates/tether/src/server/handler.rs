@@ -37,6 +37,8 @@ pub enum Method {
 pub struct ClientHandle {
     pub(crate) id: u32,
     pub(crate) addr: SocketAddr,
+    /// Our end of the TCP connection: streams listen on this IP.
+    pub(crate) local: SocketAddr,
     pub(crate) outbound: Outbound,
     /// Set once, when the handshake advertises a UDP port on a listener with a quick channel.
     pub(crate) quick: Arc<std::sync::OnceLock<QuickPath>>,
@@ -111,6 +113,61 @@ impl Request {
     pub fn url(&self) -> &str {
         std::str::from_utf8(&self.url).unwrap_or("/")
     }
+
+    /// Opens a stream for this request's client, which must connect within 5 s. Reply with
+    /// its [`PendingStream::tunid`], then [`PendingStream::accept`] it.
+    ///
+    /// ```no_run
+    /// # use tether::{Request, Reply};
+    /// # use tokio::io::AsyncWriteExt;
+    /// async fn hello(req: Request) -> Reply {
+    ///     let pending = match req.open_stream().await {
+    ///         Ok(p) => p,
+    ///         Err(e) => return Reply::error(tether::Status::NO_MEMORY, e.to_string()),
+    ///     };
+    ///     let tunid = pending.tunid();
+    ///     tokio::spawn(async move {
+    ///         if let Ok(mut s) = pending.accept().await {
+    ///             let _ = s.write_all(b"HELLO-FROM-SERVER").await;
+    ///         }
+    ///     });
+    ///     Reply::empty().with_tunid(tunid)
+    /// }
+    /// ```
+    pub async fn open_stream(&self) -> Result<crate::PendingStream, crate::Error> {
+        self.open_stream_with_timeout(crate::stream::DEFAULT_SERVER_STREAM_TIMEOUT)
+            .await
+    }
+
+    /// Opens a stream, serves it with `serve` once the client connects (on its own task),
+    /// and returns `reply` announcing it. If the stream cannot be opened the reply is
+    /// status 6 with the reason; if the client never connects, it is logged.
+    pub async fn with_stream<F, Fut>(&self, reply: Reply, serve: F) -> Reply
+    where
+        F: FnOnce(crate::DataStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let pending = match self.open_stream().await {
+            Ok(p) => p,
+            Err(e) => return Reply::error(Status::NO_MEMORY, e.to_string()),
+        };
+        let tunid = pending.tunid();
+        tokio::spawn(async move {
+            match pending.accept().await {
+                Ok(stream) => serve(stream).await,
+                Err(e) => tracing::info!("{e}"),
+            }
+        });
+        reply.with_tunid(tunid)
+    }
+
+    /// Like [`Request::open_stream`] with another connect timeout.
+    pub async fn open_stream_with_timeout(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<crate::PendingStream, crate::Error> {
+        crate::PendingStream::open(self.client.local.ip(), self.client.addr.ip(), timeout).await
+    }
 }
 
 /// What a handler answers: a status, a payload and, for streams, a tunnel id.
@@ -149,6 +206,13 @@ impl Reply {
             status,
             ..Reply::default()
         }
+    }
+
+    /// The same reply announcing stream port `tunid` (0: none).
+    #[must_use]
+    pub fn with_tunid(mut self, tunid: u16) -> Self {
+        self.tunid = tunid;
+        self
     }
 
     /// A failure status with `{"error": message}` as param, so peers see a reason.

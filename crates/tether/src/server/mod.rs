@@ -539,7 +539,8 @@ async fn accept_loop(
             res = listener.accept() => match res {
                 Ok((stream, peer)) => {
                     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-                    let conn = connection::Connection::new(shared.clone(), id, peer, udp.clone());
+                    let Ok(local) = stream.local_addr() else { continue };
+                    let conn = connection::Connection::new(shared.clone(), id, peer, local, udp.clone());
                     let span = tracing::info_span!("vsoa", client = id, peer = %peer);
                     let shutdown = shutdown.clone();
                     let done = done.clone();

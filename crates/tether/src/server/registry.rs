@@ -88,6 +88,7 @@ mod tests {
             handle: ClientHandle {
                 id,
                 addr: "127.0.0.1:1".parse().unwrap(),
+                local: "127.0.0.1:2".parse().unwrap(),
                 outbound,
                 quick: Default::default(),
             },
