@@ -150,13 +150,48 @@ def quick(port):
     check(got == ('/dq', {'d': 2}, b'xy', True), f"quick datagram echo {got}")
 
 
+def stream(port):
+    c = connect(port, PW)
+    # Echo: write through the stream opened by our server, read it all back.
+    h, _ = fetch(c, '/stream/echo')
+    check(h.status == 0 and h.tunid, f"/stream/echo reply {dict(h)}")
+    data = bytes(i % 256 for i in range(200_000))
+    got = bytearray()
+    done = threading.Event()
+    linked = Inbox()
+
+    def ondata(s, chunk):
+        got.extend(chunk)
+        if len(got) >= len(data):
+            done.set()
+
+    st = c.create_stream(h.tunid, onlink=lambda s, up: linked.put(up), ondata=ondata, timeout=WAIT)
+    check(linked.wait_for(1, "stream link")[0] is True, "stream did not link")
+    sent = 0
+    while sent < len(data):
+        n = st.send(data[sent:sent + 65536])
+        check(n and n > 0, f"stream send returned {n}")
+        sent += n
+    check(done.wait(WAIT), f"echo: got {len(got)} of {len(data)} bytes")
+    check(bytes(got) == data, "echoed stream bytes differ")
+    st.close()
+    # Blob: the server writes, then closes; Python sees the unlink.
+    h, _ = fetch(c, '/stream/blob', payload={'param': {'size': 100_000}})
+    check(h.status == 0 and h.tunid, f"/stream/blob reply {dict(h)}")
+    blob = bytearray()
+    events = Inbox()
+    c.create_stream(h.tunid, onlink=lambda s, up: events.put(up), ondata=lambda s, chunk: blob.extend(chunk), timeout=WAIT)
+    check(events.wait_for(2, "blob stream link and close") == [True, False], "blob stream events")
+    check(len(blob) == 100_000 and all(b == i % 251 for i, b in enumerate(blob)), f"blob of {len(blob)} bytes")
+
+
 def publish_quick(c, url, param):
     header, reply = fetch(c, '/publish', method='set', payload={'param': {'url': url, 'param': param, 'quick': True}})
     check(header.status == 0, f"/publish quick {url}: status {header.status}")
     return reply
 
 
-SCENARIOS = {f.__name__: f for f in [login, rpc, in_flight, matrix, order, datagram, binary_publish, quick]}
+SCENARIOS = {f.__name__: f for f in [login, rpc, in_flight, matrix, order, datagram, binary_publish, quick, stream]}
 
 if __name__ == '__main__':
     port, scenario = int(sys.argv[1]), sys.argv[2]

@@ -3,6 +3,7 @@
 Usage: server.py [PASSWORD]. Prints `READY <port>` once it accepts connections, then serves
 until stdin closes. Routes: /echo (param and data back), /status/201 (status 201),
 /publish (SET {"url","param","count","quick"}: publishes count messages, param {"i": n, ...}).
+/stream/echo opens a stream that echoes what it receives.
 Every datagram is echoed to its sender. Unknown URLs get Python's own answer.
 """
 import socket
@@ -51,6 +52,14 @@ def publish(cli, request, payload):
     for i in range(args.get('count', 1)):
         server.publish(args['url'], {'param': {'i': i, 'p': args.get('param')}}, quick=args.get('quick', False))
     cli.reply(request.seqno)
+
+
+@server.command('/stream/echo')
+def stream_echo(cli, request, payload):
+    def ondata(stream, data):
+        stream.send(data)
+    stream = server.create_stream(lambda s, linked: None, ondata)
+    cli.reply(request.seqno, tunid=stream.tunid)
 
 
 def ondata(cli, url, payload, quick):

@@ -30,6 +30,8 @@ enum Command {
     Call(cmd::call::Args),
     /// Subscribe and print each message as one JSON line.
     Sub(cmd::sub::Args),
+    /// Call a route that opens a stream; copy stdin to it and it to stdout.
+    Stream(cmd::stream::Args),
     /// Send one datagram (TCP or --quick), optionally wait for one back.
     Dgram(cmd::dgram::Args),
     /// Measure a scenario on loopback and print one JSON object.
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
             Command::Call(args) => cmd::call::run(args).await,
             Command::Sub(args) => cmd::sub::run(args).await,
             Command::Dgram(args) => cmd::dgram::run(args).await,
+            Command::Stream(args) => cmd::stream::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
         }
     });

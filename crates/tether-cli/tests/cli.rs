@@ -11,6 +11,7 @@ use tokio::process::Command;
 struct Run {
     code: i32,
     stdout: String,
+    stdout_bytes: Vec<u8>,
     stderr: String,
 }
 
@@ -29,6 +30,7 @@ async fn tether(args: &[&str]) -> Run {
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stdout_bytes: out.stdout.clone(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
@@ -325,5 +327,59 @@ async fn sub_marks_quick_publishes() {
             r#"{"url":"/q","param":1,"data":null,"quick":false}"#,
             r#"{"url":"/q","param":2,"data":null,"quick":true}"#,
         ]
+    );
+}
+
+#[tokio::test]
+async fn stream_copies_stdin_through_the_echo_and_downloads_blobs() {
+    let s = tether_serve(&[]).await;
+    let base = format!("vsoa://127.0.0.1:{}", s.port);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["stream", &format!("{base}/stream/echo")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let input: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let mut stdin = child.stdin.take().unwrap();
+    let sent = input.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        stdin.write_all(&sent).await.unwrap();
+    }); // dropping stdin ends the upload
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout == input,
+        "echo differs ({} bytes back)",
+        out.stdout.len()
+    );
+
+    let r = tether(&[
+        "stream",
+        &format!("{base}/stream/blob"),
+        "--param",
+        r#"{"size":100000}"#,
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let blob = r.stdout_bytes;
+    assert_eq!(blob.len(), 100_000);
+    assert!(blob.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+
+    let r = tether(&["stream", &format!("{base}/echo")]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.stderr,
+        "tether: /echo opened no stream (reply status 0 (success))\n"
     );
 }

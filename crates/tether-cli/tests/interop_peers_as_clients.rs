@@ -17,7 +17,7 @@ macro_rules! scenarios {
 
 mod python {
     use super::*;
-    scenarios!(python_client: login, rpc, in_flight, matrix, order, datagram, binary_publish, quick);
+    scenarios!(python_client: login, rpc, in_flight, matrix, order, datagram, binary_publish, quick, stream);
 }
 
 mod npm {

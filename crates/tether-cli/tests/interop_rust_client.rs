@@ -233,3 +233,21 @@ async fn quick_publish_and_quick_datagrams_with_the_python_server() {
         ("/dq", true, &b"xy"[..])
     );
 }
+
+#[tokio::test]
+async fn stream_opened_by_the_python_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let py = python_server("pypw").await;
+    let c = connect(py.port).await;
+    let r = c.call("/stream/echo").await.unwrap();
+    assert_ne!(r.tunid, 0);
+    let mut s = c.connect_stream(r.tunid).await.unwrap();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 256) as u8).collect();
+    s.write_all(&data).await.unwrap();
+    let mut back = vec![0u8; data.len()];
+    tokio::time::timeout(WAIT, s.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(back == data, "echo differs");
+}

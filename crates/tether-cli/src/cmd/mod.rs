@@ -4,6 +4,7 @@ pub mod bench;
 pub mod call;
 pub mod dgram;
 pub mod serve;
+pub mod stream;
 pub mod sub;
 
 use std::time::Duration;

@@ -1,0 +1,68 @@
+//! `tether stream`: call a route that opens a stream, then copy stdin to the stream and the
+//! stream to stdout until the server closes it.
+
+use tokio::io::AsyncWriteExt;
+
+use super::{ConnectArgs, Failure};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// vsoa://HOST:PORT/PATH of a route that opens a stream.
+    url: tether::VsoaUrl,
+    /// Param: JSON text, sent as given.
+    #[arg(long, value_name = "JSON")]
+    param: Option<String>,
+    /// Use method SET (default GET).
+    #[arg(long)]
+    set: bool,
+    #[command(flatten)]
+    conn: ConnectArgs,
+}
+
+pub async fn run(args: Args) -> Result<(), Failure> {
+    if let Some(text) = &args.param {
+        serde_json::from_str::<serde_json::Value>(text)
+            .map_err(|e| Failure::usage(format!("--param is not valid JSON: {e}")))?;
+    }
+    let client = args.conn.connect(&args.url).await?;
+    let mut call = client
+        .call(&args.url.path)
+        .param(args.param.clone().unwrap_or_default())
+        .timeout(args.conn.timeout);
+    if args.set {
+        call = call.set();
+    }
+    let reply = call.await?;
+    if reply.tunid == 0 {
+        return Err(Failure {
+            message: format!(
+                "{} opened no stream (reply status {})",
+                args.url.path, reply.status
+            ),
+            code: 1,
+        });
+    }
+    let stream = client.connect_stream(reply.tunid).await?;
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let upload = async move {
+        let mut stdin = tokio::io::stdin();
+        let copied = tokio::io::copy(&mut stdin, &mut wr).await;
+        let _ = wr.shutdown().await;
+        copied
+    };
+    let download = async move {
+        let mut stdout = tokio::io::stdout();
+        let copied = tokio::io::copy(&mut rd, &mut stdout).await;
+        let _ = stdout.flush().await;
+        copied
+    };
+    // The server closing the stream ends the command, whatever stdin is doing.
+    let upload = tokio::spawn(upload);
+    let received = download.await;
+    upload.abort();
+    received.map_err(|e| Failure {
+        message: format!("stream from {} failed: {e}", args.url.addr),
+        code: 3,
+    })?;
+    Ok(())
+}
