@@ -78,6 +78,12 @@ pub enum Error {
     /// or the quick channel is turned off.
     #[error("no quick channel: the peer advertised no UDP port, or the quick channel is off")]
     NoQuickChannel,
+    /// A robot had no connection for the whole time a request could wait for one.
+    #[error("no connection to the server within {waited:?}")]
+    NoLink {
+        /// How long it waited.
+        waited: Duration,
+    },
     /// Nobody connected to a server stream in time.
     #[error("nobody connected to stream port {port} within {timeout:?}")]
     StreamTimeout {

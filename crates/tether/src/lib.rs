@@ -36,7 +36,7 @@ pub mod server;
 pub mod stream;
 
 pub use address::{AddressError, VsoaUrl};
-pub use client::{Client, Message, Response, Subscription};
+pub use client::{fetch, Client, Message, Response, Robot, RobotEvent, Subscription};
 pub use error::Error;
 pub use payload::Payload;
 pub use server::{

@@ -8,6 +8,7 @@
 
 mod connection;
 mod quick;
+mod robot;
 mod subscription;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
+pub use robot::{fetch, Fetch, Robot, RobotBuilder, RobotCall, RobotEvent, RobotSubscription};
 use subscription::Sink;
 pub use subscription::{Datagrams, Message, Subscription};
 
@@ -384,6 +386,38 @@ impl Client {
     /// Whether the connection has ended.
     pub fn is_closed(&self) -> bool {
         self.inner.shared.outbound.is_killed()
+    }
+
+    /// Resolves when the connection ends, with the reason.
+    pub async fn closed(&self) -> Arc<str> {
+        self.inner.shared.outbound.killed().await
+    }
+
+    /// Calls (and pings, subscribes) waiting for their reply.
+    pub fn pending_requests(&self) -> usize {
+        self.inner
+            .shared
+            .pending
+            .lock()
+            .map(|p| p.len())
+            .unwrap_or(0)
+    }
+
+    /// Sends a NOOP packet (never answered): traffic that keeps TCP's retransmission going
+    /// while requests are pending (VSOA's turbo ping).
+    pub async fn noop(&self) -> Result<(), Error> {
+        let bytes = Packet::new(PacketType::Noop).to_bytes()?;
+        self.inner
+            .shared
+            .outbound
+            .send(bytes)
+            .await
+            .map_err(|_| self.inner.shared.closed_error())
+    }
+
+    /// Ends the connection now, without flushing; pending calls fail with `reason`.
+    pub fn abort(&self, reason: &str) {
+        self.inner.shared.outbound.kill(reason);
     }
 
     /// Starts an RPC to `url`; set method, param, data and timeout on the returned
