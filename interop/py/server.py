@@ -1,6 +1,6 @@
 """A Python vsoa 1.0.4 server for the Rust client to talk to.
 
-Usage: server.py [PASSWORD]. Prints `READY <port>` once it accepts connections, then serves
+Usage: server.py [PASSWORD [PORT]]. Prints `READY <port>` once it accepts connections, then serves
 until stdin closes. Routes: /echo (param and data back), /status/201 (status 201),
 /publish (SET {"url","param","count","quick"}: publishes count messages, param {"i": n, ...}).
 /stream/echo opens a stream that echoes what it receives.
@@ -68,7 +68,7 @@ def ondata(cli, url, payload, quick):
 
 server.ondata = ondata
 
-port = free_port()
+port = int(sys.argv[2]) if len(sys.argv) > 2 else free_port()
 threading.Thread(target=server.run, args=('127.0.0.1', port), daemon=True).start()
 deadline = time.monotonic() + 10
 while True:

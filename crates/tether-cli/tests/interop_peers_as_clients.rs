@@ -24,3 +24,20 @@ mod npm {
     use super::*;
     scenarios!(npm_client: login, rpc, in_flight, matrix, order, datagram, quick);
 }
+
+#[tokio::test]
+async fn python_robot_survives_a_tether_restart() {
+    let server = tether_serve(&["--password", "pw"]).await;
+    let port = server.port;
+    let mut cmd = tokio::process::Command::new(python());
+    cmd.current_dir(workspace().join("interop/py"))
+        .arg("robot.py")
+        .arg(port.to_string());
+    let mut robot = Lines::spawn(cmd);
+    robot.expect("CONNECTED 1").await;
+    stop(server).await;
+    robot.expect("DISCONNECTED").await;
+    let _again = tether_serve_at(port, &["--password", "pw"]).await;
+    robot.expect("CONNECTED 2").await;
+    robot.expect("OK").await;
+}

@@ -251,3 +251,66 @@ async fn stream_opened_by_the_python_server() {
         .unwrap();
     assert!(back == data, "echo differs");
 }
+
+#[tokio::test]
+async fn our_robot_survives_a_python_server_restart_and_resubscribes() {
+    use tether::{Robot, RobotEvent};
+    let py = python_server("pypw").await;
+    let port = py.port;
+    let robot = Robot::builder(&format!("vsoa://127.0.0.1:{port}"))
+        .password("pypw")
+        .backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .start()
+        .unwrap();
+    let mut events = robot.events();
+    let connected = |events: &mut tokio::sync::broadcast::Receiver<RobotEvent>| {
+        let mut events = events.resubscribe();
+        async move {
+            loop {
+                let ev = tokio::time::timeout(WAIT, events.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                if matches!(ev, RobotEvent::Connected { .. }) {
+                    return;
+                }
+            }
+        }
+    };
+    let first = connected(&mut events);
+    first.await;
+    let mut sub = robot.subscribe(["/seq"]).await.unwrap();
+    let publish = |robot: tether::Robot| async move {
+        let r = robot
+            .call("/publish")
+            .set()
+            .json(&json!({"url": "/seq"}))
+            .unwrap()
+            .timeout(WAIT)
+            .await
+            .unwrap();
+        assert_eq!(r.status, Status::SUCCESS);
+    };
+    publish(robot.clone()).await;
+    assert_eq!(
+        tokio::time::timeout(WAIT, sub.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .url,
+        "/seq"
+    );
+    let again = connected(&mut events);
+    stop(py).await;
+    let _py2 = python_server_at("pypw", port).await;
+    again.await; // announced only after re-subscribing on the new server
+    publish(robot.clone()).await;
+    assert_eq!(
+        tokio::time::timeout(WAIT, sub.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .url,
+        "/seq"
+    );
+}

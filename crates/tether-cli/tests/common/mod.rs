@@ -54,6 +54,47 @@ impl Drop for Proc {
     }
 }
 
+/// Stops a process and waits until it is gone (its ports are free again).
+pub async fn stop(mut proc: Proc) {
+    let _ = proc.child.start_kill();
+    let _ = tokio::time::timeout(WAIT, proc.child.wait()).await;
+}
+
+/// A child whose stdout lines are read one by one.
+pub struct Lines {
+    pub child: Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Lines {
+    pub fn spawn(mut cmd: Command) -> Lines {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Lines { child, lines }
+    }
+
+    /// Waits for a line equal to `want`; panics on EOF, a FAIL line, or timeout.
+    pub async fn expect(&mut self, want: &str) {
+        let got = tokio::time::timeout(WAIT, async {
+            while let Some(line) = self.lines.next_line().await.expect("read") {
+                assert!(!line.starts_with("FAIL"), "{line}");
+                if line == want {
+                    return;
+                }
+            }
+            panic!("process ended before printing {want:?}");
+        })
+        .await;
+        got.unwrap_or_else(|_| panic!("no {want:?} within {WAIT:?}"));
+    }
+}
+
 /// Reads lines from the child's stdout until one contains `marker`, returns that line.
 async fn wait_line(child: &mut Child, marker: &str) -> String {
     let stdout = child.stdout.take().expect("piped stdout");
@@ -75,8 +116,13 @@ async fn wait_line(child: &mut Child, marker: &str) -> String {
 
 /// `tether serve --listen 127.0.0.1:0 ARGS...`, with the port it printed.
 pub async fn tether_serve(args: &[&str]) -> Proc {
+    tether_serve_at(0, args).await
+}
+
+/// `tether serve --listen 127.0.0.1:PORT ARGS...`.
+pub async fn tether_serve_at(port: u16, args: &[&str]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -97,9 +143,18 @@ pub async fn tether_serve(args: &[&str]) -> Proc {
 
 /// The Python vsoa server of interop/py/server.py.
 pub async fn python_server(password: &str) -> Proc {
-    let mut child = Command::new(python())
-        .arg(workspace().join("interop/py/server.py"))
-        .arg(password)
+    python_server_at(password, 0).await
+}
+
+/// The Python vsoa server on a given port (0: a free one).
+pub async fn python_server_at(password: &str, port: u16) -> Proc {
+    let mut cmd = Command::new(python());
+    cmd.arg(workspace().join("interop/py/server.py"))
+        .arg(password);
+    if port != 0 {
+        cmd.arg(port.to_string());
+    }
+    let mut child = cmd
         .stdin(Stdio::piped()) // it serves until stdin closes
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
