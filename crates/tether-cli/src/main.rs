@@ -34,6 +34,10 @@ enum Command {
     Stream(cmd::stream::Args),
     /// Send one datagram (TCP or --quick), optionally wait for one back.
     Dgram(cmd::dgram::Args),
+    /// Run a position (name lookup) service.
+    Position(cmd::position::ServeArgs),
+    /// Resolve a server name through position servers and print the answer as JSON.
+    Lookup(cmd::position::LookupArgs),
     /// Measure a scenario on loopback and print one JSON object.
     Bench(cmd::bench::Args),
 }
@@ -46,7 +50,7 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
                 let default = match cli.command {
-                    Command::Serve(_) => "info",
+                    Command::Serve(_) | Command::Position(_) => "info",
                     _ => "warn",
                 };
                 tracing_subscriber::EnvFilter::new(default)
@@ -77,6 +81,8 @@ fn main() -> ExitCode {
             Command::Dgram(args) => cmd::dgram::run(args).await,
             Command::Stream(args) => cmd::stream::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
+            Command::Position(args) => cmd::position::serve(args).await,
+            Command::Lookup(args) => cmd::position::lookup(args).await,
         }
     });
     match result {

@@ -383,3 +383,51 @@ async fn stream_copies_stdin_through_the_echo_and_downloads_blobs() {
         "tether: /echo opened no stream (reply status 0 (success))\n"
     );
 }
+
+#[tokio::test]
+async fn position_lookup_and_serve_register() {
+    let pos = tether_position(&[]).await;
+    let pos_addr = format!("127.0.0.1:{}", pos.port);
+    let server = tether_serve(&["--register", &pos_addr, "--name", "reg-demo"]).await;
+    let r = tether(&["lookup", "reg-demo", "--pos", &pos_addr]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        format!(
+            "{{\"addr\":\"127.0.0.1\",\"name\":\"reg-demo\",\"port\":{},\"security\":false}}\n",
+            server.port
+        )
+    );
+    // A name in the URL resolves through the same service.
+    let r = tether(&[
+        "call",
+        "vsoa://reg-demo/echo",
+        "--pos",
+        &pos_addr,
+        "--param",
+        "1",
+    ])
+    .await;
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "{\"status\":0,\"param\":1,\"data\":null,\"tunid\":0}\n"),
+        "{}",
+        r.stderr
+    );
+    let r = tether(&["lookup", "nobody", "--pos", &pos_addr]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.stderr,
+        format!("tether: cannot resolve \"nobody\": {pos_addr} does not know it\n")
+    );
+    // A position server that never answers: a clear failure within the timeout.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let r = tether(&["lookup", "x", "--pos", &silent_addr, "--timeout", "0.2"]).await;
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("did not answer within 200ms"),
+        "{}",
+        r.stderr
+    );
+}

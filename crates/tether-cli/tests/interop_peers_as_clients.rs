@@ -41,3 +41,21 @@ async fn python_robot_survives_a_tether_restart() {
     robot.expect("CONNECTED 2").await;
     robot.expect("OK").await;
 }
+
+#[tokio::test]
+async fn python_lookup_resolves_from_our_position_service() {
+    let dir = std::env::temp_dir().join(format!("tether-hosts-{}", std::process::id()));
+    std::fs::write(&dir, "# test fleet\nmyserv 127.0.0.1 43022\n").unwrap();
+    let pos = tether_position(&["--hosts", dir.to_str().unwrap()]).await;
+    let mut cmd = tokio::process::Command::new(python());
+    cmd.current_dir(workspace().join("interop/py"))
+        .arg("position_client.py")
+        .args([
+            pos.port.to_string(),
+            "myserv".into(),
+            "127.0.0.1".into(),
+            "43022".into(),
+        ]);
+    run_peer(cmd, "Python vsoa.lookup").await;
+    let _ = std::fs::remove_file(dir);
+}

@@ -314,3 +314,18 @@ async fn our_robot_survives_a_python_server_restart_and_resubscribes() {
         "/seq"
     );
 }
+
+#[tokio::test]
+async fn our_lookup_resolves_from_a_python_position_server() {
+    use tether::position;
+    let py = python_position_server().await;
+    let pos: std::net::SocketAddr = format!("127.0.0.1:{}", py.port).parse().unwrap();
+    let e = position::lookup_with("pyname", &[pos], Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(e.socket_addr(), "127.0.0.1:4242".parse().unwrap());
+    let miss = position::lookup_with("other", &[pos], Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(miss.to_string().ends_with("does not know it"), "{miss}");
+}

@@ -84,6 +84,14 @@ pub enum Error {
         /// How long it waited.
         waited: Duration,
     },
+    /// A name could not be resolved through the position service.
+    #[error("cannot resolve {name:?}: {tried}")]
+    Lookup {
+        /// The name.
+        name: String,
+        /// What each position server said.
+        tried: String,
+    },
     /// Nobody connected to a server stream in time.
     #[error("nobody connected to stream port {port} within {timeout:?}")]
     StreamTimeout {

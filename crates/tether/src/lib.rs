@@ -32,10 +32,11 @@ pub mod client;
 mod error;
 mod outbound;
 mod payload;
+pub mod position;
 pub mod server;
 pub mod stream;
 
-pub use address::{AddressError, VsoaUrl};
+pub use address::{AddressError, Host, VsoaUrl};
 pub use client::{fetch, Client, Message, Response, Robot, RobotEvent, Subscription};
 pub use error::Error;
 pub use payload::Payload;

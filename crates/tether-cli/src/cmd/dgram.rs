@@ -60,7 +60,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             Ok(Some(msg)) => output::print_line(&output::message_json(&msg)),
             _ => {
                 return Err(Failure {
-                    message: format!("no datagram from vsoa://{} within {wait:?}", args.url.addr),
+                    message: format!("no datagram from {} within {wait:?}", args.url),
                     code: 5,
                 })
             }

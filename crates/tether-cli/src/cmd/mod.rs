@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod call;
 pub mod dgram;
+pub mod position;
 pub mod serve;
 pub mod stream;
 pub mod sub;
@@ -67,13 +68,23 @@ pub struct ConnectArgs {
     /// Seconds to wait for the connection (and for `call`, for the reply).
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub timeout: Duration,
+    /// Position server for resolving a server name (default: VSOA_POS_SERVER, then
+    /// /etc/vsoa.pos). May be repeated.
+    #[arg(long = "pos", value_name = "ADDR", value_parser = parse_pos)]
+    position_servers: Vec<std::net::SocketAddr>,
+}
+
+/// Parses a position server address (`ip:port`, `[v6]:port`, or an address for port 54).
+pub fn parse_pos(s: &str) -> Result<std::net::SocketAddr, String> {
+    tether::position::parse_server(s).ok_or_else(|| format!("{s:?} is not ip:port"))
 }
 
 impl ConnectArgs {
     /// Connects to the server of `url`.
     pub async fn connect(&self, url: &tether::VsoaUrl) -> Result<tether::Client, Failure> {
-        let mut connect =
-            tether::Client::connect(&format!("vsoa://{}", url.addr)).timeout(self.timeout);
+        let mut connect = tether::Client::connect(&url.to_string())
+            .timeout(self.timeout)
+            .position_servers(self.position_servers.clone());
         if let Some(pw) = &self.password {
             connect = connect.password(pw);
         }

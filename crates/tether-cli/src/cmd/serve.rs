@@ -15,9 +15,16 @@ pub struct Args {
         hide_env_values = true
     )]
     password: Option<String>,
-    /// Server name in the handshake info.
+    /// Server name in the handshake info (and for --register).
     #[arg(long, default_value = "tether")]
     name: String,
+    /// Register NAME -> this server with the position service at this address, and keep
+    /// the registration alive (a Tether extension; see docs/position.md).
+    #[arg(long, value_name = "POS_ADDR", value_parser = super::parse_pos)]
+    register: Option<std::net::SocketAddr>,
+    /// Seconds a registration lives unless renewed (renewed every third of it).
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = super::parse_secs)]
+    register_ttl: std::time::Duration,
 }
 
 pub async fn run(args: Args) -> Result<(), Failure> {
@@ -29,6 +36,19 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let server = builder.build();
     crate::demo::install(&server);
     let listening = server.bind(args.listen.as_str()).await?;
+    let _registration = match args.register {
+        Some(pos) => Some(
+            tether::position::Registration::start(
+                pos,
+                &args.name,
+                listening.local_addr().port(),
+                false,
+                args.register_ttl,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     // The first stdout line is the contract for scripts that start us on port 0.
     crate::output::print_line(&format!(
         "tether: VSOA server on vsoa://{}",

@@ -61,7 +61,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let received = download.await;
     upload.abort();
     received.map_err(|e| Failure {
-        message: format!("stream from {} failed: {e}", args.url.addr),
+        message: format!("stream from {} failed: {e}", args.url),
         code: 3,
     })?;
     Ok(())

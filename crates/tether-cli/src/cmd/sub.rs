@@ -42,7 +42,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
                 }
                 None => {
                     return Err(Failure {
-                        message: format!("connection to vsoa://{} ended after {seen} messages", args.url.addr),
+                        message: format!("connection to {} ended after {seen} messages", args.url),
                         code: 3,
                     })
                 }

@@ -141,6 +141,43 @@ pub async fn tether_serve_at(port: u16, args: &[&str]) -> Proc {
     Proc { child, port }
 }
 
+/// `tether position --listen 127.0.0.1:0 ARGS...`, with the port it printed.
+pub async fn tether_position(args: &[&str]) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["position", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn tether position");
+    let line = wait_line(&mut child, "position service on ").await;
+    let port = line
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("port in banner");
+    Proc { child, port }
+}
+
+/// The Python vsoa.Position server of interop/py/position_server.py.
+pub async fn python_position_server() -> Proc {
+    let mut child = Command::new(python())
+        .arg(workspace().join("interop/py/position_server.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn Python position server");
+    let line = wait_line(&mut child, "READY ").await;
+    let port = line["READY ".len()..].trim().parse().expect("port");
+    Proc { child, port }
+}
+
 /// The Python vsoa server of interop/py/server.py.
 pub async fn python_server(password: &str) -> Proc {
     python_server_at(password, 0).await

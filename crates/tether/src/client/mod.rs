@@ -147,6 +147,7 @@ pub struct Connect {
     buffer: usize,
     stall_timeout: Duration,
     quick: bool,
+    position_servers: Vec<SocketAddr>,
 }
 
 impl std::fmt::Debug for Connect {
@@ -194,6 +195,13 @@ impl Connect {
         self
     }
 
+    /// Position servers that resolve a server *name* in the URL (default: VSOA's
+    /// `VSOA_POS_SERVER`, then `/etc/vsoa.pos`).
+    pub fn position_servers(mut self, servers: Vec<SocketAddr>) -> Self {
+        self.position_servers = servers;
+        self
+    }
+
     /// Whether to open the quick (UDP) channel (default true): advertise a UDP port so the
     /// server can send quick publishes and datagrams, and allow [`Client::datagram_quick`].
     pub fn quick(mut self, on: bool) -> Self {
@@ -203,7 +211,17 @@ impl Connect {
 
     async fn run(self) -> Result<Client, Error> {
         let url: VsoaUrl = self.url.parse()?;
-        let addr = url.addr;
+        let entry = url.resolve(&self.position_servers).await?;
+        if entry.security {
+            return Err(Error::Lookup {
+                name: url.to_string(),
+                tried: format!(
+                    "it resolves to the TLS server {}, and this client does not speak TLS yet",
+                    entry.socket_addr()
+                ),
+            });
+        }
+        let addr = entry.socket_addr();
         let deadline = tokio::time::Instant::now() + self.timeout;
         let timed_out = || Error::ConnectTimeout {
             addr,
@@ -348,7 +366,8 @@ impl IntoFuture for Connect {
 }
 
 impl Client {
-    /// Starts connecting to `url` (`vsoa://HOST:PORT`; a path is ignored). Set options on
+    /// Starts connecting to `url` (`vsoa://HOST:PORT`, or `vsoa://NAME` resolved through
+    /// the position service; a path is ignored). Set options on
     /// the returned [`Connect`], then `.await` it.
     pub fn connect(url: &str) -> Connect {
         Connect {
@@ -360,6 +379,7 @@ impl Client {
             buffer: DEFAULT_BUFFER,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             quick: true,
+            position_servers: Vec::new(),
         }
     }
 

@@ -1,0 +1,192 @@
+//! The position service: lookups, the lookup order, registration, names in URLs, and what
+//! is refused.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use tether::position::{self, Entry, PositionServer, Registration};
+use tether::{Client, Error, Server};
+use tokio::net::UdpSocket;
+
+fn entry(addr: &str) -> Entry {
+    let sa: SocketAddr = addr.parse().unwrap();
+    Entry {
+        addr: sa.ip(),
+        port: sa.port(),
+        security: false,
+    }
+}
+
+async fn position_with(hosts: &[(&str, &str)]) -> (PositionServer, position::PositionListening) {
+    let table: HashMap<String, Entry> = hosts
+        .iter()
+        .map(|(n, a)| (n.to_string(), entry(a)))
+        .collect();
+    let server = PositionServer::new(table);
+    let l = server.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (server, l)
+}
+
+const FAST: Duration = Duration::from_millis(300);
+
+#[tokio::test]
+async fn lookup_answers_known_names_case_insensitively() {
+    let (server, l) = position_with(&[("myserv", "127.0.0.1:3005")]).await;
+    let got = position::lookup_with("MyServ", &[l.local_addr()], FAST)
+        .await
+        .unwrap();
+    assert_eq!(got, entry("127.0.0.1:3005"));
+    let e = position::lookup_with("nobody", &[l.local_addr()], FAST)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "cannot resolve \"nobody\": {} does not know it",
+            l.local_addr()
+        )
+    );
+    assert_eq!((server.stats().answered, server.stats().unknown), (1, 1));
+}
+
+#[tokio::test]
+async fn silent_and_ignorant_servers_are_skipped_in_order() {
+    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap(); // never answers
+    let (_a, ignorant) = position_with(&[]).await;
+    let (_b, knows) = position_with(&[("cam", "127.0.0.7:1234")]).await;
+    let servers = [
+        silent.local_addr().unwrap(),
+        ignorant.local_addr(),
+        knows.local_addr(),
+    ];
+    assert_eq!(
+        position::lookup_with("cam", &servers, FAST).await.unwrap(),
+        entry("127.0.0.7:1234")
+    );
+    let e = position::lookup_with("other", &servers[..2], FAST)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("{} did not answer within 300ms", servers[0])),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!("{} does not know it", servers[1])),
+        "{e}"
+    );
+    let e = position::lookup_with("x", &[], FAST)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no position server configured"), "{e}");
+}
+
+#[tokio::test]
+async fn bad_datagrams_are_refused_and_the_service_keeps_answering() {
+    let (server, l) = position_with(&[("ok", "127.0.0.1:1")]).await;
+    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    s.connect(l.local_addr()).await.unwrap();
+    s.send(b"not json").await.unwrap();
+    s.send(&vec![b' '; 5000]).await.unwrap(); // over 4096 bytes
+    s.send(br#"{"domain": 2}"#).await.unwrap(); // no name
+    s.send(br#"{"register": {"name": "x"}}"#).await.unwrap(); // answered with an error
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(WAIT, s.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("bad registration"),
+        "{answer}"
+    );
+    // Still answering, and the three silent refusals were counted before this reply.
+    assert!(position::lookup_with("ok", &[l.local_addr()], FAST)
+        .await
+        .is_ok());
+    assert_eq!(server.stats().refused, 4);
+}
+
+#[tokio::test]
+async fn registration_follows_the_server_and_expires() {
+    let (server, l) = position_with(&[("moving", "127.0.0.1:1")]).await;
+    let reg = Registration::start(
+        l.local_addr(),
+        "moving",
+        4242,
+        false,
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    // A live registration beats the fixed entry; its address is the registrant's own IP.
+    assert_eq!(server.resolve("moving"), Some(entry("127.0.0.1:4242")));
+    drop(reg); // no more renewals
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.resolve("moving") != Some(entry("127.0.0.1:1")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "registration never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn names_in_vsoa_urls_resolve_and_their_port_is_ignored() {
+    let (_s, l) = start(Server::builder()).await;
+    let (_p, pos) = position_with(&[("demo", &l.local_addr().to_string())]).await;
+    for url in ["vsoa://demo/echo", "vsoa://demo:1/echo"] {
+        let c = Client::connect(url)
+            .position_servers(vec![pos.local_addr()])
+            .await
+            .unwrap();
+        c.ping(WAIT).await.unwrap();
+    }
+    let e = Client::connect("vsoa://nobody/x")
+        .position_servers(vec![pos.local_addr()])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Lookup { .. }), "{e}");
+}
+
+#[test]
+fn server_entries_in_every_form() {
+    let p = |s| position::parse_server(s);
+    assert_eq!(p("127.0.0.1:54"), Some("127.0.0.1:54".parse().unwrap()));
+    assert_eq!(p("127.0.0.1"), Some("127.0.0.1:54".parse().unwrap()));
+    assert_eq!(p("[::1]:99"), Some("[::1]:99".parse().unwrap()));
+    assert_eq!(
+        p("::1"),
+        Some("[::1]:54".parse().unwrap()),
+        "bare IPv6 works"
+    );
+    assert_eq!(p("[::1]"), Some("[::1]:54".parse().unwrap()));
+    assert_eq!(
+        p("127.0.0.1 1234"),
+        Some("127.0.0.1:1234".parse().unwrap()),
+        "/etc/vsoa.pos form"
+    );
+    assert_eq!(p("[::1] 1234"), Some("[::1]:1234".parse().unwrap()));
+    assert_eq!(p("nonsense"), None);
+    let hosts = position::parse_hosts("# fleet\na 127.0.0.1 1\nB ::1 2 tls # v6\n\n").unwrap();
+    assert_eq!(
+        hosts["b"],
+        Entry {
+            addr: "::1".parse().unwrap(),
+            port: 2,
+            security: true
+        }
+    );
+    assert!(position::parse_hosts("a 1.2.3.4")
+        .unwrap_err()
+        .contains("line 1"));
+}
