@@ -228,6 +228,11 @@ async fn bench_scenarios_run_in_a_tiny_configuration() {
         ("rpc-latency", &["--count", "200"]),
         ("rpc-throughput", &["--count", "2000", "--in-flight", "16"]),
         ("pub-throughput", &["--count", "5000", "--subscribers", "2"]),
+        ("floor-udp", &["--count", "500"]),
+        ("quick-rate", &["--count", "500"]),
+        ("floor-tcp-copy", &["--bytes", "1000000"]),
+        ("stream", &["--bytes", "1000000"]),
+        ("reconnect", &["--count", "2"]),
     ] {
         let args: Vec<&str> = ["bench", scenario].iter().chain(extra).copied().collect();
         let r = tether(&args).await;
@@ -238,14 +243,18 @@ async fn bench_scenarios_run_in_a_tiny_configuration() {
             v["count"].as_u64().unwrap() > 0 && v["rate_per_s"].as_f64().unwrap() > 0.0,
             "{v}"
         );
-        if v["scenario"] == "pub-throughput" {
-            assert_eq!(
-                (v["lost"].as_u64(), v["count"].as_u64()),
-                (Some(0), Some(10_000)),
-                "{v}"
-            );
-        } else {
-            assert!(v["latency_us"]["p50"].as_f64().unwrap() > 0.0, "{v}");
+        match scenario {
+            "pub-throughput" => {
+                assert_eq!(
+                    (v["lost"].as_u64(), v["count"].as_u64()),
+                    (Some(0), Some(10_000)),
+                    "{v}"
+                )
+            }
+            // UDP may lose on a busy machine; what matters is that loss is reported.
+            "floor-udp" | "quick-rate" => assert!(v["lost"].as_u64().is_some(), "{v}"),
+            "floor-tcp-copy" | "stream" => assert_eq!(v["count"].as_u64(), Some(1_000_000), "{v}"),
+            _ => assert!(v["latency_us"]["p50"].as_f64().unwrap() > 0.0, "{v}"),
         }
     }
 }

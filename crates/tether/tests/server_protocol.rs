@@ -476,3 +476,20 @@ async fn dropping_the_listening_handle_leaves_the_server_running() {
     after.login(None).await;
     after.ping_barrier(2).await;
 }
+
+#[tokio::test]
+async fn the_address_can_be_bound_again_as_soon_as_shutdown_returns() {
+    let server = Server::builder().build();
+    let mut l = server.bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr();
+    for _ in 0..20 {
+        let c = tether::Client::connect(&url(&l)).await.unwrap();
+        let kept = server.client(c.id()).unwrap(); // a handle outliving the listener
+        l.shutdown().await;
+        l = server
+            .bind(addr)
+            .await
+            .expect("TCP and UDP ports are free again");
+        drop(kept);
+    }
+}

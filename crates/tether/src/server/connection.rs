@@ -219,7 +219,7 @@ impl Connection {
         if packet.flags.contains(Flags::TUNNEL) && packet.tunid != 0 {
             if let Some(socket) = &self.quick_socket {
                 let path = QuickPath {
-                    socket: socket.clone(),
+                    socket: Arc::downgrade(socket),
                     addr: SocketAddr::new(self.client.addr.ip(), packet.tunid),
                     counters: self.shared.quick.clone(),
                 };

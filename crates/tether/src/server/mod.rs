@@ -321,7 +321,12 @@ impl Server {
         let shared = self.shared.clone();
         let span = tracing::info_span!("vsoa-server", listen = %local_addr);
         if let Some(udp) = &udp {
-            let receive = quick::receive_loop(shared.clone(), udp.clone(), shutdown_rx.clone());
+            let receive = quick::receive_loop(
+                shared.clone(),
+                udp.clone(),
+                shutdown_rx.clone(),
+                done_tx.clone(),
+            );
             tokio::spawn(receive.instrument(span.clone()));
         }
         tokio::spawn(accept_loop(shared, listener, udp, shutdown_rx, done_tx).instrument(span));
@@ -519,7 +524,8 @@ impl Listening {
     }
 
     /// Stops accepting, closes every connection of this listener after flushing what is
-    /// queued for it, and waits until all of them have ended.
+    /// queued for it, and waits until all of them have ended and the listener's TCP and
+    /// UDP ports are closed (so the address can be bound again at once).
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         // Every connection task holds a sender; recv returns None when all are gone.
@@ -558,7 +564,11 @@ async fn accept_loop(
             _ = stop_requested(&mut shutdown) => break,
         }
     }
+    // Close the port before reporting done: a restart may bind it again at once.
+    drop(listener);
+    drop(udp);
     tracing::info!("listener closed");
+    drop(done);
 }
 
 /// Resolves when [`Listening::shutdown`] asks to stop; never when the `Listening` was

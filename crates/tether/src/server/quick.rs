@@ -59,7 +59,8 @@ impl Counters {
 /// Where a client's quick packets go: the listener's UDP socket and the client's address.
 #[derive(Debug, Clone)]
 pub(crate) struct QuickPath {
-    pub(crate) socket: Arc<UdpSocket>,
+    /// Weak: the socket lives exactly as long as its listener, whoever keeps a handle.
+    pub(crate) socket: std::sync::Weak<UdpSocket>,
     pub(crate) addr: SocketAddr,
     pub(crate) counters: Arc<Counters>,
 }
@@ -68,12 +69,17 @@ impl QuickPath {
     /// Sends one encoded packet now or drops it (counted). Returns whether it was sent.
     pub(crate) fn send(&self, bytes: &Bytes) -> bool {
         let sent = bytes.len() <= MAX_QUICK_PACKET_LEN
-            && match self.socket.try_send_to(bytes, self.addr) {
-                Ok(_) => true,
-                Err(e) => {
+            && match self
+                .socket
+                .upgrade()
+                .map(|s| s.try_send_to(bytes, self.addr))
+            {
+                Some(Ok(_)) => true,
+                Some(Err(e)) => {
                     tracing::debug!(to = %self.addr, "quick send dropped: {e}");
                     false
                 }
+                None => false, // the listener is shut down
             };
         let counter = if sent {
             &self.counters.sent
@@ -117,11 +123,12 @@ pub(crate) async fn bind_pair(
     }
 }
 
-/// Receives quick datagrams until shutdown.
+/// Receives quick datagrams until shutdown. `done` is dropped only after the socket is.
 pub(crate) async fn receive_loop(
     shared: Arc<Shared>,
     socket: Arc<UdpSocket>,
     mut shutdown: watch::Receiver<bool>,
+    done: tokio::sync::mpsc::Sender<()>,
 ) {
     let mut buf = vec![0u8; 65_536];
     loop {
@@ -130,9 +137,11 @@ pub(crate) async fn receive_loop(
                 Ok((n, src)) => receive(&shared, Bytes::copy_from_slice(&buf[..n]), src).await,
                 Err(e) => tracing::debug!("quick receive failed: {e}"),
             },
-            _ = stop_requested(&mut shutdown) => return,
+            _ = stop_requested(&mut shutdown) => break,
         }
     }
+    drop(socket);
+    drop(done);
 }
 
 async fn receive(shared: &Shared, datagram: Bytes, src: SocketAddr) {

@@ -13,6 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::Failure;
 
+mod transfer;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Runtime worker threads; 1 runs both ends on one thread (no cross-thread wake-ups).
@@ -32,6 +34,16 @@ enum Scenario {
     RpcThroughput(Throughput),
     /// One publisher, S subscribers: delivered messages per second, and loss.
     PubThroughput(Publish),
+    /// Raw UDP send loop between two sockets: the floor under quick-rate.
+    FloorUdp(transfer::Datagrams),
+    /// Quick (UDP) datagrams client -> server: delivered rate and counted loss.
+    QuickRate(transfer::Datagrams),
+    /// Raw TCP one-way copy: the floor under stream.
+    FloorTcpCopy(transfer::Bulk),
+    /// Download over a VSOA stream.
+    Stream(transfer::Bulk),
+    /// Time for a robot to be back after its server restarts.
+    Reconnect(transfer::Reconnect),
 }
 
 #[derive(clap::Args)]
@@ -85,6 +97,11 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         Scenario::RpcLatency(a) => rpc_latency(a).await,
         Scenario::RpcThroughput(a) => rpc_throughput(a).await,
         Scenario::PubThroughput(a) => pub_throughput(a).await,
+        Scenario::FloorUdp(a) => transfer::floor_udp(a).await,
+        Scenario::QuickRate(a) => transfer::quick_rate(a).await,
+        Scenario::FloorTcpCopy(a) => transfer::floor_tcp_copy(a).await,
+        Scenario::Stream(a) => transfer::stream(a).await,
+        Scenario::Reconnect(a) => transfer::reconnect(a).await,
     }?;
     let mut result = result;
     result["params"]["threads"] = json!(args.threads);
@@ -92,7 +109,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     Ok(())
 }
 
-fn io_failure(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
+pub(super) fn io_failure(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
     move |e| Failure {
         message: format!("{what}: {e}"),
         code: 1,
@@ -100,7 +117,7 @@ fn io_failure(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
 }
 
 /// Latency summary in microseconds from samples in nanoseconds.
-fn latency_json(mut ns: Vec<u64>) -> serde_json::Value {
+pub(super) fn latency_json(mut ns: Vec<u64>) -> serde_json::Value {
     ns.sort_unstable();
     let pick = |q: f64| {
         if ns.is_empty() {
@@ -115,7 +132,7 @@ fn latency_json(mut ns: Vec<u64>) -> serde_json::Value {
     })
 }
 
-fn report(
+pub(super) fn report(
     scenario: &str,
     params: serde_json::Value,
     count: u64,
