@@ -129,7 +129,7 @@ async fn connect_errors_are_distinct() {
         .unwrap_err();
     assert!(matches!(e, Error::Malformed { .. }), "{e}");
     assert!(matches!(
-        Client::connect("vsoa://some.host:1").await,
+        Client::connect("vsoa://bad host:1").await,
         Err(Error::Address(_))
     ));
 }

@@ -6,34 +6,32 @@
 //! patterns match, or to the datagram stream. When the connection ends, for any reason,
 //! every pending call fails at once with [`Error::Closed`] and every stream ends.
 
+mod call;
+mod connect;
 mod connection;
 mod quick;
 mod robot;
 mod subscription;
 
 use std::collections::HashMap;
-use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use serde::Serialize;
+use bytes::Bytes;
 use tether_wire::url::check_url;
-use tether_wire::vsoa::{Decoder, Flags, Packet, PacketType, Status};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tether_wire::vsoa::{Packet, PacketType};
 use tokio::sync::{mpsc, oneshot};
 
+pub use call::{Call, Response};
+pub use connect::Connect;
 pub use robot::{fetch, Fetch, Robot, RobotBuilder, RobotCall, RobotEvent, RobotSubscription};
 use subscription::Sink;
 pub use subscription::{Datagrams, Message, Subscription};
 
 use crate::outbound::Outbound;
-use crate::server::{Method, Secret};
-use crate::{Error, Payload, VsoaUrl};
+use crate::{Error, Payload};
 
 /// Default time to connect and complete the handshake.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,32 +41,6 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default number of messages buffered per subscription (and for datagrams).
 pub const DEFAULT_BUFFER: usize = 65_536;
-
-/// A reply to a call: status, payload and tunnel id. A non-zero status is not an error at
-/// this level (VSOA servers may answer any status); see [`Response::into_ok`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    /// Status byte; 0 is success.
-    pub status: Status,
-    /// Reply param and data.
-    pub payload: Payload,
-    /// Stream port the server announced (0: none).
-    pub tunid: u16,
-}
-
-impl Response {
-    /// The payload if the status is success, else [`Error::Refused`].
-    pub fn into_ok(self) -> Result<Payload, Error> {
-        if self.status.is_success() {
-            Ok(self.payload)
-        } else {
-            Err(Error::Refused {
-                what: "the call".into(),
-                status: self.status,
-            })
-        }
-    }
-}
 
 type Waiter = oneshot::Sender<Packet>;
 
@@ -127,260 +99,12 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// Connection options; `.await` it to connect.
-///
-/// ```no_run
-/// # async fn f() -> Result<(), tether::Error> {
-/// let client = tether::Client::connect("vsoa://127.0.0.1:3005")
-///     .password("secret")
-///     .timeout(std::time::Duration::from_secs(3))
-///     .await?;
-/// # Ok(()) }
-/// ```
-#[must_use = "a Connect does nothing until awaited"]
-pub struct Connect {
-    url: String,
-    password: Option<Secret>,
-    timeout: Duration,
-    send_timeout: Duration,
-    queue_bytes: usize,
-    buffer: usize,
-    stall_timeout: Duration,
-    quick: bool,
-    position_servers: Vec<SocketAddr>,
-}
-
-impl std::fmt::Debug for Connect {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connect")
-            .field("url", &self.url)
-            .field("password", &self.password)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
-}
-
-impl Connect {
-    /// Log in with this password.
-    pub fn password(mut self, password: impl Into<String>) -> Self {
-        self.password = Some(Secret::new(password));
-        self
-    }
-
-    /// Time for TCP connect plus handshake (default 10 s).
-    pub fn timeout(mut self, t: Duration) -> Self {
-        self.timeout = t;
-        self
-    }
-
-    /// How long a send may wait for the outbound queue before the connection is given up
-    /// (default 5 s).
-    pub fn send_timeout(mut self, t: Duration) -> Self {
-        self.send_timeout = t;
-        self
-    }
-
-    /// Messages buffered per subscription and for the datagram stream (default 65 536, as
-    /// async-nats).
-    pub fn buffer(mut self, messages: usize) -> Self {
-        self.buffer = messages.max(1);
-        self
-    }
-
-    /// How long the connection waits for a full stream buffer to make room before that
-    /// stream starts dropping (and counting) messages until it catches up (default 1 s).
-    /// While it waits, nothing else on the connection, RPC replies included, is read.
-    pub fn stall_timeout(mut self, t: Duration) -> Self {
-        self.stall_timeout = t;
-        self
-    }
-
-    /// Position servers that resolve a server *name* in the URL (default: VSOA's
-    /// `VSOA_POS_SERVER`, then `/etc/vsoa.pos`).
-    pub fn position_servers(mut self, servers: Vec<SocketAddr>) -> Self {
-        self.position_servers = servers;
-        self
-    }
-
-    /// Whether to open the quick (UDP) channel (default true): advertise a UDP port so the
-    /// server can send quick publishes and datagrams, and allow [`Client::datagram_quick`].
-    pub fn quick(mut self, on: bool) -> Self {
-        self.quick = on;
-        self
-    }
-
-    async fn run(self) -> Result<Client, Error> {
-        let url: VsoaUrl = self.url.parse()?;
-        let entry = url.resolve(&self.position_servers).await?;
-        if entry.security {
-            return Err(Error::Lookup {
-                name: url.to_string(),
-                tried: format!(
-                    "it resolves to the TLS server {}, and this client does not speak TLS yet",
-                    entry.socket_addr()
-                ),
-            });
-        }
-        let addr = entry.socket_addr();
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let timed_out = || Error::ConnectTimeout {
-            addr,
-            timeout: self.timeout,
-        };
-        let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(|source| Error::Unreachable { addr, source })?;
-        let _ = stream.set_nodelay(true);
-
-        let udp = if self.quick {
-            let local = stream
-                .local_addr()
-                .map_err(|source| Error::Unreachable { addr, source })?;
-            let udp = quick::open(local.ip(), addr)
-                .await
-                .map_err(|source| Error::Unreachable { addr, source })?;
-            Some(udp)
-        } else {
-            None
-        };
-        let tunid = match &udp {
-            Some(u) => u.local_addr().map(|a| a.port()).unwrap_or(0),
-            None => 0,
-        };
-        let mut hello = Packet::new(PacketType::ServInfo).with_tunid(tunid);
-        if let Some(pw) = &self.password {
-            hello.param = serde_json::to_vec(&serde_json::json!({ "passwd": pw.expose() }))?.into();
-        }
-        let hello = hello.to_bytes()?;
-        let mut buf = BytesMut::with_capacity(4096);
-        let reply = tokio::time::timeout_at(deadline, async {
-            stream.write_all(&hello).await?;
-            let mut decoder = Decoder::new();
-            loop {
-                if let Some(p) = decoder
-                    .decode(&mut buf)
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
-                {
-                    return Ok::<Packet, std::io::Error>(p);
-                }
-                if stream.read_buf(&mut buf).await? == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-            }
-        })
-        .await
-        .map_err(|_| timed_out())?
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::InvalidData => Error::Malformed {
-                addr,
-                detail: e.to_string(),
-            },
-            std::io::ErrorKind::UnexpectedEof => Error::Malformed {
-                addr,
-                detail: "the server closed the connection during the handshake".into(),
-            },
-            _ => Error::Unreachable { addr, source: e },
-        })?;
-
-        if reply.ptype != PacketType::ServInfo || !reply.is_reply() {
-            return Err(Error::Malformed {
-                addr,
-                detail: format!("expected a SERVINFO reply, got {:?}", reply.ptype),
-            });
-        }
-        if reply.status == Status::PASSWORD {
-            return Err(Error::WrongPassword { addr });
-        }
-        if !reply.status.is_success() {
-            return Err(Error::Refused {
-                what: "the login".into(),
-                status: reply.status,
-            });
-        }
-        let id = match reply.data.first_chunk::<4>() {
-            Some(b) if reply.data.len() == 4 || reply.data.len() == 6 => u32::from_be_bytes(*b),
-            _ => {
-                return Err(Error::Malformed {
-                    addr,
-                    detail: format!(
-                        "handshake data of {} bytes, expected 4 or 6",
-                        reply.data.len()
-                    ),
-                })
-            }
-        };
-        // The 6-byte form names the server's quick port when it differs from the TCP port.
-        if let (Some(udp), Some(port)) = (&udp, reply.data.get(4..6)) {
-            let port = u16::from_be_bytes([port[0], port[1]]);
-            udp.connect(SocketAddr::new(addr.ip(), port))
-                .await
-                .map_err(|source| Error::Unreachable { addr, source })?;
-        }
-        let info = if reply.param.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_slice(&reply.param).unwrap_or_else(|_| {
-                serde_json::Value::String(String::from_utf8_lossy(&reply.param).into_owned())
-            })
-        };
-
-        let (outbound, writer) = Outbound::new(self.queue_bytes, self.send_timeout);
-        let shared = Arc::new(Shared {
-            addr,
-            outbound,
-            pending: Mutex::new(HashMap::new()),
-            subs: Mutex::new(subscription::Table::default()),
-            datagrams: Mutex::new(None),
-            buffer: self.buffer,
-            stall_timeout: self.stall_timeout,
-            next_seqno: AtomicU32::new(1),
-            priority: AtomicU8::new(0),
-            quick: udp.map(Arc::new),
-        });
-        let (rd, wr) = stream.into_split();
-        tokio::spawn(writer.run(wr));
-        // Bytes after the handshake reply are kept: Python loses them (vsoa.md §16.4).
-        tokio::spawn(connection::read_loop(shared.clone(), rd, buf));
-        if let Some(udp) = &shared.quick {
-            tokio::spawn(quick::read_loop(shared.clone(), udp.clone()));
-        }
-        tracing::debug!(%addr, id, "connected");
-        Ok(Client {
-            inner: Arc::new(Inner {
-                shared,
-                info,
-                id,
-                datagrams_taken: Default::default(),
-            }),
-        })
-    }
-}
-
-impl IntoFuture for Connect {
-    type Output = Result<Client, Error>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.run())
-    }
-}
-
 impl Client {
     /// Starts connecting to `url` (`vsoa://HOST:PORT`, or `vsoa://NAME` resolved through
     /// the position service; a path is ignored). Set options on
     /// the returned [`Connect`], then `.await` it.
     pub fn connect(url: &str) -> Connect {
-        Connect {
-            url: url.to_string(),
-            password: None,
-            timeout: DEFAULT_CONNECT_TIMEOUT,
-            send_timeout: Duration::from_secs(5),
-            queue_bytes: 4 << 20,
-            buffer: DEFAULT_BUFFER,
-            stall_timeout: DEFAULT_STALL_TIMEOUT,
-            quick: true,
-            position_servers: Vec::new(),
-        }
+        Connect::new(url)
     }
 
     /// The server's handshake info (JSON; a non-JSON info arrives as a string).
@@ -443,13 +167,7 @@ impl Client {
     /// Starts an RPC to `url`; set method, param, data and timeout on the returned
     /// [`Call`], then `.await` it (or call [`Call::send`]).
     pub fn call(&self, url: &str) -> Call<'_> {
-        Call {
-            client: self,
-            url: url.to_string(),
-            method: Method::Get,
-            payload: Payload::empty(),
-            timeout: DEFAULT_CALL_TIMEOUT,
-        }
+        Call::new(self, url)
     }
 
     /// Sends a PINGECHO and waits for its echo; returns the round-trip time.
@@ -608,100 +326,5 @@ impl Client {
                 })
             }
         }
-    }
-}
-
-/// An RPC being prepared; `.await` it or call [`Call::send`].
-#[must_use = "a Call does nothing until awaited"]
-#[derive(Debug)]
-pub struct Call<'a> {
-    client: &'a Client,
-    url: String,
-    method: Method,
-    payload: Payload,
-    timeout: Duration,
-}
-
-impl<'a> Call<'a> {
-    /// Method SET.
-    pub fn set(mut self) -> Self {
-        self.method = Method::Set;
-        self
-    }
-
-    /// Method GET (the default).
-    pub fn get(mut self) -> Self {
-        self.method = Method::Get;
-        self
-    }
-
-    /// The method.
-    pub fn method(mut self, m: Method) -> Self {
-        self.method = m;
-        self
-    }
-
-    /// JSON param.
-    pub fn json<T: Serialize + ?Sized>(mut self, value: &T) -> Result<Self, Error> {
-        self.payload.param = serde_json::to_vec(value)?.into();
-        Ok(self)
-    }
-
-    /// Raw param bytes, sent as they are.
-    pub fn param(mut self, param: impl Into<Bytes>) -> Self {
-        self.payload.param = param.into();
-        self
-    }
-
-    /// Binary data.
-    pub fn data(mut self, data: impl Into<Bytes>) -> Self {
-        self.payload.data = data.into();
-        self
-    }
-
-    /// Param and data at once.
-    pub fn payload(mut self, payload: Payload) -> Self {
-        self.payload = payload;
-        self
-    }
-
-    /// How long to wait for the reply (default 60 s).
-    pub fn timeout(mut self, t: Duration) -> Self {
-        self.timeout = t;
-        self
-    }
-
-    /// Sends the call and waits for its reply.
-    pub async fn send(self) -> Result<Response, Error> {
-        check_url(self.url.as_bytes())?;
-        let mut packet = Packet::new(PacketType::Rpc)
-            .with_url(Bytes::from(self.url.clone().into_bytes()))
-            .with_param(self.payload.param)
-            .with_data(self.payload.data);
-        if self.method == Method::Set {
-            packet.flags = Flags::SET;
-        }
-        let what = format!("RPC {}", self.url);
-        let reply = self.client.request(packet, &what, self.timeout).await?;
-        Ok(Response {
-            status: reply.status,
-            payload: Payload {
-                param: reply.param,
-                data: reply.data,
-            },
-            tunid: if reply.flags.contains(Flags::TUNNEL) {
-                reply.tunid
-            } else {
-                0
-            },
-        })
-    }
-}
-
-impl<'a> IntoFuture for Call<'a> {
-    type Output = Result<Response, Error>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.send())
     }
 }

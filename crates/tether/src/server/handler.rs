@@ -115,7 +115,7 @@ impl Request {
     }
 
     /// Opens a stream for this request's client, which must connect within 5 s. Reply with
-    /// its [`PendingStream::tunid`], then [`PendingStream::accept`] it.
+    /// its [`crate::PendingStream::tunid`], then [`crate::PendingStream::accept`] it.
     ///
     /// ```no_run
     /// # use tether::{Request, Reply};
