@@ -440,3 +440,34 @@ async fn position_lookup_and_serve_register() {
         r.stderr
     );
 }
+
+#[tokio::test]
+async fn lookup_follows_vsoa_pos_server_in_order_with_ipv6_entries() {
+    let hosts = std::env::temp_dir().join(format!("tether-v6-hosts-{}", std::process::id()));
+    std::fs::write(&hosts, "v6name 127.0.0.1 4321\n").unwrap();
+    let v6 = tether_position_on("[::1]:0", &["--hosts", hosts.to_str().unwrap()]).await;
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let env = format!("{},[::1]:{}", silent.local_addr().unwrap(), v6.port);
+    let out = tokio::time::timeout(
+        WAIT,
+        Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["lookup", "v6name", "--timeout", "0.2"])
+            .env("VSOA_POS_SERVER", &env)
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let _ = std::fs::remove_file(&hosts);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "{\"addr\":\"127.0.0.1\",\"name\":\"v6name\",\"port\":4321,\"security\":false}\n",
+        "the silent first server was skipped and the IPv6 one answered"
+    );
+}

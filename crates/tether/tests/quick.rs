@@ -120,10 +120,14 @@ async fn quick_datagrams_need_the_right_id_and_the_advertised_address() {
     // Right id from a foreign port (the Python server would accept this one).
     let foreign = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     foreign.send_to(&dgram(id), l.local_addr()).await.unwrap();
-    // Truncated, garbage, and a type that is not accepted on the quick channel.
+    // Truncated, garbage, oversize, and a type that is not accepted on the quick channel.
     let good = dgram(id);
     udp.send(&good[..good.len() - 4]).await.unwrap();
     udp.send(b"not vsoa at all").await.unwrap();
+    // Oversize: the header declares 300 000 data bytes, beyond any VSOA packet.
+    let mut oversize = dgram(id).to_vec();
+    oversize[16..20].copy_from_slice(&300_000u32.to_be_bytes());
+    udp.send(&oversize).await.unwrap();
     udp.send(
         &Packet::new(PacketType::Rpc)
             .with_url("/echo")
@@ -142,7 +146,7 @@ async fn quick_datagrams_need_the_right_id_and_the_advertised_address() {
         (PacketType::Datagram, &b"/dq"[..], 0)
     );
     let stats = server.quick_stats();
-    assert_eq!((stats.received, stats.rejected), (1, 5), "{stats:?}");
+    assert_eq!((stats.received, stats.rejected), (1, 6), "{stats:?}");
 }
 
 #[tokio::test]

@@ -143,8 +143,13 @@ pub async fn tether_serve_at(port: u16, args: &[&str]) -> Proc {
 
 /// `tether position --listen 127.0.0.1:0 ARGS...`, with the port it printed.
 pub async fn tether_position(args: &[&str]) -> Proc {
+    tether_position_on("127.0.0.1:0", args).await
+}
+
+/// `tether position --listen LISTEN ARGS...`, with the port it printed.
+pub async fn tether_position_on(listen: &str, args: &[&str]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["position", "--listen", "127.0.0.1:0"])
+        .args(["position", "--listen", listen])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
