@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
+use tether_wire::url::check_url;
+use tether_wire::vsoa::{Packet, PacketType};
 
 /// Param and data of a request, reply, publish or datagram. Both are `Bytes`: raw bytes
 /// pass through untouched, and cloning never copies. Empty means absent on the wire.
@@ -60,6 +62,23 @@ impl Payload {
             return None;
         }
         serde_json::from_slice(&self.param).ok()
+    }
+
+    /// A PUBLISH or DATAGRAM packet carrying this payload on `url`, after checking that the
+    /// URL is one VSOA accepts and that url + param + data fit in `max_body` bytes.
+    pub(crate) fn into_packet(
+        self,
+        ptype: PacketType,
+        url: &str,
+        max_body: usize,
+    ) -> Result<Packet, crate::Error> {
+        check_url(url.as_bytes())?;
+        let packet = Packet::new(ptype)
+            .with_url(Bytes::copy_from_slice(url.as_bytes()))
+            .with_param(self.param)
+            .with_data(self.data);
+        packet.check_len(max_body)?;
+        Ok(packet)
     }
 
     /// Whether param and data are both absent.

@@ -54,6 +54,39 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
 }
 
+/// The param and data options of commands that send a message.
+#[derive(clap::Args)]
+pub struct PayloadArgs {
+    /// Param: JSON text, sent as given.
+    #[arg(long, value_name = "JSON")]
+    param: Option<String>,
+    /// Data, base64-encoded.
+    #[arg(long, value_name = "B64")]
+    data_base64: Option<String>,
+}
+
+impl PayloadArgs {
+    /// The payload, or a usage failure saying which option is malformed.
+    pub fn payload(&self) -> Result<tether::Payload, Failure> {
+        use base64::Engine;
+        let param = match &self.param {
+            Some(text) => {
+                serde_json::from_str::<serde_json::Value>(text)
+                    .map_err(|e| Failure::usage(format!("--param is not valid JSON: {e}")))?;
+                bytes::Bytes::from(text.clone().into_bytes())
+            }
+            None => bytes::Bytes::new(),
+        };
+        let data = match &self.data_base64 {
+            Some(b64) => base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| Failure::usage(format!("--data-base64 is not valid base64: {e}")))?,
+            None => Vec::new(),
+        };
+        Ok(tether::Payload::raw(param).with_data(data))
+    }
+}
+
 /// Options every command that connects to a server takes.
 #[derive(clap::Args)]
 pub struct ConnectArgs {

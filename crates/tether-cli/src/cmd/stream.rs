@@ -3,15 +3,14 @@
 
 use tokio::io::AsyncWriteExt;
 
-use super::{ConnectArgs, Failure};
+use super::{ConnectArgs, Failure, PayloadArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// vsoa://HOST:PORT/PATH of a route that opens a stream.
     url: tether::VsoaUrl,
-    /// Param: JSON text, sent as given.
-    #[arg(long, value_name = "JSON")]
-    param: Option<String>,
+    #[command(flatten)]
+    payload: PayloadArgs,
     /// Use method SET (default GET).
     #[arg(long)]
     set: bool,
@@ -20,14 +19,11 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<(), Failure> {
-    if let Some(text) = &args.param {
-        serde_json::from_str::<serde_json::Value>(text)
-            .map_err(|e| Failure::usage(format!("--param is not valid JSON: {e}")))?;
-    }
+    let payload = args.payload.payload()?;
     let client = args.conn.connect(&args.url).await?;
     let mut call = client
         .call(&args.url.path)
-        .param(args.param.clone().unwrap_or_default())
+        .payload(payload)
         .timeout(args.conn.timeout);
     if args.set {
         call = call.set();

@@ -20,6 +20,8 @@ pub const MAX_PACKET_LEN: usize = 262_144;
 pub const MAX_BODY_LEN: usize = MAX_PACKET_LEN - HEADER_LEN;
 /// Largest packet that fits in one UDP datagram on the quick channel.
 pub const MAX_QUICK_PACKET_LEN: usize = 65_507;
+/// Largest `url + param + data` that fits in [`MAX_QUICK_PACKET_LEN`].
+pub const MAX_QUICK_BODY_LEN: usize = MAX_QUICK_PACKET_LEN - HEADER_LEN;
 
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Serialize;
 use tether_wire::url::check_url;
 use tether_wire::vsoa::{Flags, Packet, PacketType, Status};
 
@@ -39,6 +38,65 @@ impl Response {
     }
 }
 
+/// The builder methods every kind of call shares (method, param, data, timeout), written
+/// once for [`Call`], [`super::RobotCall`] and [`super::Fetch`]: each has `method`, `payload`
+/// and `timeout` fields.
+macro_rules! call_options {
+    ($timeout_doc:literal) => {
+        /// Method SET.
+        pub fn set(mut self) -> Self {
+            self.method = $crate::server::Method::Set;
+            self
+        }
+
+        /// Method GET (the default).
+        pub fn get(mut self) -> Self {
+            self.method = $crate::server::Method::Get;
+            self
+        }
+
+        /// The method.
+        pub fn method(mut self, m: $crate::server::Method) -> Self {
+            self.method = m;
+            self
+        }
+
+        /// JSON param.
+        pub fn json<T: serde::Serialize + ?Sized>(
+            mut self,
+            value: &T,
+        ) -> Result<Self, $crate::Error> {
+            self.payload.param = serde_json::to_vec(value)?.into();
+            Ok(self)
+        }
+
+        /// Raw param bytes, sent as they are.
+        pub fn param(mut self, param: impl Into<bytes::Bytes>) -> Self {
+            self.payload.param = param.into();
+            self
+        }
+
+        /// Binary data.
+        pub fn data(mut self, data: impl Into<bytes::Bytes>) -> Self {
+            self.payload.data = data.into();
+            self
+        }
+
+        /// Param and data at once.
+        pub fn payload(mut self, payload: $crate::Payload) -> Self {
+            self.payload = payload;
+            self
+        }
+
+        #[doc = $timeout_doc]
+        pub fn timeout(mut self, t: std::time::Duration) -> Self {
+            self.timeout = t;
+            self
+        }
+    };
+}
+pub(crate) use call_options;
+
 /// An RPC being prepared; `.await` it or call [`Call::send`].
 #[must_use = "a Call does nothing until awaited"]
 #[derive(Debug)]
@@ -61,53 +119,7 @@ impl<'a> Call<'a> {
         }
     }
 
-    /// Method SET.
-    pub fn set(mut self) -> Self {
-        self.method = Method::Set;
-        self
-    }
-
-    /// Method GET (the default).
-    pub fn get(mut self) -> Self {
-        self.method = Method::Get;
-        self
-    }
-
-    /// The method.
-    pub fn method(mut self, m: Method) -> Self {
-        self.method = m;
-        self
-    }
-
-    /// JSON param.
-    pub fn json<T: Serialize + ?Sized>(mut self, value: &T) -> Result<Self, Error> {
-        self.payload.param = serde_json::to_vec(value)?.into();
-        Ok(self)
-    }
-
-    /// Raw param bytes, sent as they are.
-    pub fn param(mut self, param: impl Into<Bytes>) -> Self {
-        self.payload.param = param.into();
-        self
-    }
-
-    /// Binary data.
-    pub fn data(mut self, data: impl Into<Bytes>) -> Self {
-        self.payload.data = data.into();
-        self
-    }
-
-    /// Param and data at once.
-    pub fn payload(mut self, payload: Payload) -> Self {
-        self.payload = payload;
-        self
-    }
-
-    /// How long to wait for the reply (default 60 s).
-    pub fn timeout(mut self, t: Duration) -> Self {
-        self.timeout = t;
-        self
-    }
+    call_options!("How long to wait for the reply (default 60 s).");
 
     /// Sends the call and waits for its reply.
     pub async fn send(self) -> Result<Response, Error> {

@@ -19,9 +19,7 @@ use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use tether_wire::url::check_url;
-use tether_wire::vsoa::{Packet, PacketType};
+use tether_wire::vsoa::{Packet, PacketType, MAX_BODY_LEN, MAX_QUICK_BODY_LEN};
 use tokio::sync::{mpsc, oneshot};
 
 pub use call::{Call, Response};
@@ -180,11 +178,8 @@ impl Client {
 
     /// Sends a datagram over the TCP connection.
     pub async fn datagram(&self, url: &str, payload: Payload) -> Result<(), Error> {
-        check_url(url.as_bytes())?;
-        let bytes = Packet::new(PacketType::Datagram)
-            .with_url(Bytes::copy_from_slice(url.as_bytes()))
-            .with_param(payload.param)
-            .with_data(payload.data)
+        let bytes = payload
+            .into_packet(PacketType::Datagram, url, MAX_BODY_LEN)?
             .to_bytes()?;
         self.inner
             .shared
@@ -212,20 +207,15 @@ impl Client {
     /// Sends a datagram over the quick (UDP) channel: no acknowledgement, no ordering, at
     /// most 65 487 bytes of url + param + data.
     pub async fn datagram_quick(&self, url: &str, payload: Payload) -> Result<(), Error> {
-        check_url(url.as_bytes())?;
         let udp = self
             .inner
             .shared
             .quick
             .as_ref()
             .ok_or(Error::NoQuickChannel)?;
-        let packet = Packet::new(PacketType::Datagram)
-            .with_url(Bytes::copy_from_slice(url.as_bytes()))
-            .with_param(payload.param)
-            .with_data(payload.data)
+        let packet = payload
+            .into_packet(PacketType::Datagram, url, MAX_QUICK_BODY_LEN)?
             .with_seqno(self.inner.id);
-        packet
-            .check_len(tether_wire::vsoa::MAX_QUICK_PACKET_LEN - tether_wire::vsoa::HEADER_LEN)?;
         udp.send(&packet.to_bytes()?)
             .await
             .map_err(|e| Error::Closed {

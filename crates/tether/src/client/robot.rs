@@ -19,10 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, watch};
 
+use super::call::call_options;
 use super::{Client, Message, Response, Subscription, DEFAULT_BUFFER, DEFAULT_CALL_TIMEOUT};
 use crate::server::Method;
 use crate::{Error, Payload, VsoaUrl};
@@ -426,29 +425,7 @@ pub struct RobotCall {
 }
 
 impl RobotCall {
-    /// Method SET.
-    pub fn set(mut self) -> Self {
-        self.method = Method::Set;
-        self
-    }
-
-    /// JSON param.
-    pub fn json<T: Serialize + ?Sized>(mut self, value: &T) -> Result<Self, Error> {
-        self.payload.param = serde_json::to_vec(value)?.into();
-        Ok(self)
-    }
-
-    /// Param and data.
-    pub fn payload(mut self, payload: Payload) -> Self {
-        self.payload = payload;
-        self
-    }
-
-    /// Total time for waiting for a link and for the reply (default 60 s).
-    pub fn timeout(mut self, t: Duration) -> Self {
-        self.timeout = t;
-        self
-    }
+    call_options!("Total time for waiting for a link and for the reply (default 60 s).");
 
     /// Sends the call once a link is up and waits for the reply.
     pub async fn send(self) -> Result<Response, Error> {
@@ -535,35 +512,7 @@ impl Fetch {
         self
     }
 
-    /// Method SET.
-    pub fn set(mut self) -> Self {
-        self.method = Method::Set;
-        self
-    }
-
-    /// JSON param.
-    pub fn json<T: Serialize + ?Sized>(mut self, value: &T) -> Result<Self, Error> {
-        self.payload.param = serde_json::to_vec(value)?.into();
-        Ok(self)
-    }
-
-    /// Raw param.
-    pub fn param(mut self, param: impl Into<Bytes>) -> Self {
-        self.payload.param = param.into();
-        self
-    }
-
-    /// Binary data.
-    pub fn data(mut self, data: impl Into<Bytes>) -> Self {
-        self.payload.data = data.into();
-        self
-    }
-
-    /// Time for connecting and for the reply, each (default 10 s).
-    pub fn timeout(mut self, t: Duration) -> Self {
-        self.timeout = t;
-        self
-    }
+    call_options!("Time for connecting and for the reply, each (default 10 s).");
 
     async fn run(self) -> Result<Response, Error> {
         let url: VsoaUrl = self.url.parse()?;

@@ -9,10 +9,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use serde::Serialize;
-use tether_wire::vsoa::{Packet, PacketType, Status, HEADER_LEN, MAX_QUICK_PACKET_LEN};
-
-/// Largest url + param + data of a quick packet.
-pub(crate) const MAX_QUICK_BODY_LEN: usize = MAX_QUICK_PACKET_LEN - HEADER_LEN;
+use tether_wire::vsoa::{PacketType, Status, MAX_BODY_LEN, MAX_QUICK_BODY_LEN};
 use tokio::sync::mpsc;
 
 use super::quick::QuickPath;
@@ -57,10 +54,8 @@ impl ClientHandle {
 
     /// Sends a datagram to this client over its TCP connection.
     pub async fn datagram(&self, url: &str, payload: Payload) -> Result<(), crate::Error> {
-        let bytes = Packet::new(PacketType::Datagram)
-            .with_url(Bytes::copy_from_slice(url.as_bytes()))
-            .with_param(payload.param)
-            .with_data(payload.data)
+        let bytes = payload
+            .into_packet(PacketType::Datagram, url, MAX_BODY_LEN)?
             .to_bytes()?;
         self.outbound.send(bytes).await.map_err(Into::into)
     }
@@ -70,11 +65,7 @@ impl ClientHandle {
     /// [`crate::server::QuickStats`]).
     pub fn datagram_quick(&self, url: &str, payload: Payload) -> Result<bool, crate::Error> {
         let path = self.quick.get().ok_or(crate::Error::NoQuickChannel)?;
-        let packet = Packet::new(PacketType::Datagram)
-            .with_url(Bytes::copy_from_slice(url.as_bytes()))
-            .with_param(payload.param)
-            .with_data(payload.data);
-        packet.check_len(MAX_QUICK_BODY_LEN)?;
+        let packet = payload.into_packet(PacketType::Datagram, url, MAX_QUICK_BODY_LEN)?;
         Ok(path.send(&packet.to_bytes()?))
     }
 

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tether_wire::url::{check_url, RouteTable};
-use tether_wire::vsoa::{Flags, Packet, PacketType, Status};
+use tether_wire::url::RouteTable;
+use tether_wire::vsoa::{Flags, Packet, PacketType, Status, MAX_BODY_LEN, MAX_QUICK_BODY_LEN};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
@@ -342,12 +342,7 @@ impl Server {
     /// highest priority first. The packet is encoded once. A client whose queue stays full
     /// for the send timeout is cut off (counted in the report), never silently skipped.
     pub async fn publish(&self, url: &str, payload: Payload) -> Result<PublishReport, Error> {
-        check_url(url.as_bytes())?;
-        let packet = Packet::new(PacketType::Publish)
-            .with_url(Bytes::copy_from_slice(url.as_bytes()))
-            .with_param(payload.param)
-            .with_data(payload.data);
-        packet.check_len(tether_wire::vsoa::MAX_BODY_LEN)?;
+        let packet = payload.into_packet(PacketType::Publish, url, MAX_BODY_LEN)?;
         let mut targets = Vec::new();
         self.shared.registry().targets(url, &mut targets);
         if targets.is_empty() {
@@ -380,12 +375,7 @@ impl Server {
     /// UDP port: one datagram each, encoded once, never waiting. What the socket cannot take
     /// now is dropped and counted (in the report and [`Server::quick_stats`]).
     pub fn publish_quick(&self, url: &str, payload: Payload) -> Result<QuickReport, Error> {
-        check_url(url.as_bytes())?;
-        let packet = Packet::new(PacketType::Publish)
-            .with_url(Bytes::copy_from_slice(url.as_bytes()))
-            .with_param(payload.param)
-            .with_data(payload.data);
-        packet.check_len(handler::MAX_QUICK_BODY_LEN)?;
+        let packet = payload.into_packet(PacketType::Publish, url, MAX_QUICK_BODY_LEN)?;
         let mut targets = Vec::new();
         self.shared.registry().targets(url, &mut targets);
         let mut report = QuickReport::default();
