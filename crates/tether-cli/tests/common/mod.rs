@@ -114,6 +114,35 @@ async fn wait_line(child: &mut Child, marker: &str) -> String {
     line
 }
 
+/// Starts a long-running process and waits for the stdout line containing `banner`; the
+/// port is the number that line ends with. Its stdin stays open (the Python servers serve
+/// until it closes).
+async fn start(mut cmd: Command, banner: &str) -> Proc {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start a process printing {banner:?}: {e}"));
+    let line = wait_line(&mut child, banner).await;
+    let digits = line
+        .trim_end()
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap_or("");
+    let port = digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no port at the end of {line:?}"));
+    Proc { child, port }
+}
+
+fn tether_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether"));
+    cmd.args(args);
+    cmd
+}
+
 /// `tether serve --listen 127.0.0.1:0 ARGS...`, with the port it printed.
 pub async fn tether_serve(args: &[&str]) -> Proc {
     tether_serve_at(0, args).await
@@ -121,24 +150,9 @@ pub async fn tether_serve(args: &[&str]) -> Proc {
 
 /// `tether serve --listen 127.0.0.1:PORT ARGS...`.
 pub async fn tether_serve_at(port: u16, args: &[&str]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn tether serve");
-    let line = wait_line(&mut child, "VSOA server on vsoa://").await;
-    let port = line
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .expect("port in banner");
-    Proc { child, port }
+    let mut cmd = tether_cmd(&["serve", "--listen", &format!("127.0.0.1:{port}")]);
+    cmd.args(args);
+    start(cmd, "VSOA server on vsoa://").await
 }
 
 /// `tether position --listen 127.0.0.1:0 ARGS...`, with the port it printed.
@@ -148,39 +162,16 @@ pub async fn tether_position(args: &[&str]) -> Proc {
 
 /// `tether position --listen LISTEN ARGS...`, with the port it printed.
 pub async fn tether_position_on(listen: &str, args: &[&str]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["position", "--listen", listen])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn tether position");
-    let line = wait_line(&mut child, "position service on ").await;
-    let port = line
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .expect("port in banner");
-    Proc { child, port }
+    let mut cmd = tether_cmd(&["position", "--listen", listen]);
+    cmd.args(args);
+    start(cmd, "position service on ").await
 }
 
 /// The Python vsoa.Position server of interop/py/position_server.py.
 pub async fn python_position_server() -> Proc {
-    let mut child = Command::new(python())
-        .arg(workspace().join("interop/py/position_server.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn Python position server");
-    let line = wait_line(&mut child, "READY ").await;
-    let port = line["READY ".len()..].trim().parse().expect("port");
-    Proc { child, port }
+    let mut cmd = Command::new(python());
+    cmd.arg(workspace().join("interop/py/position_server.py"));
+    start(cmd, "READY ").await
 }
 
 /// The Python vsoa server of interop/py/server.py.
@@ -196,16 +187,7 @@ pub async fn python_server_at(password: &str, port: u16) -> Proc {
     if port != 0 {
         cmd.arg(port.to_string());
     }
-    let mut child = cmd
-        .stdin(Stdio::piped()) // it serves until stdin closes
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn Python vsoa server");
-    let line = wait_line(&mut child, "READY ").await;
-    let port = line["READY ".len()..].trim().parse().expect("port");
-    Proc { child, port }
+    start(cmd, "READY ").await
 }
 
 /// Runs a peer script to completion; panics with its output unless it printed OK.
