@@ -27,7 +27,6 @@ use tokio::time::Instant;
 
 use super::handler::{call_guarded, ClientHandle, Datagram, Method, Mode, Request};
 use super::quick::QuickPath;
-use super::registry::Entry;
 use super::{encode_reply, outbound_for, stop_requested, ClientEvent, Shared};
 use crate::outbound::OutboundRx;
 use crate::Payload;
@@ -45,6 +44,8 @@ pub(crate) struct Connection {
     authenticated: bool,
     /// A SERVINFO exchange completed.
     logged_in: bool,
+    /// Permits for concurrent and work-queue RPCs of this client.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// How a packet's handling ends.
@@ -69,6 +70,9 @@ impl Connection {
             outbound,
             quick: Default::default(),
         };
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(
+            shared.config.max_in_flight_per_client,
+        ));
         Connection {
             shared,
             client,
@@ -76,7 +80,12 @@ impl Connection {
             quick_socket,
             authenticated: false,
             logged_in: false,
+            in_flight,
         }
+    }
+
+    pub(crate) fn client(&self) -> &ClientHandle {
+        &self.client
     }
 
     pub(crate) async fn run(mut self, stream: TcpStream, mut shutdown: watch::Receiver<bool>) {
@@ -86,18 +95,12 @@ impl Connection {
             Some(w) => tokio::spawn(w.run(wr)),
             None => return,
         };
-        self.shared.registry().clients.insert(
-            self.client.id,
-            Entry {
-                handle: self.client.clone(),
-                priority: 0,
-                authed: true,
-                logged_in: false,
-            },
-        );
+        // Admission registered this connection already (see `Shared::admit`).
         tracing::debug!("connected");
 
         let deadline = Instant::now() + self.shared.config.handshake_timeout;
+        let idle_timeout = self.shared.config.idle_timeout;
+        let mut last_heard = Instant::now();
         let mut decoder = Decoder::new();
         let mut buf = BytesMut::new();
         let reason: String = 'conn: loop {
@@ -120,9 +123,12 @@ impl Connection {
                     Ok(0) if buf.is_empty() => break 'conn "peer closed the connection".into(),
                     Ok(0) => break 'conn format!(
                         "peer closed the connection in the middle of a packet ({} bytes unread)", buf.len()),
-                    Ok(_) => {}
+                    Ok(_) => last_heard = Instant::now(),
                     Err(e) => break 'conn format!("read failed: {e}"),
                 },
+                _ = tokio::time::sleep_until(last_heard + idle_timeout.unwrap_or_default()), if idle_timeout.is_some() => {
+                    break 'conn format!("nothing received for {:?} (idle timeout)", idle_timeout.unwrap_or_default());
+                }
                 _ = tokio::time::sleep_until(deadline), if !self.logged_in => {
                     break 'conn format!(
                         "no handshake within {:?}", self.shared.config.handshake_timeout);
@@ -134,11 +140,7 @@ impl Connection {
 
         let outbound = &self.client.outbound;
         let killed = outbound.is_killed();
-        {
-            let mut reg = self.shared.registry();
-            reg.clients.remove(&self.client.id);
-            reg.subs.remove_client(self.client.id);
-        }
+        self.shared.registry().remove(self.client.id);
         if killed {
             tracing::info!("disconnected: {reason}");
             writer.abort();
@@ -229,9 +231,12 @@ impl Connection {
         }
         if !self.logged_in {
             self.logged_in = true;
-            if let Some(e) = self.shared.registry().clients.get_mut(&self.client.id) {
+            let mut reg = self.shared.registry();
+            reg.pending.remove(&self.client.id);
+            if let Some(e) = reg.clients.get_mut(&self.client.id) {
                 e.logged_in = true;
             }
+            drop(reg);
             tracing::info!("client logged in");
             if let Some(hook) = &self.shared.hooks.on_client {
                 hook(ClientEvent::Connected(self.client.clone()));
@@ -241,7 +246,17 @@ impl Connection {
     }
 
     async fn rpc(&mut self, packet: Packet) -> Flow {
+        let max = self.shared.config.max_url_len;
         let url = match check_url(&packet.url) {
+            Ok(_) if packet.url.len() > max => {
+                tracing::debug!(
+                    "RPC refused: URL of {} bytes, over max_url_len {max}",
+                    packet.url.len()
+                );
+                return self
+                    .send(Packet::reply_to(&packet, Status::ARGUMENTS))
+                    .await;
+            }
             Ok(u) => u,
             Err(e) => {
                 tracing::debug!("RPC refused: {e}");
@@ -290,19 +305,31 @@ impl Connection {
             // A failed send has already killed the connection; nothing more to do here.
             let _ = out.send(encode_reply(packet)).await;
         };
+        if let Mode::Inline = route.mode {
+            job.await;
+            return Flow::Continue;
+        }
+        // At the in-flight limit this waits, and so stops reading: the flooding client
+        // slows down, nobody else does.
+        let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+            return Flow::Continue; // never closed
+        };
+        let job = async move {
+            job.await;
+            drop(permit);
+        };
         match route.mode {
-            Mode::Inline => job.await,
-            Mode::Concurrent => {
+            Mode::Queue(q) => q.submit(Box::pin(job)).await,
+            _ => {
                 tokio::spawn(job);
             }
-            Mode::Queue(q) => q.submit(Box::pin(job)).await,
         }
         Flow::Continue
     }
 
     async fn subscription(&mut self, packet: Packet) -> Flow {
         let subscribe = packet.ptype == PacketType::Subscribe;
-        let urls = match parse_urls(&packet) {
+        let urls = match parse_urls(&packet, self.shared.config.max_url_len) {
             Ok(urls) => urls,
             Err(why) => {
                 tracing::debug!("{:?} refused: {why}", packet.ptype);
@@ -359,6 +386,10 @@ impl Connection {
 
     async fn datagram(&mut self, packet: Packet) -> Flow {
         let url = match check_url(&packet.url) {
+            Ok(u) if u.len() > self.shared.config.max_url_len => {
+                tracing::debug!("datagram dropped: URL over max_url_len");
+                return Flow::Continue;
+            }
             Ok(u) => u.to_string(),
             Err(e) => {
                 tracing::debug!("datagram dropped: {e}");
@@ -386,9 +417,13 @@ impl Connection {
 
 /// The URLs a SUBSCRIBE/UNSUBSCRIBE names: `Some(urls)`, or `None` when it names none at
 /// all (only meaningful for UNSUBSCRIBE: everything). A URL wins over a list (as Python).
-fn parse_urls(packet: &Packet) -> Result<Option<Vec<String>>, String> {
+fn parse_urls(packet: &Packet, max_len: usize) -> Result<Option<Vec<String>>, String> {
+    let too_long = |len: usize| format!("a URL of {len} bytes is over max_url_len {max_len}");
     if !packet.url.is_empty() {
         let url = check_url(&packet.url).map_err(|e| e.to_string())?;
+        if url.len() > max_len {
+            return Err(too_long(url.len()));
+        }
         return Ok(Some(vec![url.to_string()]));
     }
     if packet.param.is_empty() {
@@ -402,6 +437,7 @@ fn parse_urls(packet: &Packet) -> Result<Option<Vec<String>>, String> {
         .map_err(|e| format!("param is not a JSON list of URLs: {e}"))?;
     list.into_iter()
         .map(|v| match v {
+            serde_json::Value::String(s) if s.len() > max_len => Err(too_long(s.len())),
             serde_json::Value::String(s) if s.starts_with('/') => Ok(s),
             other => Err(format!(
                 "list member {other} is not a URL starting with '/'"

@@ -5,6 +5,8 @@
 //! or after [`Server::bind`]; one server can listen on several addresses. Each accepted
 //! connection is served by the task in `connection.rs`.
 
+mod admission;
+mod config;
 mod connection;
 mod handler;
 mod quick;
@@ -22,6 +24,8 @@ use tether_wire::vsoa::{Flags, Packet, PacketType, Status, MAX_BODY_LEN, MAX_QUI
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
+pub use admission::AdmissionStats;
+pub use config::{Config, Secret, ServerBuilder};
 pub use handler::{
     BoxFuture, ClientHandle, Datagram, DatagramHandler, Handler, Method, Mode, Reply, Request,
     WorkQueue,
@@ -34,153 +38,7 @@ use crate::{Error, Payload};
 use handler::Route;
 use registry::Registry;
 
-/// A password or shared secret. Its `Debug` output never shows the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Constant-time comparison with `candidate` (the length is not hidden).
-    pub(crate) fn matches(&self, candidate: &[u8]) -> bool {
-        let mine = self.0.as_bytes();
-        mine.len() == candidate.len()
-            && mine
-                .iter()
-                .zip(candidate)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-/// Server settings. Every field has a documented default; see [`ServerBuilder`].
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// JSON sent to clients in the handshake reply. Default `{"name": "tether"}`.
-    pub info: serde_json::Value,
-    /// Password clients must present. Default: none.
-    pub password: Option<Secret>,
-    /// Time a connection has to complete the SERVINFO handshake. Default 5 s (as VSOA).
-    pub handshake_timeout: Duration,
-    /// How long a send may wait for a client's full outbound queue, and how long a write
-    /// may make no progress, before that client is cut off. Default 500 ms.
-    pub send_timeout: Duration,
-    /// Bytes that may wait in one client's outbound queue. Default 4 MiB.
-    pub outbound_queue_bytes: usize,
-    /// Subscriptions one client may hold; a subscribe beyond it gets status 6. Default 65 536.
-    pub max_subscriptions_per_client: usize,
-    /// Open the quick (UDP) channel on each listener's address and port. Default true.
-    pub quick: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            info: serde_json::json!({ "name": "tether" }),
-            password: None,
-            handshake_timeout: Duration::from_secs(5),
-            send_timeout: Duration::from_millis(500),
-            outbound_queue_bytes: 4 << 20,
-            max_subscriptions_per_client: 65_536,
-            quick: true,
-        }
-    }
-}
-
-/// Builds a [`Server`].
-///
-/// ```
-/// use std::time::Duration;
-/// let server = tether::Server::builder()
-///     .info(serde_json::json!({"name": "demo"}))
-///     .password("secret")
-///     .send_timeout(Duration::from_secs(1))
-///     .build();
-/// ```
-#[derive(Debug, Default)]
-pub struct ServerBuilder {
-    config: Config,
-    hooks: Hooks,
-}
-
 impl ServerBuilder {
-    /// Handshake info JSON (default `{"name": "tether"}`).
-    pub fn info(mut self, info: serde_json::Value) -> Self {
-        self.config.info = info;
-        self
-    }
-
-    /// Require this password.
-    pub fn password(mut self, password: impl Into<String>) -> Self {
-        self.config.password = Some(Secret::new(password));
-        self
-    }
-
-    /// Handshake deadline (default 5 s).
-    pub fn handshake_timeout(mut self, t: Duration) -> Self {
-        self.config.handshake_timeout = t;
-        self
-    }
-
-    /// Slow-consumer deadline (default 500 ms).
-    pub fn send_timeout(mut self, t: Duration) -> Self {
-        self.config.send_timeout = t;
-        self
-    }
-
-    /// Per-client outbound queue bound in bytes (default 4 MiB).
-    pub fn outbound_queue_bytes(mut self, n: usize) -> Self {
-        self.config.outbound_queue_bytes = n;
-        self
-    }
-
-    /// Per-client subscription limit (default 65 536).
-    pub fn max_subscriptions_per_client(mut self, n: usize) -> Self {
-        self.config.max_subscriptions_per_client = n;
-        self
-    }
-
-    /// Whether listeners open the quick UDP channel (default true).
-    pub fn quick(mut self, on: bool) -> Self {
-        self.config.quick = on;
-        self
-    }
-
-    /// Called when a client completes the handshake or disconnects after having done so.
-    pub fn on_client(mut self, f: impl Fn(ClientEvent) + Send + Sync + 'static) -> Self {
-        self.hooks.on_client = Some(Box::new(f));
-        self
-    }
-
-    /// Called after a client's SUBSCRIBE (`true`) or UNSUBSCRIBE (`false`) succeeded,
-    /// with the URLs it named (for an unsubscribe-all, the URLs it had).
-    pub fn on_subscription(
-        mut self,
-        f: impl Fn(&ClientHandle, &[String], bool) + Send + Sync + 'static,
-    ) -> Self {
-        self.hooks.on_subscription = Some(Box::new(f));
-        self
-    }
-
-    /// Handles datagrams from clients (without one they are counted and dropped).
-    pub fn on_datagram(mut self, f: impl DatagramHandler) -> Self {
-        self.hooks.on_datagram = Some(Box::new(f));
-        self
-    }
-
     /// The server.
     pub fn build(self) -> Server {
         let info_json = serde_json::to_vec(&self.config.info).unwrap_or_else(|_| b"{}".to_vec());
@@ -193,6 +51,7 @@ impl ServerBuilder {
                 registry: Mutex::new(Registry::default()),
                 next_id: AtomicU32::new(1),
                 quick: Arc::default(),
+                admission: Default::default(),
             }),
         }
     }
@@ -235,9 +94,53 @@ struct Shared {
     registry: Mutex<Registry>,
     next_id: AtomicU32,
     quick: Arc<quick::Counters>,
+    admission: admission::Admission,
 }
 
 impl Shared {
+    /// Applies the admission rules of `admission.rs` to a new connection; registers it when
+    /// it is taken.
+    fn admit(&self, conn: &connection::Connection) -> bool {
+        let cfg = &self.config;
+        let client = conn.client();
+        let ip = client.addr.ip();
+        let adm = &self.admission;
+        if let Some(rate) = cfg.connection_rate_per_ip {
+            if !adm.rate.allow(ip, rate) {
+                adm.refused_rate.fetch_add(1, Ordering::Relaxed);
+                adm.log_rate.warn(&format!(
+                    "connection from {ip} refused: more than {rate} new connections per second"
+                ));
+                return false;
+            }
+        }
+        let admitted = self
+            .registry()
+            .admit(client, cfg.max_connections, cfg.max_pending_logins);
+        match admitted {
+            Err(()) => {
+                adm.refused_full.fetch_add(1, Ordering::Relaxed);
+                adm.log_full.warn(&format!(
+                    "connection from {ip} refused: {} connections already (max_connections)",
+                    cfg.max_connections
+                ));
+                false
+            }
+            Ok(evicted) => {
+                if let Some(old) = evicted {
+                    adm.evicted_pending.fetch_add(1, Ordering::Relaxed);
+                    adm.log_evicted.warn(&format!(
+                        "closed the connection of {} that had not logged in: more than {} waiting (max_pending_logins)",
+                        old.addr, cfg.max_pending_logins
+                    ));
+                    old.outbound
+                        .kill("evicted: too many connections waiting to log in");
+                }
+                true
+            }
+        }
+    }
+
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         // A panic while holding the lock cannot leave the registry half-updated in a way
         // that matters more than stopping the server would, so keep serving.
@@ -396,6 +299,17 @@ impl Server {
         Ok(report)
     }
 
+    /// Connections held now: (all, of which not yet logged in).
+    pub fn connection_count(&self) -> (usize, usize) {
+        let reg = self.shared.registry();
+        (reg.clients.len(), reg.pending.len())
+    }
+
+    /// Admission counters: connections refused or evicted by the limits.
+    pub fn admission_stats(&self) -> AdmissionStats {
+        self.shared.admission.stats()
+    }
+
     /// Quick-channel counters.
     pub fn quick_stats(&self) -> QuickStats {
         self.shared.quick.snapshot()
@@ -537,6 +451,9 @@ async fn accept_loop(
                     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
                     let Ok(local) = stream.local_addr() else { continue };
                     let conn = connection::Connection::new(shared.clone(), id, peer, local, udp.clone());
+                    if !shared.admit(&conn) {
+                        continue; // dropping the stream closes it
+                    }
                     let span = tracing::info_span!("vsoa", client = id, peer = %peer);
                     let shutdown = shutdown.clone();
                     let done = done.clone();

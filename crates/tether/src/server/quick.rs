@@ -173,6 +173,7 @@ async fn receive(shared: &Shared, datagram: Bytes, src: SocketAddr) {
         }
     };
     let url = match check_url(&packet.url) {
+        Ok(u) if u.len() > shared.config.max_url_len => return reject("URL over max_url_len"),
         Ok(u) => u.to_string(),
         Err(e) => return reject(&e.to_string()),
     };

@@ -18,6 +18,8 @@ pub(crate) struct Entry {
 #[derive(Default)]
 pub(crate) struct Registry {
     pub(crate) clients: HashMap<u32, Entry>,
+    /// Ids of connections that have not logged in yet; the smallest is the oldest.
+    pub(crate) pending: std::collections::BTreeSet<u32>,
     pub(crate) subs: SubscriptionIndex<u32>,
     /// Scratch space for `targets`, reused so publishing does not allocate per call.
     scratch: Vec<u32>,
@@ -57,6 +59,43 @@ impl Registry {
             out.sort_by_key(|h| std::cmp::Reverse(prio(h)));
         }
         self.scratch = ids;
+    }
+
+    /// Takes a new connection in, unless `max` connections exist already. Returns the
+    /// oldest not-yet-logged-in connection to evict if more than `max_pending` would wait.
+    pub(crate) fn admit(
+        &mut self,
+        handle: &ClientHandle,
+        max: usize,
+        max_pending: usize,
+    ) -> Result<Option<ClientHandle>, ()> {
+        if self.clients.len() >= max {
+            return Err(());
+        }
+        self.clients.insert(
+            handle.id,
+            Entry {
+                handle: handle.clone(),
+                priority: 0,
+                authed: true,
+                logged_in: false,
+            },
+        );
+        self.pending.insert(handle.id);
+        if self.pending.len() <= max_pending {
+            return Ok(None);
+        }
+        let oldest = self.pending.pop_first();
+        Ok(oldest
+            .and_then(|id| self.clients.get(&id))
+            .map(|e| e.handle.clone()))
+    }
+
+    /// Forgets a connection that ended.
+    pub(crate) fn remove(&mut self, id: u32) {
+        self.clients.remove(&id);
+        self.pending.remove(&id);
+        self.subs.remove_client(id);
     }
 
     pub(crate) fn summary(&self, e: &Entry) -> ClientSummary {
