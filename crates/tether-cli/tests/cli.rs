@@ -471,3 +471,24 @@ async fn lookup_follows_vsoa_pos_server_in_order_with_ipv6_entries() {
         "the silent first server was skipped and the IPv6 one answered"
     );
 }
+
+#[tokio::test]
+async fn call_with_a_secret_and_a_server_that_requires_one() {
+    let s = tether_serve(&["--password", "pw", "--secret", "s3cret", "--require-secret"]).await;
+    let url = format!("vsoa://127.0.0.1:{}/echo", s.port);
+    let r = tether(&["call", &url, "--secret", "s3cret", "--param", "1"]).await;
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "{\"status\":0,\"param\":1,\"data\":null,\"tunid\":0}\n"),
+        "{}",
+        r.stderr
+    );
+    let r = tether(&["call", &url, "--secret", "nope"]).await;
+    assert_eq!(r.code, 4);
+    assert!(r.stderr.contains("wrong secret"), "{}", r.stderr);
+    let r = tether(&["call", &url, "--password", "pw"]).await;
+    assert_eq!(
+        r.code, 4,
+        "plain logins are refused when the secret is required"
+    );
+}

@@ -59,3 +59,10 @@ async fn python_lookup_resolves_from_our_position_service() {
     run_peer(cmd, "Python vsoa.lookup").await;
     let _ = std::fs::remove_file(dir);
 }
+
+#[tokio::test]
+async fn python_and_npm_logins_work_beside_challenge_logins() {
+    let server = tether_serve(&["--password", "pw", "--secret", "s3cret"]).await;
+    python_client(server.port, "login").await;
+    npm_client(server.port, "login").await;
+}

@@ -36,6 +36,12 @@ pub enum Error {
         /// Server address.
         addr: SocketAddr,
     },
+    /// The server refused the challenge login: wrong secret, or it accepts none.
+    #[error("wrong secret for vsoa://{addr}, or it does not accept challenge login")]
+    WrongSecret {
+        /// Server address.
+        addr: SocketAddr,
+    },
     /// The server answered something that is not valid VSOA.
     #[error("vsoa://{addr} sent a malformed reply: {detail}")]
     Malformed {

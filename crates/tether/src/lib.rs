@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 mod address;
+pub mod auth;
 pub mod client;
 mod error;
 mod outbound;

@@ -23,7 +23,7 @@ impl From<tether::Error> for Failure {
     fn from(e: tether::Error) -> Self {
         let code = match &e {
             tether::Error::Unreachable { .. } | tether::Error::Closed { .. } => 3,
-            tether::Error::WrongPassword { .. } => 4,
+            tether::Error::WrongPassword { .. } | tether::Error::WrongSecret { .. } => 4,
             tether::Error::Timeout { .. } | tether::Error::ConnectTimeout { .. } => 5,
             _ => 1,
         };
@@ -98,6 +98,9 @@ pub struct ConnectArgs {
         hide_env_values = true
     )]
     password: Option<String>,
+    /// Shared secret: log in by challenge (HMAC-SHA256), the secret never crosses the wire.
+    #[arg(long, value_name = "S", env = "TETHER_SECRET", hide_env_values = true)]
+    secret: Option<String>,
     /// Seconds to wait for the connection (and for `call`, for the reply).
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub timeout: Duration,
@@ -120,6 +123,9 @@ impl ConnectArgs {
             .position_servers(self.position_servers.clone());
         if let Some(pw) = &self.password {
             connect = connect.password(pw);
+        }
+        if let Some(secret) = &self.secret {
+            connect = connect.secret(secret);
         }
         Ok(connect.await?)
     }

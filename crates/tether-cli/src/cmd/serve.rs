@@ -15,6 +15,12 @@ pub struct Args {
         hide_env_values = true
     )]
     password: Option<String>,
+    /// Accept challenge logins with this shared secret (beside --password, if given).
+    #[arg(long, value_name = "S", env = "TETHER_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Refuse plain password logins: only challenge logins get in.
+    #[arg(long, requires = "secret")]
+    require_secret: bool,
     /// Server name in the handshake info (and for --register).
     #[arg(long, default_value = "tether")]
     name: String,
@@ -31,6 +37,9 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let mut builder = tether::Server::builder().info(serde_json::json!({ "name": args.name }));
     if let Some(pw) = &args.password {
         builder = builder.password(pw);
+    }
+    if let Some(secret) = &args.secret {
+        builder = builder.secret(secret).require_secret(args.require_secret);
     }
     let builder = crate::demo::datagram_echo(builder);
     let server = builder.build();

@@ -35,6 +35,7 @@ use crate::{Error, VsoaUrl};
 pub struct Connect {
     url: String,
     password: Option<Secret>,
+    secret: Option<Secret>,
     timeout: Duration,
     send_timeout: Duration,
     queue_bytes: usize,
@@ -49,6 +50,7 @@ impl std::fmt::Debug for Connect {
         f.debug_struct("Connect")
             .field("url", &self.url)
             .field("password", &self.password)
+            .field("secret", &self.secret)
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -59,6 +61,7 @@ impl Connect {
         Connect {
             url: url.to_string(),
             password: None,
+            secret: None,
             timeout: DEFAULT_CONNECT_TIMEOUT,
             send_timeout: Duration::from_secs(5),
             queue_bytes: 4 << 20,
@@ -72,6 +75,13 @@ impl Connect {
     /// Log in with this password.
     pub fn password(mut self, password: impl Into<String>) -> Self {
         self.password = Some(Secret::new(password));
+        self
+    }
+
+    /// Log in with challenge login and this shared secret: the secret never crosses the
+    /// wire (docs/protocol-extensions.md). Takes precedence over a password.
+    pub fn secret(mut self, secret: impl Into<String>) -> Self {
+        self.secret = Some(Secret::new(secret));
         self
     }
 
@@ -156,40 +166,41 @@ impl Connect {
             Some(u) => u.local_addr().map(|a| a.port()).unwrap_or(0),
             None => 0,
         };
+        let hello_param = match (&self.secret, &self.password) {
+            (Some(_), _) => serde_json::json!({ "challenge": crate::auth::ALGORITHM }),
+            (None, Some(pw)) => serde_json::json!({ "passwd": pw.expose() }),
+            (None, None) => serde_json::Value::Null,
+        };
         let mut hello = Packet::new(PacketType::ServInfo).with_tunid(tunid);
-        if let Some(pw) = &self.password {
-            hello.param = serde_json::to_vec(&serde_json::json!({ "passwd": pw.expose() }))?.into();
+        if !hello_param.is_null() {
+            hello.param = serde_json::to_vec(&hello_param)?.into();
         }
-        let hello = hello.to_bytes()?;
-        let mut buf = BytesMut::with_capacity(4096);
-        let reply = tokio::time::timeout_at(deadline, async {
-            stream.write_all(&hello).await?;
-            let mut decoder = Decoder::new();
-            loop {
-                if let Some(p) = decoder
-                    .decode(&mut buf)
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
-                {
-                    return Ok::<Packet, std::io::Error>(p);
-                }
-                if stream.read_buf(&mut buf).await? == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
+        let mut handshake = Handshake {
+            stream: &mut stream,
+            buf: BytesMut::with_capacity(4096),
+            decoder: Decoder::new(),
+            addr,
+        };
+        let mut reply = tokio::time::timeout_at(deadline, handshake.exchange(&hello))
+            .await
+            .map_err(|_| timed_out())??;
+        if let Some(secret) = &self.secret {
+            // The server sent a seed (or refused); answer HMAC(secret, seed).
+            let seed = seed_of(&reply).ok_or(Error::WrongSecret { addr })?;
+            let answer = crate::auth::answer(secret.expose().as_bytes(), &seed);
+            let response = Packet::new(PacketType::ServInfo)
+                .with_tunid(tunid)
+                .with_param(serde_json::to_vec(
+                    &serde_json::json!({ "response": crate::auth::to_hex(&answer) }),
+                )?);
+            reply = tokio::time::timeout_at(deadline, handshake.exchange(&response))
+                .await
+                .map_err(|_| timed_out())??;
+            if reply.status == Status::PASSWORD {
+                return Err(Error::WrongSecret { addr });
             }
-        })
-        .await
-        .map_err(|_| timed_out())?
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::InvalidData => Error::Malformed {
-                addr,
-                detail: e.to_string(),
-            },
-            std::io::ErrorKind::UnexpectedEof => Error::Malformed {
-                addr,
-                detail: "the server closed the connection during the handshake".into(),
-            },
-            _ => Error::Unreachable { addr, source: e },
-        })?;
+        }
+        let buf = handshake.buf;
 
         if reply.ptype != PacketType::ServInfo || !reply.is_reply() {
             return Err(Error::Malformed {
@@ -271,4 +282,52 @@ impl IntoFuture for Connect {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.run())
     }
+}
+
+/// The handshake's request/reply exchanges, before the connection's tasks exist.
+struct Handshake<'a> {
+    stream: &'a mut TcpStream,
+    /// Bytes read past a reply are kept here and handed to the reader task.
+    buf: BytesMut,
+    decoder: Decoder,
+    addr: SocketAddr,
+}
+
+impl Handshake<'_> {
+    /// Sends `packet` in one write and reads exactly one packet back.
+    async fn exchange(&mut self, packet: &Packet) -> Result<Packet, Error> {
+        let addr = self.addr;
+        let io = |e: std::io::Error| Error::Unreachable { addr, source: e };
+        self.stream
+            .write_all(&packet.to_bytes()?)
+            .await
+            .map_err(io)?;
+        loop {
+            match self.decoder.decode(&mut self.buf) {
+                Ok(Some(p)) => return Ok(p),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(Error::Malformed {
+                        addr,
+                        detail: e.to_string(),
+                    })
+                }
+            }
+            if self.stream.read_buf(&mut self.buf).await.map_err(io)? == 0 {
+                return Err(Error::Malformed {
+                    addr,
+                    detail: "the server closed the connection during the handshake".into(),
+                });
+            }
+        }
+    }
+}
+
+/// The challenge seed of a successful SERVINFO reply that carries no client id yet.
+fn seed_of(reply: &Packet) -> Option<Vec<u8>> {
+    if reply.ptype != PacketType::ServInfo || !reply.status.is_success() || !reply.data.is_empty() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&reply.param).ok()?;
+    crate::auth::from_hex(v.get("seed")?.as_str()?)
 }

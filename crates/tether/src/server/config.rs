@@ -43,6 +43,10 @@ pub struct Config {
     pub info: serde_json::Value,
     /// Password clients must present. Default: none.
     pub password: Option<Secret>,
+    /// Shared secret for challenge login (docs/protocol-extensions.md). Default: none.
+    pub secret: Option<Secret>,
+    /// Refuse plain password logins; only challenge logins get in. Default false.
+    pub require_secret: bool,
     /// Time a connection has to complete the SERVINFO handshake. Default 5 s (as VSOA).
     pub handshake_timeout: Duration,
     /// How long a send may wait for a client's full outbound queue, and how long a write
@@ -81,6 +85,8 @@ impl Default for Config {
         Config {
             info: serde_json::json!({ "name": "tether" }),
             password: None,
+            secret: None,
+            require_secret: false,
             handshake_timeout: Duration::from_secs(5),
             send_timeout: Duration::from_millis(500),
             outbound_queue_bytes: 4 << 20,
@@ -122,6 +128,19 @@ impl ServerBuilder {
     /// Require this password.
     pub fn password(mut self, password: impl Into<String>) -> Self {
         self.config.password = Some(Secret::new(password));
+        self
+    }
+
+    /// Accept challenge logins with this shared secret (side by side with the password,
+    /// if one is set; alone, it is the only way in).
+    pub fn secret(mut self, secret: impl Into<String>) -> Self {
+        self.config.secret = Some(Secret::new(secret));
+        self
+    }
+
+    /// Refuse plain password logins (default false).
+    pub fn require_secret(mut self, on: bool) -> Self {
+        self.config.require_secret = on;
         self
     }
 

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::handler::{call_guarded, ClientHandle, Datagram, Method, Mode, Request};
+use super::login::{Credentials, Login, Step};
 use super::quick::QuickPath;
 use super::{encode_reply, outbound_for, stop_requested, ClientEvent, Shared};
 use crate::outbound::OutboundRx;
@@ -40,8 +41,8 @@ pub(crate) struct Connection {
     client: ClientHandle,
     writer: Option<OutboundRx>,
     quick_socket: Option<Arc<UdpSocket>>,
-    /// The first packet carried the right password (or none is needed).
-    authenticated: bool,
+    /// Login progress: password or challenge.
+    login: Login,
     /// A SERVINFO exchange completed.
     logged_in: bool,
     /// Permits for concurrent and work-queue RPCs of this client.
@@ -78,7 +79,7 @@ impl Connection {
             client,
             writer: Some(writer),
             quick_socket,
-            authenticated: false,
+            login: Login::default(),
             logged_in: false,
             in_flight,
         }
@@ -173,12 +174,24 @@ impl Connection {
             tracing::trace!(ptype = ?packet.ptype, "ignoring packet with REPLY set");
             return Flow::Continue;
         }
-        if !self.authenticated {
-            if !self.password_ok(&packet.param) {
-                let _ = self.send(Packet::reply_to(&packet, Status::PASSWORD)).await;
-                return Flow::Close("wrong or missing password".into());
+        if !self.login.is_done() {
+            let cfg = &self.shared.config;
+            let creds = Credentials {
+                password: cfg.password.as_ref(),
+                secret: cfg.secret.as_ref(),
+                require_secret: cfg.require_secret,
+            };
+            match self
+                .login
+                .step(creds, &packet, || crate::auth::new_seed().ok())
+            {
+                Step::Pass => {}
+                Step::Reply(challenge) => return self.send(challenge).await,
+                Step::Refuse(why) => {
+                    let _ = self.send(Packet::reply_to(&packet, Status::PASSWORD)).await;
+                    return Flow::Close(why.into());
+                }
             }
-            self.authenticated = true;
         }
         match packet.ptype {
             PacketType::ServInfo => self.servinfo(packet).await,
@@ -191,23 +204,6 @@ impl Connection {
                 tracing::debug!(?other, "ignoring packet type a client should not send");
                 Flow::Continue
             }
-        }
-    }
-
-    fn password_ok(&self, param: &Bytes) -> bool {
-        let Some(secret) = &self.shared.config.password else {
-            return true;
-        };
-        #[derive(serde::Deserialize)]
-        struct Login<'a> {
-            #[serde(borrow)]
-            passwd: Option<std::borrow::Cow<'a, str>>,
-        }
-        match serde_json::from_slice::<Login<'_>>(param) {
-            Ok(Login {
-                passwd: Some(given),
-            }) => secret.matches(given.as_bytes()),
-            _ => false,
         }
     }
 

@@ -9,6 +9,7 @@ mod admission;
 mod config;
 mod connection;
 mod handler;
+pub mod login;
 mod quick;
 mod registry;
 
