@@ -398,7 +398,7 @@ impl PositionServer {
                 tokio::select! {
                     res = socket.recv_from(&mut buf) => match res {
                         Ok((n, from)) => {
-                            if let Some(reply) = server.handle(&buf[..n], from) {
+                            if let Some(reply) = server.answer(&buf[..n], from) {
                                 let _ = socket.send_to(&reply, from).await;
                             }
                         }
@@ -415,8 +415,9 @@ impl PositionServer {
         })
     }
 
-    /// The answer to one datagram from `from`, if it deserves one.
-    fn handle(&self, datagram: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
+    /// The answer to one datagram from `from`, if it deserves one: the whole protocol
+    /// without the socket (for other transports, tests and fuzzing).
+    pub fn answer(&self, datagram: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
         let refuse = |why: &str| {
             self.counters.refused.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%from, "position datagram refused: {why}");
