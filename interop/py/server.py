@@ -1,11 +1,12 @@
 """A Python vsoa 1.0.4 server for the Rust client to talk to.
 
-Usage: server.py [PASSWORD [PORT]]. Prints `READY <port>` once it accepts connections, then serves
+Usage: server.py [PASSWORD [PORT]]. With PY_TLS_CERT and PY_TLS_KEY set, it serves TLS. Prints `READY <port>` once it accepts connections, then serves
 until stdin closes. Routes: /echo (param and data back), /status/201 (status 201),
 /publish (SET {"url","param","count","quick"}: publishes count messages, param {"i": n, ...}).
 /stream/echo opens a stream that echoes what it receives.
 Every datagram is echoed to its sender. Unknown URLs get Python's own answer.
 """
+import os
 import socket
 import sys
 import threading
@@ -68,8 +69,12 @@ def ondata(cli, url, payload, quick):
 
 server.ondata = ondata
 
-port = int(sys.argv[2]) if len(sys.argv) > 2 else free_port()
-threading.Thread(target=server.run, args=('127.0.0.1', port), daemon=True).start()
+port = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] != '0' else free_port()
+# TLS when asked through the environment (certificate and key in PEM files).
+sslopt = None
+if os.environ.get('PY_TLS_CERT'):
+    sslopt = {'cert': os.environ['PY_TLS_CERT'], 'key': os.environ['PY_TLS_KEY'], 'load_default_certs': False}
+threading.Thread(target=server.run, args=('127.0.0.1', port, sslopt), daemon=True).start()
 deadline = time.monotonic() + 10
 while True:
     try:

@@ -106,6 +106,20 @@ pub enum Error {
         /// The timeout that ran out.
         timeout: Duration,
     },
+    /// A TLS setup that cannot be used (files, PEM, certificate and key mismatch).
+    #[error("TLS configuration: {detail}")]
+    Tls {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The TLS handshake failed (untrusted or expired certificate, wrong name, ...).
+    #[error("TLS handshake with {addr} failed: {detail}")]
+    TlsHandshake {
+        /// The peer.
+        addr: SocketAddr,
+        /// What rustls said.
+        detail: String,
+    },
     /// A `vsoa://` address that cannot be used.
     #[error(transparent)]
     Address(#[from] AddressError),

@@ -36,6 +36,7 @@ mod payload;
 pub mod position;
 pub mod server;
 pub mod stream;
+pub mod tls;
 
 pub use address::{AddressError, Host, VsoaUrl};
 pub use client::{fetch, Client, Message, Response, Robot, RobotEvent, Subscription};

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::tls::{ClientTls, ServerTls};
 use crate::Error;
 
 /// How long a server stream waits for its client by default (as VSOA servers).
@@ -24,22 +25,101 @@ pub const DEFAULT_SERVER_STREAM_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a client tries to connect to a stream by default (as VSOA clients).
 pub const DEFAULT_CLIENT_STREAM_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One end of a stream: raw bytes both ways. Shut down the write half to tell the peer
-/// you are done; a read of 0 bytes means the peer did.
+/// One end of a stream: raw bytes both ways, over TLS when the VSOA connection uses TLS.
+/// Shut down the write half to tell the peer you are done; a read of 0 bytes means the
+/// peer did.
 #[derive(Debug)]
 pub struct DataStream {
-    inner: TcpStream,
+    inner: Transport,
+}
+
+#[derive(Debug)]
+enum Transport {
+    Plain(TcpStream),
+    ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Forwards a method call to whichever transport is inside.
+macro_rules! each {
+    ($self:expr, $s:ident => $e:expr) => {
+        match &mut $self.inner {
+            Transport::Plain($s) => $e,
+            Transport::ServerTls($s) => $e,
+            Transport::ClientTls($s) => $e,
+        }
+    };
 }
 
 impl DataStream {
-    fn new(inner: TcpStream) -> Self {
-        let _ = inner.set_nodelay(true);
+    fn new(inner: Transport) -> Self {
+        let tcp = match &inner {
+            Transport::Plain(s) => s,
+            Transport::ServerTls(s) => s.get_ref().0,
+            Transport::ClientTls(s) => s.get_ref().0,
+        };
+        let _ = tcp.set_nodelay(true);
         DataStream { inner }
     }
 
     /// The other end's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.peer_addr()
+        match &self.inner {
+            Transport::Plain(s) => s.peer_addr(),
+            Transport::ServerTls(s) => s.get_ref().0.peer_addr(),
+            Transport::ClientTls(s) => s.get_ref().0.peer_addr(),
+        }
+    }
+
+    /// Connects the main VSOA link: plain, or TLS to `server` when `tls` is given.
+    pub(crate) async fn connect_link(
+        socket: TcpStream,
+        server: SocketAddr,
+        tls: Option<&ClientTls>,
+    ) -> Result<Self, Error> {
+        let Some(tls) = tls else {
+            return Ok(DataStream::new(Transport::Plain(socket)));
+        };
+        let name = tls.name_for(server.ip())?;
+        match tls.connector.connect(name, socket).await {
+            Ok(s) => Ok(DataStream::new(Transport::ClientTls(Box::new(s)))),
+            Err(e) => Err(Error::TlsHandshake {
+                addr: server,
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    /// The plain TCP stream inside, if it is not TLS (so it can be split without a lock).
+    pub(crate) fn into_plain(self) -> Result<TcpStream, Self> {
+        match self.inner {
+            Transport::Plain(s) => Ok(s),
+            other => Err(DataStream { inner: other }),
+        }
+    }
+
+    /// The certificate the server presented, on a client TLS link.
+    pub(crate) fn server_certificate(&self) -> Option<std::sync::Arc<crate::tls::PeerCertificate>> {
+        match &self.inner {
+            Transport::ClientTls(s) => {
+                crate::tls::PeerCertificate::first_of(s.get_ref().1.peer_certificates())
+            }
+            _ => None,
+        }
+    }
+
+    /// The local address of the TCP connection.
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        match &self.inner {
+            Transport::Plain(s) => s.local_addr(),
+            Transport::ServerTls(s) => s.get_ref().0.local_addr(),
+            Transport::ClientTls(s) => s.get_ref().0.local_addr(),
+        }
+    }
+
+    /// Whether the stream is encrypted.
+    pub fn is_tls(&self) -> bool {
+        !matches!(self.inner, Transport::Plain(_))
     }
 }
 
@@ -49,7 +129,7 @@ impl AsyncRead for DataStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        each!(self, s => Pin::new(s).poll_read(cx, buf))
     }
 }
 
@@ -59,15 +139,15 @@ impl AsyncWrite for DataStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        each!(self, s => Pin::new(s).poll_write(cx, buf))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        each!(self, s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        each!(self, s => Pin::new(s).poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
@@ -75,11 +155,15 @@ impl AsyncWrite for DataStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        each!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        match &self.inner {
+            Transport::Plain(s) => s.is_write_vectored(),
+            Transport::ServerTls(s) => s.is_write_vectored(),
+            Transport::ClientTls(s) => s.is_write_vectored(),
+        }
     }
 }
 
@@ -91,6 +175,7 @@ pub struct PendingStream {
     tunid: u16,
     client_ip: IpAddr,
     timeout: Duration,
+    tls: Option<ServerTls>,
 }
 
 impl PendingStream {
@@ -98,6 +183,7 @@ impl PendingStream {
         local_ip: IpAddr,
         client_ip: IpAddr,
         timeout: Duration,
+        tls: Option<ServerTls>,
     ) -> Result<Self, Error> {
         let bind = SocketAddr::new(local_ip, 0);
         let listener = TcpListener::bind(bind)
@@ -118,6 +204,7 @@ impl PendingStream {
             tunid,
             client_ip,
             timeout,
+            tls,
         })
     }
 
@@ -143,7 +230,18 @@ impl PendingStream {
                     reason: format!("stream port {} failed: {e}", self.tunid).into(),
                 })?;
             if peer.ip() == self.client_ip {
-                return Ok(DataStream::new(socket));
+                let Some(tls) = &self.tls else {
+                    return Ok(DataStream::new(Transport::Plain(socket)));
+                };
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                return match tokio::time::timeout(left, tls.acceptor.accept(socket)).await {
+                    Ok(Ok(s)) => Ok(DataStream::new(Transport::ServerTls(Box::new(s)))),
+                    Ok(Err(e)) => Err(Error::TlsHandshake {
+                        addr: peer,
+                        detail: e.to_string(),
+                    }),
+                    Err(_) => Err(timed_out()),
+                };
             }
             tracing::warn!(
                 port = self.tunid,
@@ -159,11 +257,15 @@ pub(crate) async fn connect(
     server: SocketAddr,
     tunid: u16,
     timeout: Duration,
+    tls: Option<&ClientTls>,
 ) -> Result<DataStream, Error> {
     let addr = SocketAddr::new(server.ip(), tunid);
-    let socket = tokio::time::timeout(timeout, TcpStream::connect(addr))
+    let deadline = tokio::time::Instant::now() + timeout;
+    let socket = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
         .await
         .map_err(|_| Error::ConnectTimeout { addr, timeout })?
         .map_err(|source| Error::Unreachable { addr, source })?;
-    Ok(DataStream::new(socket))
+    tokio::time::timeout_at(deadline, DataStream::connect_link(socket, addr, tls))
+        .await
+        .map_err(|_| Error::ConnectTimeout { addr, timeout })?
 }

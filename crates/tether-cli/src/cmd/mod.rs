@@ -22,7 +22,9 @@ pub struct Failure {
 impl From<tether::Error> for Failure {
     fn from(e: tether::Error) -> Self {
         let code = match &e {
-            tether::Error::Unreachable { .. } | tether::Error::Closed { .. } => 3,
+            tether::Error::Unreachable { .. }
+            | tether::Error::Closed { .. }
+            | tether::Error::TlsHandshake { .. } => 3,
             tether::Error::WrongPassword { .. } | tether::Error::WrongSecret { .. } => 4,
             tether::Error::Timeout { .. } | tether::Error::ConnectTimeout { .. } => 5,
             _ => 1,
@@ -104,6 +106,18 @@ pub struct ConnectArgs {
     /// Seconds to wait for the connection (and for `call`, for the reply).
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub timeout: Duration,
+    /// Connect over TLS, trusting the CA certificate(s) in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key", requires = "tls_ca")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Name to verify in the server certificate (default: the server's IP address).
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    tls_name: Option<String>,
     /// Position server for resolving a server name (default: VSOA_POS_SERVER, then
     /// /etc/vsoa.pos). May be repeated.
     #[arg(long = "pos", value_name = "ADDR", value_parser = parse_pos)]
@@ -126,6 +140,14 @@ impl ConnectArgs {
         }
         if let Some(secret) = &self.secret {
             connect = connect.secret(secret);
+        }
+        if let Some(ca) = &self.tls_ca {
+            let cert = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+            let mut tls = tether::tls::ClientTls::from_pem_files(ca, cert)?;
+            if let Some(name) = &self.tls_name {
+                tls = tls.server_name(name);
+            }
+            connect = connect.tls(tls);
         }
         Ok(connect.await?)
     }

@@ -21,6 +21,15 @@ pub struct Args {
     /// Refuse plain password logins: only challenge logins get in.
     #[arg(long, requires = "secret")]
     require_secret: bool,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key. Turns the quick channel off.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates issued by this CA (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<std::path::PathBuf>,
     /// Server name in the handshake info (and for --register).
     #[arg(long, default_value = "tether")]
     name: String,
@@ -38,6 +47,10 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     if let Some(pw) = &args.password {
         builder = builder.password(pw);
     }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let tls = tether::tls::ServerTls::from_pem_files(cert, key, args.tls_client_ca.as_deref())?;
+        builder = builder.tls(tls);
+    }
     if let Some(secret) = &args.secret {
         builder = builder.secret(secret).require_secret(args.require_secret);
     }
@@ -51,7 +64,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
                 pos,
                 &args.name,
                 listening.local_addr().port(),
-                false,
+                args.tls_cert.is_some(),
                 args.register_ttl,
             )
             .await?,

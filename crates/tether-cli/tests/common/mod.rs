@@ -117,6 +117,10 @@ async fn wait_line(child: &mut Child, marker: &str) -> String {
 /// Starts a long-running process and waits for the stdout line containing `banner`; the
 /// port is the number that line ends with. Its stdin stays open (the Python servers serve
 /// until it closes).
+pub async fn start_cmd(cmd: Command, banner: &str) -> Proc {
+    start(cmd, banner).await
+}
+
 async fn start(mut cmd: Command, banner: &str) -> Proc {
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -223,4 +227,104 @@ pub async fn npm_client(port: u16, scenario: &str) {
         .arg(port.to_string())
         .arg(scenario);
     run_peer(cmd, &format!("npm vsoa client scenario {scenario}")).await;
+}
+
+/// Test certificates made at test time (no private key is ever committed), written as PEM
+/// files into a temporary directory.
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+
+    /// A CA, a server certificate for `localhost`/127.0.0.1 signed by it, an expired one, a
+    /// client certificate `CN=drone-7`, and an unrelated CA with its own server certificate.
+    pub fn new() -> Pki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        };
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tether-pki-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
+        let ca = |cn: &str| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(DnType::CommonName, cn);
+            let key = KeyPair::generate().unwrap();
+            let cert = p.self_signed(&key).unwrap();
+            (cert, key)
+        };
+        let leaf = |names: Vec<String>,
+                    cn: &str,
+                    usage,
+                    expired: bool,
+                    issuer: &(rcgen::Certificate, KeyPair)| {
+            let mut p = CertificateParams::new(names).unwrap();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.extended_key_usages = vec![usage];
+            if expired {
+                p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+                p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+            }
+            let key = KeyPair::generate().unwrap();
+            let cert = p.signed_by(&key, &issuer.0, &issuer.1).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let names = || vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let root = ca("Tether Test CA");
+        write("ca.pem", root.0.pem());
+        let (c, k) = leaf(
+            names(),
+            "tether-test-server",
+            ExtendedKeyUsagePurpose::ServerAuth,
+            false,
+            &root,
+        );
+        write("server.pem", c);
+        write("server.key", k);
+        let (c, k) = leaf(
+            names(),
+            "expired-server",
+            ExtendedKeyUsagePurpose::ServerAuth,
+            true,
+            &root,
+        );
+        write("expired.pem", c);
+        write("expired.key", k);
+        let (c, k) = leaf(
+            vec![],
+            "drone-7",
+            ExtendedKeyUsagePurpose::ClientAuth,
+            false,
+            &root,
+        );
+        write("client.pem", c);
+        write("client.key", k);
+        let other = ca("Someone Else's CA");
+        write("other-ca.pem", other.0.pem());
+        let (c, k) = leaf(
+            vec![],
+            "intruder",
+            ExtendedKeyUsagePurpose::ClientAuth,
+            false,
+            &other,
+        );
+        write("other-client.pem", c);
+        write("other-client.key", k);
+        Pki { dir }
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

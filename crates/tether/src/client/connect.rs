@@ -43,6 +43,7 @@ pub struct Connect {
     stall_timeout: Duration,
     quick: bool,
     position_servers: Vec<SocketAddr>,
+    tls: Option<crate::tls::ClientTls>,
 }
 
 impl std::fmt::Debug for Connect {
@@ -69,6 +70,7 @@ impl Connect {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             quick: true,
             position_servers: Vec::new(),
+            tls: None,
         }
     }
 
@@ -113,6 +115,13 @@ impl Connect {
         self
     }
 
+    /// Connect over TLS with this setup (and open streams over TLS). Turns the quick channel
+    /// off, as VSOA does.
+    pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Position servers that resolve a server *name* in the URL (default: VSOA's
     /// `VSOA_POS_SERVER`, then `/etc/vsoa.pos`).
     pub fn position_servers(mut self, servers: Vec<SocketAddr>) -> Self {
@@ -145,13 +154,20 @@ impl Connect {
             addr,
             timeout: self.timeout,
         };
-        let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
+        let socket = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
             .await
             .map_err(|_| timed_out())?
             .map_err(|source| Error::Unreachable { addr, source })?;
-        let _ = stream.set_nodelay(true);
+        let mut stream = tokio::time::timeout_at(
+            deadline,
+            crate::DataStream::connect_link(socket, addr, self.tls.as_ref()),
+        )
+        .await
+        .map_err(|_| timed_out())??;
+        let server_cert = stream.server_certificate();
 
-        let udp = if self.quick {
+        // No quick channel under TLS (vsoa.md §5).
+        let udp = if self.quick && self.tls.is_none() {
             let local = stream
                 .local_addr()
                 .map_err(|source| Error::Unreachable { addr, source })?;
@@ -256,11 +272,21 @@ impl Connect {
             next_seqno: AtomicU32::new(1),
             priority: AtomicU8::new(0),
             quick: udp.map(Arc::new),
+            tls: self.tls.clone(),
         });
-        let (rd, wr) = stream.into_split();
-        tokio::spawn(writer.run(wr));
         // Bytes after the handshake reply are kept: Python loses them (vsoa.md §16.4).
-        tokio::spawn(connection::read_loop(shared.clone(), rd, buf));
+        match stream.into_plain() {
+            Ok(tcp) => {
+                let (rd, wr) = tcp.into_split();
+                tokio::spawn(writer.run(wr));
+                tokio::spawn(connection::read_loop(shared.clone(), rd, buf));
+            }
+            Err(tls) => {
+                let (rd, wr) = tokio::io::split(tls);
+                tokio::spawn(writer.run(wr));
+                tokio::spawn(connection::read_loop(shared.clone(), rd, buf));
+            }
+        }
         if let Some(udp) = &shared.quick {
             tokio::spawn(quick::read_loop(shared.clone(), udp.clone()));
         }
@@ -271,6 +297,7 @@ impl Connect {
                 info,
                 id,
                 datagrams_taken: Default::default(),
+                server_cert,
             }),
         })
     }
@@ -286,7 +313,7 @@ impl IntoFuture for Connect {
 
 /// The handshake's request/reply exchanges, before the connection's tasks exist.
 struct Handshake<'a> {
-    stream: &'a mut TcpStream,
+    stream: &'a mut crate::DataStream,
     /// Bytes read past a reply are kept here and handed to the reader task.
     buf: BytesMut,
     decoder: Decoder,
@@ -297,7 +324,15 @@ impl Handshake<'_> {
     /// Sends `packet` in one write and reads exactly one packet back.
     async fn exchange(&mut self, packet: &Packet) -> Result<Packet, Error> {
         let addr = self.addr;
-        let io = |e: std::io::Error| Error::Unreachable { addr, source: e };
+        // rustls reports a failed TLS exchange (e.g. a refused client certificate, which TLS
+        // 1.3 signals after the client thinks it is done) as InvalidData.
+        let io = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::InvalidData => Error::TlsHandshake {
+                addr,
+                detail: e.to_string(),
+            },
+            _ => Error::Unreachable { addr, source: e },
+        };
         self.stream
             .write_all(&packet.to_bytes()?)
             .await

@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tether_wire::vsoa::{Decoder, Packet, PacketType};
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::subscription::{settle, Offer};
 use super::{Message, Shared};
@@ -15,7 +14,11 @@ use crate::Payload;
 
 const READ_RESERVE: usize = 16 * 1024;
 
-pub(super) async fn read_loop(shared: Arc<Shared>, mut rd: OwnedReadHalf, mut buf: BytesMut) {
+pub(super) async fn read_loop<R: AsyncRead + Unpin>(
+    shared: Arc<Shared>,
+    mut rd: R,
+    mut buf: BytesMut,
+) {
     let mut decoder = Decoder::new();
     let reason: String = 'conn: loop {
         loop {

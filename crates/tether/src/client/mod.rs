@@ -54,6 +54,8 @@ struct Shared {
     next_seqno: AtomicU32,
     priority: AtomicU8,
     quick: Option<Arc<tokio::net::UdpSocket>>,
+    /// The TLS setup of the link, reused for streams.
+    tls: Option<crate::tls::ClientTls>,
 }
 
 impl Shared {
@@ -72,6 +74,7 @@ struct Inner {
     info: serde_json::Value,
     id: u32,
     datagrams_taken: std::sync::atomic::AtomicBool,
+    server_cert: Option<Arc<crate::tls::PeerCertificate>>,
 }
 
 impl Drop for Inner {
@@ -108,6 +111,11 @@ impl Client {
     /// The server's handshake info (JSON; a non-JSON info arrives as a string).
     pub fn server_info(&self) -> &serde_json::Value {
         &self.inner.info
+    }
+
+    /// The certificate the server presented, on a TLS connection.
+    pub fn peer_certificate(&self) -> Option<&crate::tls::PeerCertificate> {
+        self.inner.server_cert.as_deref()
     }
 
     /// The id the server assigned in the handshake.
@@ -201,7 +209,8 @@ impl Client {
         tunid: u16,
         timeout: Duration,
     ) -> Result<crate::DataStream, Error> {
-        crate::stream::connect(self.inner.shared.addr, tunid, timeout).await
+        let shared = &self.inner.shared;
+        crate::stream::connect(shared.addr, tunid, timeout, shared.tls.as_ref()).await
     }
 
     /// Sends a datagram over the quick (UDP) channel: no acknowledgement, no ordering, at

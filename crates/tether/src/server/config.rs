@@ -56,8 +56,11 @@ pub struct Config {
     pub outbound_queue_bytes: usize,
     /// Subscriptions one client may hold; a subscribe beyond it gets status 6. Default 65 536.
     pub max_subscriptions_per_client: usize,
-    /// Open the quick (UDP) channel on each listener's address and port. Default true.
+    /// Open the quick (UDP) channel on each listener's address and port. Default true;
+    /// always off under TLS.
     pub quick: bool,
+    /// Serve TLS (and TLS streams) instead of plain TCP. Default: none.
+    pub tls: Option<crate::tls::ServerTls>,
     /// Connections (logged in or not) a server holds at once; beyond it a new connection is
     /// closed at once, with a log line. Default 10 000.
     pub max_connections: usize,
@@ -92,6 +95,7 @@ impl Default for Config {
             outbound_queue_bytes: 4 << 20,
             max_subscriptions_per_client: 65_536,
             quick: true,
+            tls: None,
             max_connections: 10_000,
             max_pending_logins: 1_024,
             max_in_flight_per_client: 1_024,
@@ -201,6 +205,13 @@ impl ServerBuilder {
     /// See [`Config::connection_rate_per_ip`] (default no limit).
     pub fn connection_rate_per_ip(mut self, per_second: u32) -> Self {
         self.config.connection_rate_per_ip = Some(per_second.max(1));
+        self
+    }
+
+    /// Serve TLS with this setup (mutual TLS if it has a client CA). Turns the quick channel
+    /// off.
+    pub fn tls(mut self, tls: crate::tls::ServerTls) -> Self {
+        self.config.tls = Some(tls);
         self
     }
 

@@ -30,6 +30,7 @@ use super::login::{Credentials, Login, Step};
 use super::quick::QuickPath;
 use super::{encode_reply, outbound_for, stop_requested, ClientEvent, Shared};
 use crate::outbound::OutboundRx;
+use crate::tls::PeerCertificate;
 use crate::Payload;
 
 /// Read buffer space kept free before each read. Small, so that idle connections are cheap;
@@ -62,6 +63,7 @@ impl Connection {
         addr: SocketAddr,
         local: SocketAddr,
         quick_socket: Option<Arc<UdpSocket>>,
+        tls: Option<crate::tls::ServerTls>,
     ) -> Self {
         let (outbound, writer) = outbound_for(&shared.config);
         let client = ClientHandle {
@@ -70,6 +72,8 @@ impl Connection {
             local,
             outbound,
             quick: Default::default(),
+            stream_tls: tls,
+            peer_cert: Default::default(),
         };
         let in_flight = Arc::new(tokio::sync::Semaphore::new(
             shared.config.max_in_flight_per_client,
@@ -89,9 +93,40 @@ impl Connection {
         &self.client
     }
 
-    pub(crate) async fn run(mut self, stream: TcpStream, mut shutdown: watch::Receiver<bool>) {
+    /// Serves the connection: plain TCP, or TLS after a handshake that must finish within
+    /// the handshake timeout.
+    pub(crate) async fn run(self, stream: TcpStream, shutdown: watch::Receiver<bool>) {
         let _ = stream.set_nodelay(true);
-        let (mut rd, wr) = stream.into_split();
+        let Some(tls) = self.client.stream_tls.clone() else {
+            let (rd, wr) = stream.into_split();
+            return self.serve(rd, wr, shutdown).await;
+        };
+        let timeout = self.shared.config.handshake_timeout;
+        match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => {
+                let peer = PeerCertificate::first_of(tls.get_ref().1.peer_certificates());
+                if let Some(cert) = peer {
+                    let _ = self.client.peer_cert.set(cert);
+                }
+                let (rd, wr) = tokio::io::split(tls);
+                self.serve(rd, wr, shutdown).await
+            }
+            Ok(Err(e)) => {
+                tracing::info!("TLS handshake failed: {e}");
+                self.shared.registry().remove(self.client.id);
+            }
+            Err(_) => {
+                tracing::info!("TLS handshake not finished within {timeout:?}");
+                self.shared.registry().remove(self.client.id);
+            }
+        }
+    }
+
+    async fn serve<R, W>(mut self, mut rd: R, wr: W, mut shutdown: watch::Receiver<bool>)
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let writer = match self.writer.take() {
             Some(w) => tokio::spawn(w.run(wr)),
             None => return,

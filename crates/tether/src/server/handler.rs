@@ -39,6 +39,10 @@ pub struct ClientHandle {
     pub(crate) outbound: Outbound,
     /// Set once, when the handshake advertises a UDP port on a listener with a quick channel.
     pub(crate) quick: Arc<std::sync::OnceLock<QuickPath>>,
+    /// The server's TLS setup, for this connection and the streams it opens.
+    pub(crate) stream_tls: Option<crate::tls::ServerTls>,
+    /// The client's certificate, once a TLS handshake presented one.
+    pub(crate) peer_cert: Arc<std::sync::OnceLock<Arc<crate::tls::PeerCertificate>>>,
 }
 
 impl ClientHandle {
@@ -67,6 +71,11 @@ impl ClientHandle {
         let path = self.quick.get().ok_or(crate::Error::NoQuickChannel)?;
         let packet = payload.into_packet(PacketType::Datagram, url, MAX_QUICK_BODY_LEN)?;
         Ok(path.send(&packet.to_bytes()?))
+    }
+
+    /// The client's TLS certificate (mutual TLS), if it presented one.
+    pub fn peer_certificate(&self) -> Option<&crate::tls::PeerCertificate> {
+        self.peer_cert.get().map(|c| &**c)
     }
 
     /// The client's quick-channel address, if it advertised one.
@@ -157,7 +166,13 @@ impl Request {
         &self,
         timeout: std::time::Duration,
     ) -> Result<crate::PendingStream, crate::Error> {
-        crate::PendingStream::open(self.client.local.ip(), self.client.addr.ip(), timeout).await
+        crate::PendingStream::open(
+            self.client.local.ip(),
+            self.client.addr.ip(),
+            timeout,
+            self.client.stream_tls.clone(),
+        )
+        .await
     }
 }
 

@@ -218,7 +218,8 @@ impl Server {
             .map_err(bind_err)?
             .next()
             .ok_or_else(|| bind_err(std::io::ErrorKind::AddrNotAvailable.into()))?;
-        let (listener, udp) = quick::bind_pair(requested, &shown, self.shared.config.quick).await?;
+        let quick = self.shared.config.quick && self.shared.config.tls.is_none();
+        let (listener, udp) = quick::bind_pair(requested, &shown, quick).await?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel::<()>(1);
@@ -451,7 +452,9 @@ async fn accept_loop(
                 Ok((stream, peer)) => {
                     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
                     let Ok(local) = stream.local_addr() else { continue };
-                    let conn = connection::Connection::new(shared.clone(), id, peer, local, udp.clone());
+                    let conn = connection::Connection::new(
+                        shared.clone(), id, peer, local, udp.clone(), shared.config.tls.clone(),
+                    );
                     if !shared.admit(&conn) {
                         continue; // dropping the stream closes it
                     }

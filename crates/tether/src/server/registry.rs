@@ -130,6 +130,8 @@ mod tests {
                 local: "127.0.0.1:2".parse().unwrap(),
                 outbound,
                 quick: Default::default(),
+                stream_tls: None,
+                peer_cert: Default::default(),
             },
             priority,
             authed,

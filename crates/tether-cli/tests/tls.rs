@@ -1,0 +1,298 @@
+//! TLS and mutual TLS: our server and client, streams, bad certificates, wrong protocols.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use tether::tls::{ClientTls, ServerTls};
+use tether::{Client, Error, Mode, Reply, Request, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn server_tls(pki: &Pki, cert: &str, mutual: bool) -> ServerTls {
+    let ca = pki.path("ca.pem");
+    ServerTls::from_pem_files(
+        Path::new(&pki.path(&format!("{cert}.pem"))),
+        Path::new(&pki.path(&format!("{cert}.key"))),
+        mutual.then_some(Path::new(&ca)),
+    )
+    .unwrap()
+}
+
+fn client_tls(pki: &Pki, ca: &str, cert: Option<&str>) -> ClientTls {
+    let (c, k) = cert
+        .map(|c| (pki.path(&format!("{c}.pem")), pki.path(&format!("{c}.key"))))
+        .unzip();
+    ClientTls::from_pem_files(
+        Path::new(&pki.path(ca)),
+        c.as_deref().map(Path::new).zip(k.as_deref().map(Path::new)),
+    )
+    .unwrap()
+}
+
+/// A TLS server with `/echo`, `/whoami` (the client certificate's subject) and a stream echo.
+async fn tls_server(pki: &Pki, cert: &str, mutual: bool) -> (Server, tether::Listening) {
+    let server = Server::builder().tls(server_tls(pki, cert, mutual)).build();
+    server.route_with("/echo", Mode::Inline, |r: Request| async move {
+        Reply::ok(r.payload)
+    });
+    server.route("/whoami", |r: Request| async move {
+        let subject = r.client.peer_certificate().map(|c| c.subject.clone());
+        Reply::json(&subject).unwrap()
+    });
+    server.route("/stream/echo", |r: Request| async move {
+        r.with_stream(Reply::empty(), |s| async move {
+            let (mut rd, mut wr) = tokio::io::split(s);
+            let _ = tokio::io::copy(&mut rd, &mut wr).await;
+            let _ = wr.shutdown().await;
+        })
+        .await
+    });
+    let l = server.bind("127.0.0.1:0").await.unwrap();
+    (server, l)
+}
+
+fn url(l: &tether::Listening) -> String {
+    format!("vsoa://{}", l.local_addr())
+}
+
+#[tokio::test]
+async fn one_way_tls_rpc_streams_and_no_quick_channel() {
+    let pki = Pki::new();
+    let (_s, l) = tls_server(&pki, "server", false).await;
+    let c = Client::connect(&url(&l))
+        .tls(client_tls(&pki, "ca.pem", None))
+        .await
+        .unwrap();
+    let cert = c.peer_certificate().expect("the server's certificate");
+    assert!(
+        cert.subject.contains("tether-test-server") && cert.issuer.contains("Tether Test CA"),
+        "{cert:?}"
+    );
+    assert!(cert.not_before < std::time::SystemTime::now() && !cert.der.is_empty());
+    let r = c.call("/echo").json(&"over tls").unwrap().await.unwrap();
+    assert_eq!(r.payload.param_value(), Some(serde_json::json!("over tls")));
+    assert_eq!(
+        c.call("/whoami").await.unwrap().payload.param_value(),
+        Some(serde_json::Value::Null)
+    );
+    assert!(matches!(
+        c.datagram_quick("/d", tether::Payload::empty()).await,
+        Err(Error::NoQuickChannel)
+    ));
+    tokio::net::UdpSocket::bind(l.local_addr())
+        .await
+        .expect("no UDP socket under TLS");
+    // Streams are TLS too.
+    let r = c.call("/stream/echo").await.unwrap();
+    let mut s = c.connect_stream(r.tunid).await.unwrap();
+    assert!(s.is_tls());
+    s.write_all(b"secret bytes").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, b"secret bytes");
+}
+
+#[tokio::test]
+async fn mutual_tls_needs_a_client_certificate_from_the_ca() {
+    let pki = Pki::new();
+    let (_s, l) = tls_server(&pki, "server", true).await;
+    let c = Client::connect(&url(&l))
+        .tls(client_tls(&pki, "ca.pem", Some("client")))
+        .await
+        .unwrap();
+    let who = c
+        .call("/whoami")
+        .await
+        .unwrap()
+        .payload
+        .param_value()
+        .unwrap();
+    assert!(
+        who.as_str().unwrap().contains("drone-7"),
+        "handlers see the client certificate: {who}"
+    );
+    for cert in [None, Some("other-client")] {
+        let e = Client::connect(&url(&l))
+            .tls(client_tls(&pki, "ca.pem", cert))
+            .timeout(Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::TlsHandshake { .. }), "{cert:?}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn bad_server_certificates_fail_with_clear_errors() {
+    let pki = Pki::new();
+    let (_s, good) = tls_server(&pki, "server", false).await;
+    let (_e, expired) = tls_server(&pki, "expired", false).await;
+    let cases = [
+        (
+            &good,
+            client_tls(&pki, "other-ca.pem", None),
+            "UnknownIssuer",
+        ),
+        (
+            &expired,
+            client_tls(&pki, "ca.pem", None),
+            "certificate expired",
+        ),
+        (
+            &good,
+            client_tls(&pki, "ca.pem", None).server_name("other.example"),
+            "not valid for name",
+        ),
+    ];
+    for (l, tls, want) in cases {
+        let e = Client::connect(&url(l)).tls(tls).await.unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("TLS handshake with") && text.contains(want),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn wrong_protocols_and_stalled_handshakes_are_closed() {
+    let pki = Pki::new();
+    let server = Server::builder()
+        .tls(server_tls(&pki, "server", false))
+        .handshake_timeout(Duration::from_millis(200))
+        .build();
+    let l = server.bind("127.0.0.1:0").await.unwrap();
+    // Plain VSOA to the TLS port.
+    let plain = Client::connect(&url(&l))
+        .timeout(Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(plain, Error::Malformed { .. }), "{plain}");
+    // A TCP connection that never starts its handshake.
+    let mut idle = tokio::net::TcpStream::connect(l.local_addr())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 8];
+    let n = tokio::time::timeout(WAIT, idle.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed after the handshake timeout");
+    // TLS to a plain port.
+    let plain_server = Server::builder().build();
+    let pl = plain_server.bind("127.0.0.1:0").await.unwrap();
+    let e = Client::connect(&url(&pl))
+        .tls(client_tls(&pki, "ca.pem", None))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::TlsHandshake { .. }), "{e}");
+}
+
+async fn python_tls_client(port: u16, pki: &Pki, cert: Option<&str>, expect_fail: bool) {
+    let mut cmd = tokio::process::Command::new(python());
+    cmd.current_dir(workspace().join("interop/py"))
+        .arg("tls_client.py")
+        .arg(port.to_string())
+        .arg(pki.path("ca.pem"));
+    if let Some(c) = cert {
+        cmd.arg(pki.path(&format!("{c}.pem")))
+            .arg(pki.path(&format!("{c}.key")));
+    }
+    if expect_fail {
+        cmd.env("EXPECT_FAIL", "1");
+    }
+    run_peer(cmd, "Python vsoa TLS client").await;
+}
+
+#[tokio::test]
+async fn python_client_over_tls_one_way_and_mutual() {
+    let pki = Pki::new();
+    let one_way = tether_serve(&[
+        "--tls-cert",
+        &pki.path("server.pem"),
+        "--tls-key",
+        &pki.path("server.key"),
+    ])
+    .await;
+    python_tls_client(one_way.port, &pki, None, false).await;
+    let mutual = tether_serve(&[
+        "--tls-cert",
+        &pki.path("server.pem"),
+        "--tls-key",
+        &pki.path("server.key"),
+        "--tls-client-ca",
+        &pki.path("ca.pem"),
+    ])
+    .await;
+    python_tls_client(mutual.port, &pki, Some("client"), false).await;
+    python_tls_client(mutual.port, &pki, Some("other-client"), true).await;
+    // Not tested here: an expired or untrusted *server* certificate. Python 1.0.4's client
+    // then hangs in connect() forever, ignoring its timeout (verified; docs/vsoa.md). Our
+    // client's refusals are in `bad_server_certificates_fail_with_clear_errors`.
+}
+
+#[tokio::test]
+async fn our_client_over_tls_to_a_python_server_and_the_cli() {
+    let pki = Pki::new();
+    let mut cmd = tokio::process::Command::new(python());
+    cmd.arg(workspace().join("interop/py/server.py"))
+        .args(["", "0"])
+        .env("PY_TLS_CERT", pki.path("server.pem"))
+        .env("PY_TLS_KEY", pki.path("server.key"));
+    let py = start_cmd(cmd, "READY ").await;
+    let c = Client::connect(&format!("vsoa://127.0.0.1:{}", py.port))
+        .tls(client_tls(&pki, "ca.pem", None).server_name("localhost"))
+        .await
+        .unwrap();
+    let r = c.call("/echo").json(&"to python").unwrap().await.unwrap();
+    assert_eq!(
+        r.payload.param_value(),
+        Some(serde_json::json!("to python"))
+    );
+    let e = Client::connect(&format!("vsoa://127.0.0.1:{}", py.port))
+        .tls(client_tls(&pki, "other-ca.pem", None))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+    // The CLI's TLS flags against our own TLS server.
+    let ours = tether_serve(&[
+        "--tls-cert",
+        &pki.path("server.pem"),
+        "--tls-key",
+        &pki.path("server.key"),
+    ])
+    .await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args([
+            "call",
+            &format!("vsoa://127.0.0.1:{}/echo", ours.port),
+            "--tls-ca",
+            &pki.path("ca.pem"),
+            "--param",
+            "7",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"status\":0,\"param\":7,\"data\":null,\"tunid\":0}\n"
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args([
+            "call",
+            &format!("vsoa://127.0.0.1:{}/echo", ours.port),
+            "--tls-ca",
+            &pki.path("other-ca.pem"),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UnknownIssuer"));
+}

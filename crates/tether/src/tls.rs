@@ -1,0 +1,229 @@
+//! TLS (rustls with the `ring` provider) for the main channel and for streams.
+//!
+//! * [`ServerTls`]: certificate chain and key from PEM; optionally a CA whose client
+//!   certificates are required (mutual TLS).
+//! * [`ClientTls`]: the CAs to trust, the name to verify (default: the server's IP address),
+//!   and optionally a client certificate.
+//! * [`PeerCertificate`]: subject, issuer, validity and DER of the other side's certificate,
+//!   for handlers ([`crate::ClientHandle::peer_certificate`]) and for the client
+//!   ([`crate::Client::peer_certificate`]).
+//!
+//! Under TLS there is no quick (UDP) channel, on either side (vsoa.md §5).
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::Error;
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_error(what: impl std::fmt::Display) -> Error {
+    Error::Tls {
+        detail: what.to_string(),
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| tls_error(format!("cannot read {}: {e}", path.display())))
+}
+
+fn certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls_error(format!("{what}: not PEM certificates: {e}")))?;
+    if certs.is_empty() {
+        return Err(tls_error(format!("{what}: no certificate found")));
+    }
+    Ok(certs)
+}
+
+fn key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, Error> {
+    PrivateKeyDer::from_pem_slice(pem)
+        .map_err(|e| tls_error(format!("{what}: no private key: {e}")))
+}
+
+fn roots(pem: &[u8], what: &str) -> Result<RootCertStore, Error> {
+    let mut store = RootCertStore::empty();
+    for cert in certs(pem, what)? {
+        store
+            .add(cert)
+            .map_err(|e| tls_error(format!("{what}: unusable CA certificate: {e}")))?;
+    }
+    Ok(store)
+}
+
+/// A server's TLS setup.
+#[derive(Clone)]
+pub struct ServerTls {
+    pub(crate) acceptor: tokio_rustls::TlsAcceptor,
+    mutual: bool,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("mutual", &self.mutual)
+            .finish()
+    }
+}
+
+impl ServerTls {
+    /// From PEM text: the certificate chain, its private key, and optionally the CA(s) whose
+    /// client certificates are required (mutual TLS).
+    pub fn from_pem(
+        chain: &[u8],
+        private_key: &[u8],
+        client_ca: Option<&[u8]>,
+    ) -> Result<Self, Error> {
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(tls_error)?;
+        let builder = match client_ca {
+            Some(ca) => {
+                let verifier = WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots(ca, "client CA")?),
+                    provider(),
+                )
+                .build()
+                .map_err(tls_error)?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder
+            .with_single_cert(
+                certs(chain, "server certificate")?,
+                key(private_key, "server key")?,
+            )
+            .map_err(|e| tls_error(format!("server certificate and key do not fit: {e}")))?;
+        Ok(ServerTls {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            mutual: client_ca.is_some(),
+        })
+    }
+
+    /// Like [`ServerTls::from_pem`], reading files.
+    pub fn from_pem_files(
+        chain: &Path,
+        private_key: &Path,
+        client_ca: Option<&Path>,
+    ) -> Result<Self, Error> {
+        let ca = client_ca.map(read).transpose()?;
+        Self::from_pem(&read(chain)?, &read(private_key)?, ca.as_deref())
+    }
+}
+
+/// A client's TLS setup.
+#[derive(Clone)]
+pub struct ClientTls {
+    pub(crate) connector: tokio_rustls::TlsConnector,
+    server_name: Option<String>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl ClientTls {
+    /// Trusting the CA(s) in `ca` (PEM), optionally presenting a client certificate chain and
+    /// key (PEM) for mutual TLS.
+    pub fn from_pem(ca: &[u8], client_cert: Option<(&[u8], &[u8])>) -> Result<Self, Error> {
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(tls_error)?
+            .with_root_certificates(roots(ca, "CA")?);
+        let config = match client_cert {
+            Some((chain, private_key)) => builder
+                .with_client_auth_cert(
+                    certs(chain, "client certificate")?,
+                    key(private_key, "client key")?,
+                )
+                .map_err(|e| tls_error(format!("client certificate and key do not fit: {e}")))?,
+            None => builder.with_no_client_auth(),
+        };
+        Ok(ClientTls {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            server_name: None,
+        })
+    }
+
+    /// Like [`ClientTls::from_pem`], reading files.
+    pub fn from_pem_files(ca: &Path, client_cert: Option<(&Path, &Path)>) -> Result<Self, Error> {
+        let cert = client_cert
+            .map(|(c, k)| Ok::<_, Error>((read(c)?, read(k)?)))
+            .transpose()?;
+        Self::from_pem(
+            &read(ca)?,
+            cert.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+        )
+    }
+
+    /// The name to send (SNI) and to verify in the server's certificate. Default: the
+    /// server's IP address (the certificate then needs that IP as a subject alternative name).
+    #[must_use]
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    pub(crate) fn name_for(&self, ip: IpAddr) -> Result<ServerName<'static>, Error> {
+        match &self.server_name {
+            Some(n) => ServerName::try_from(n.clone())
+                .map_err(|e| tls_error(format!("server name {n:?}: {e}"))),
+            None => Ok(ServerName::IpAddress(ip.into())),
+        }
+    }
+}
+
+/// The other side's certificate, as presented in the TLS handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCertificate {
+    /// Subject distinguished name, e.g. `CN=drone-7`.
+    pub subject: String,
+    /// Issuer distinguished name.
+    pub issuer: String,
+    /// Start of validity.
+    pub not_before: SystemTime,
+    /// End of validity.
+    pub not_after: SystemTime,
+    /// The certificate, DER-encoded.
+    pub der: Vec<u8>,
+}
+
+impl PeerCertificate {
+    pub(crate) fn parse(der: &[u8]) -> Option<Self> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let time = |t: x509_parser::time::ASN1Time| {
+            let secs = t.timestamp();
+            if secs >= 0 {
+                SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
+            } else {
+                SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+            }
+        };
+        Some(PeerCertificate {
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            not_before: time(cert.validity().not_before),
+            not_after: time(cert.validity().not_after),
+            der: der.to_vec(),
+        })
+    }
+
+    pub(crate) fn first_of(chain: Option<&[CertificateDer<'_>]>) -> Option<Arc<Self>> {
+        chain?.first().and_then(|c| Self::parse(c)).map(Arc::new)
+    }
+}
