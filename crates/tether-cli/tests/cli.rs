@@ -492,3 +492,16 @@ async fn call_with_a_secret_and_a_server_that_requires_one() {
         "plain logins are refused when the secret is required"
     );
 }
+
+#[tokio::test]
+async fn serve_takes_its_limits_from_flags() {
+    let s = tether_serve(&["--max-url-len", "8"]).await;
+    let base = format!("vsoa://127.0.0.1:{}", s.port);
+    let r = tether(&["call", &format!("{base}/echo/long")]).await;
+    assert_eq!(
+        r.stdout, "{\"status\":2,\"param\":null,\"data\":null,\"tunid\":0}\n",
+        "9-byte URL over the limit"
+    );
+    let r = tether(&["call", &format!("{base}/echo"), "--param", "1"]).await;
+    assert!(r.stdout.starts_with("{\"status\":0"), "{}", r.stdout);
+}

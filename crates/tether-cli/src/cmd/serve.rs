@@ -30,6 +30,8 @@ pub struct Args {
     /// Require client certificates issued by this CA (mutual TLS).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_client_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    limits: Limits,
     /// Server name in the handshake info (and for --register).
     #[arg(long, default_value = "tether")]
     name: String,
@@ -54,7 +56,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     if let Some(secret) = &args.secret {
         builder = builder.secret(secret).require_secret(args.require_secret);
     }
-    let builder = crate::demo::datagram_echo(builder);
+    let builder = crate::demo::datagram_echo(args.limits.apply(builder));
     let server = builder.build();
     crate::demo::install(&server);
     let listening = server.bind(args.listen.as_str()).await?;
@@ -85,4 +87,69 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     tracing::info!("shutting down");
     listening.shutdown().await;
     Ok(())
+}
+
+/// The server limits (docs/security.md); each flag's default is the library's.
+#[derive(clap::Args)]
+struct Limits {
+    /// Connections held at once (default 10000).
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Connections waiting to log in; a newcomer evicts the oldest (default 1024).
+    #[arg(long, value_name = "N")]
+    max_pending_logins: Option<usize>,
+    /// RPCs of one client running at once (default 1024).
+    #[arg(long, value_name = "N")]
+    max_in_flight: Option<usize>,
+    /// Subscriptions per client (default 65536).
+    #[arg(long, value_name = "N")]
+    max_subscriptions: Option<usize>,
+    /// Longest URL in bytes (default 4096).
+    #[arg(long, value_name = "N")]
+    max_url_len: Option<usize>,
+    /// New connections per second per IP address (default: no limit).
+    #[arg(long, value_name = "N")]
+    connection_rate: Option<u32>,
+    /// Seconds a connection has to log in (default 5).
+    #[arg(long, value_name = "SECS", value_parser = super::parse_secs)]
+    handshake_timeout: Option<std::time::Duration>,
+    /// Seconds without a packet before a connection is closed (default: never).
+    #[arg(long, value_name = "SECS", value_parser = super::parse_secs)]
+    idle_timeout: Option<std::time::Duration>,
+    /// Seconds a client may leave its queue full before it is cut off (default 0.5).
+    #[arg(long, value_name = "SECS", value_parser = super::parse_secs)]
+    send_timeout: Option<std::time::Duration>,
+}
+
+impl Limits {
+    fn apply(&self, mut b: tether::ServerBuilder) -> tether::ServerBuilder {
+        if let Some(n) = self.max_connections {
+            b = b.max_connections(n);
+        }
+        if let Some(n) = self.max_pending_logins {
+            b = b.max_pending_logins(n);
+        }
+        if let Some(n) = self.max_in_flight {
+            b = b.max_in_flight_per_client(n);
+        }
+        if let Some(n) = self.max_subscriptions {
+            b = b.max_subscriptions_per_client(n);
+        }
+        if let Some(n) = self.max_url_len {
+            b = b.max_url_len(n);
+        }
+        if let Some(n) = self.connection_rate {
+            b = b.connection_rate_per_ip(n);
+        }
+        if let Some(t) = self.handshake_timeout {
+            b = b.handshake_timeout(t);
+        }
+        if let Some(t) = self.idle_timeout {
+            b = b.idle_timeout(t);
+        }
+        if let Some(t) = self.send_timeout {
+            b = b.send_timeout(t);
+        }
+        b
+    }
 }
