@@ -403,7 +403,7 @@ async fn position_lookup_and_serve_register() {
     assert_eq!(
         r.stdout,
         format!(
-            "{{\"addr\":\"127.0.0.1\",\"name\":\"reg-demo\",\"port\":{},\"security\":false}}\n",
+            "{{\"name\":\"reg-demo\",\"addr\":\"127.0.0.1\",\"port\":{},\"security\":false}}\n",
             server.port
         )
     );
@@ -467,7 +467,7 @@ async fn lookup_follows_vsoa_pos_server_in_order_with_ipv6_entries() {
     );
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        "{\"addr\":\"127.0.0.1\",\"name\":\"v6name\",\"port\":4321,\"security\":false}\n",
+        "{\"name\":\"v6name\",\"addr\":\"127.0.0.1\",\"port\":4321,\"security\":false}\n",
         "the silent first server was skipped and the IPv6 one answered"
     );
 }
