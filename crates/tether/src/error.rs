@@ -120,6 +120,14 @@ pub enum Error {
         /// What rustls said.
         detail: String,
     },
+    /// The peer answered a request with an error (clever-show error response).
+    #[error("{what} failed on the peer: {reason}")]
+    Remote {
+        /// What was asked.
+        what: String,
+        /// The peer's reason.
+        reason: String,
+    },
     /// A `vsoa://` address that cannot be used.
     #[error(transparent)]
     Address(#[from] AddressError),

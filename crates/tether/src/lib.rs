@@ -29,6 +29,7 @@
 
 mod address;
 pub mod auth;
+pub mod clevershow;
 pub mod client;
 mod error;
 mod outbound;

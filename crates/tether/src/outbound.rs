@@ -220,9 +220,14 @@ impl OutboundRx {
         loop {
             let first = match held.take() {
                 Some(f) => f,
-                None => match self.rx.recv().await {
-                    Some(f) => f,
-                    None => return "connection closed".into(),
+                // Idle: also watch for a kill, since this task's own handle keeps the queue
+                // open, and a killed connection must release its socket whoever owns it.
+                None => tokio::select! {
+                    f = self.rx.recv() => match f {
+                        Some(f) => f,
+                        None => return "connection closed".into(),
+                    },
+                    why = out.killed() => return why.to_string(),
                 },
             };
             let mut permits: usize = 0;

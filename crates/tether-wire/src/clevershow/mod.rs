@@ -178,6 +178,16 @@ impl Frame {
         Frame::new("response", extra, content)
     }
 
+    /// A response reporting a failure, with content `{"value": null, "error": reason}` (a
+    /// Tether extension: the original sends nothing; peers that read only `value` see null).
+    pub fn error_response(requested_value: &str, request_id: &str, reason: &str) -> Self {
+        let mut frame = Self::response(requested_value, request_id, Content::Json(Value::Null));
+        if let Content::Json(Value::Object(m)) = &mut frame.content {
+            m.insert("error".into(), reason.into());
+        }
+        frame
+    }
+
     /// A file push: the whole file as binary content, its destination in `filepath`.
     pub fn file_push(filepath: &str, bytes: Bytes) -> Self {
         let mut extra = Map::new();
