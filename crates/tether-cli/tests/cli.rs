@@ -505,3 +505,41 @@ async fn serve_takes_its_limits_from_flags() {
     let r = tether(&["call", &format!("{base}/echo"), "--param", "1"]).await;
     assert!(r.stdout.starts_with("{\"status\":0"), "{}", r.stdout);
 }
+
+#[tokio::test]
+async fn serve_answers_clever_show_echo_and_time() {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"));
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--clever-show",
+        "127.0.0.1:0",
+    ]);
+    let cs = start_cmd(cmd, "clever-show on ").await;
+    let drone = tether::clevershow::Node::new()
+        .connect(format!("127.0.0.1:{}", cs.port).parse().unwrap())
+        .await
+        .unwrap();
+    let kwargs = serde_json::json!({"x": 1}).as_object().cloned().unwrap();
+    let echo = drone
+        .request("echo")
+        .args(vec![serde_json::json!("a")])
+        .kwargs(kwargs)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echo, serde_json::json!({"args": ["a"], "kwargs": {"x": 1}}));
+    let t = drone
+        .request("time")
+        .send()
+        .await
+        .unwrap()
+        .as_f64()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((t - now).abs() < 5.0, "{t} vs {now}");
+}

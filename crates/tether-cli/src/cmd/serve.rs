@@ -30,6 +30,10 @@ pub struct Args {
     /// Require client certificates issued by this CA (mutual TLS).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_client_ca: Option<std::path::PathBuf>,
+    /// Also serve clever-show messaging (drone shows) on this TCP address, off by default.
+    /// Requests `echo` and `time` (docs: README).
+    #[arg(long, value_name = "HOST:PORT")]
+    clever_show: Option<std::net::SocketAddr>,
     #[command(flatten)]
     limits: Limits,
     /// Server name in the handshake info (and for --register).
@@ -73,11 +77,22 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         ),
         None => None,
     };
+    let clever_show = match args.clever_show {
+        Some(addr) => {
+            let node = tether::clevershow::Node::new();
+            node.with_demo();
+            Some(node.bind(addr).await?)
+        }
+        None => None,
+    };
     // The first stdout line is the contract for scripts that start us on port 0.
     crate::output::print_line(&format!(
         "tether: VSOA server on vsoa://{}",
         listening.local_addr()
     ));
+    if let Some(cs) = &clever_show {
+        crate::output::print_line(&format!("tether: clever-show on {}", cs.local_addr()));
+    }
     if let Err(e) = tokio::signal::ctrl_c().await {
         return Err(Failure {
             message: format!("cannot wait for Ctrl-C: {e}"),
