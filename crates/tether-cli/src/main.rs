@@ -27,7 +27,7 @@ enum Command {
     /// Run a server with the demo services (/echo, /publish, datagram echo).
     Serve(cmd::serve::Args),
     /// Make one RPC call and print the reply as one JSON line.
-    Call(cmd::call::Args),
+    Call(cmd::call::RpcArgs),
     /// Subscribe and print each message as one JSON line.
     Sub(cmd::sub::Args),
     /// Call a route that opens a stream; copy stdin to it and it to stdout.
@@ -91,5 +91,15 @@ fn main() -> ExitCode {
             eprintln!("tether: {}", failure.message);
             ExitCode::from(failure.code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Clap checks a subcommand's definition only when it runs; check them all here.
+    #[test]
+    fn every_subcommand_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

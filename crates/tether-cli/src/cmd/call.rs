@@ -3,10 +3,11 @@
 use super::{ConnectArgs, Failure, PayloadArgs};
 use crate::output;
 
+/// The options of a command that makes one RPC (`call`, and `stream` before it connects).
 #[derive(clap::Args)]
-pub struct Args {
+pub struct RpcArgs {
     /// vsoa://HOST:PORT/PATH
-    url: tether::VsoaUrl,
+    pub url: tether::VsoaUrl,
     /// Use method SET (default GET).
     #[arg(long)]
     set: bool,
@@ -16,17 +17,25 @@ pub struct Args {
     conn: ConnectArgs,
 }
 
-pub async fn run(args: Args) -> Result<(), Failure> {
-    let payload = args.payload.payload()?;
-    let client = args.conn.connect(&args.url).await?;
-    let mut call = client
-        .call(&args.url.path)
-        .payload(payload)
-        .timeout(args.conn.timeout);
-    if args.set {
-        call = call.set();
+impl RpcArgs {
+    /// Connects and makes the call; returns the client (still open) and the reply.
+    pub async fn send(&self) -> Result<(tether::Client, tether::Response), Failure> {
+        let payload = self.payload.payload()?;
+        let client = self.conn.connect(&self.url).await?;
+        let mut call = client
+            .call(&self.url.path)
+            .payload(payload)
+            .timeout(self.conn.timeout);
+        if self.set {
+            call = call.set();
+        }
+        let reply = call.await?;
+        Ok((client, reply))
     }
-    let reply = call.await?;
+}
+
+pub async fn run(args: RpcArgs) -> Result<(), Failure> {
+    let (client, reply) = args.send().await?;
     output::print_line(&output::reply_json(&reply));
     client.close().await;
     Ok(())

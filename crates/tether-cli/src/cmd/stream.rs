@@ -3,37 +3,23 @@
 
 use tokio::io::AsyncWriteExt;
 
-use super::{ConnectArgs, Failure, PayloadArgs};
+use super::Failure;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// vsoa://HOST:PORT/PATH of a route that opens a stream.
-    url: tether::VsoaUrl,
+    /// The call to a route that opens a stream (url, --set, --param, --data-base64, ...).
     #[command(flatten)]
-    payload: PayloadArgs,
-    /// Use method SET (default GET).
-    #[arg(long)]
-    set: bool,
-    #[command(flatten)]
-    conn: ConnectArgs,
+    rpc: super::call::RpcArgs,
 }
 
 pub async fn run(args: Args) -> Result<(), Failure> {
-    let payload = args.payload.payload()?;
-    let client = args.conn.connect(&args.url).await?;
-    let mut call = client
-        .call(&args.url.path)
-        .payload(payload)
-        .timeout(args.conn.timeout);
-    if args.set {
-        call = call.set();
-    }
-    let reply = call.await?;
+    let (client, reply) = args.rpc.send().await?;
+    let url = &args.rpc.url;
     if reply.tunid == 0 {
         return Err(Failure {
             message: format!(
                 "{} opened no stream (reply status {})",
-                args.url.path, reply.status
+                url.path, reply.status
             ),
             code: 1,
         });
@@ -57,7 +43,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let received = download.await;
     upload.abort();
     received.map_err(|e| Failure {
-        message: format!("stream from {} failed: {e}", args.url),
+        message: format!("stream from {} failed: {e}", url),
         code: 3,
     })?;
     Ok(())

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tether_wire::vsoa::{Packet, PacketType, MAX_BODY_LEN, MAX_QUICK_BODY_LEN};
 use tokio::sync::{mpsc, oneshot};
 
@@ -59,6 +60,14 @@ struct Shared {
 }
 
 impl Shared {
+    /// Queues encoded bytes; a closed connection is reported with its reason.
+    async fn send(&self, bytes: Bytes) -> Result<(), Error> {
+        self.outbound
+            .send(bytes)
+            .await
+            .map_err(|_| self.closed_error())
+    }
+
     fn closed_error(&self) -> Error {
         Error::Closed {
             reason: self
@@ -156,13 +165,10 @@ impl Client {
     /// Sends a NOOP packet (never answered): traffic that keeps TCP's retransmission going
     /// while requests are pending (VSOA's turbo ping).
     pub async fn noop(&self) -> Result<(), Error> {
-        let bytes = Packet::new(PacketType::Noop).to_bytes()?;
         self.inner
             .shared
-            .outbound
-            .send(bytes)
+            .send(Packet::new(PacketType::Noop).to_bytes()?)
             .await
-            .map_err(|_| self.inner.shared.closed_error())
     }
 
     /// Ends the connection now, without flushing; pending calls fail with `reason`.
@@ -189,12 +195,7 @@ impl Client {
         let bytes = payload
             .into_packet(PacketType::Datagram, url, MAX_BODY_LEN)?
             .to_bytes()?;
-        self.inner
-            .shared
-            .outbound
-            .send(bytes)
-            .await
-            .map_err(|_| self.inner.shared.closed_error())
+        self.inner.shared.send(bytes).await
     }
 
     /// Connects to the stream a reply announced (its `tunid`), within 10 s.
@@ -309,9 +310,9 @@ impl Client {
                 return Err(e.into());
             }
         };
-        if shared.outbound.send(bytes).await.is_err() {
+        if let Err(e) = shared.send(bytes).await {
             forget();
-            return Err(shared.closed_error());
+            return Err(e);
         }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => Ok(reply),
