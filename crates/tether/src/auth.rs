@@ -30,10 +30,8 @@ pub(crate) fn new_seed() -> Result<[u8; SEED_LEN], getrandom::Error> {
 
 /// HMAC-SHA256(secret, seed).
 pub(crate) fn answer(secret: &[u8], seed: &[u8]) -> [u8; 32] {
-    // HMAC takes keys of any length; this cannot fail.
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(secret).unwrap_or_else(|_| {
-        <HmacSha256 as Mac>::new_from_slice(&[]).expect("HMAC accepts an empty key")
-    });
+    let mut mac =
+        <HmacSha256 as Mac>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(seed);
     mac.finalize().into_bytes().into()
 }
