@@ -32,6 +32,7 @@ pub mod auth;
 pub mod clevershow;
 pub mod client;
 mod error;
+pub mod files;
 mod outbound;
 mod payload;
 pub mod position;
