@@ -230,3 +230,22 @@ proptest! {
         while let Ok(Some(_)) = dec.decode(&mut buf) {}
     }
 }
+
+/// Found by the `clevershow_decoder` fuzz target: a 73-digit number in JSON content came out
+/// as a different float after a decode/encode/decode round trip (serde_json's default
+/// float parsing is not correctly rounded; the workspace enables `float_roundtrip`).
+#[test]
+fn fuzz_regression_long_numbers_survive_a_relay() {
+    let wire = hex("007d7b22627974656f72646572223a20226c6974746c65222c2022636f6e74656e742d74797065223a20226a736f6e222c2022636f6e74656e742d656e636f64696e67223a20227574662d38222c2022636f6e74656e742d6c656e677468223a2037332c20226d6573736167652d74797065223a202272657175657374227d3232323230323232323232323232323232323232323232323232323232323232323232323232323232323232323232323232323232323232323232323232323232323232323232323232323232323232323232223a2264222c2022726571756573745f6964223a222030303432222c627974657f72646572726773223a207b7d7d");
+    let mut buf = BytesMut::from(&wire[..]);
+    let frame = Decoder::default()
+        .decode(&mut buf)
+        .unwrap()
+        .expect("a frame");
+    let again = frame.to_bytes().unwrap();
+    let back = Decoder::default()
+        .decode(&mut BytesMut::from(&again[..]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, frame);
+}
