@@ -64,6 +64,18 @@ pub(crate) struct Outbound {
 pub(crate) struct OutboundRx {
     rx: mpsc::UnboundedReceiver<Frame>,
     outbound: Outbound,
+    keep_unsent: bool,
+}
+
+/// What the writer holds between writes.
+#[derive(Default)]
+struct Batch {
+    /// The buffers of the write in progress; a fully written one is emptied.
+    bufs: Vec<Bytes>,
+    /// The same buffers whole, kept only when the unsent ones are to be given back.
+    originals: Vec<Bytes>,
+    /// A frame taken from the queue that did not fit the current write.
+    held: Option<Frame>,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -92,6 +104,7 @@ impl Outbound {
         let rx = OutboundRx {
             rx,
             outbound: outbound.clone(),
+            keep_unsent: false,
         };
         (outbound, rx)
     }
@@ -204,21 +217,48 @@ impl Outbound {
 }
 
 impl OutboundRx {
+    /// Makes [`OutboundRx::run`] give back, whole, every packet it had not finished writing
+    /// when the connection ended (the clever-show client re-sends them on its next link;
+    /// a half-written packet is never continued on another connection).
+    pub(crate) fn keep_unsent(mut self) -> Self {
+        self.keep_unsent = true;
+        self
+    }
+
     /// Drains the queue into `w` until a close is requested, the connection is killed or
     /// the socket fails. A write that makes no progress for the send timeout kills the
     /// connection. The connection is always killed on return, so its reader stops too.
-    pub(crate) async fn run<W: AsyncWrite + Unpin>(mut self, mut w: W) {
-        let reason = self.write_loop(&mut w).await;
+    /// Returns the unsent packets if [`OutboundRx::keep_unsent`] was asked for, else none.
+    pub(crate) async fn run<W: AsyncWrite + Unpin>(mut self, mut w: W) -> Vec<Bytes> {
+        let mut batch = Batch::default();
+        let reason = self.write_loop(&mut w, &mut batch).await;
         self.outbound.kill(&reason);
+        if !self.keep_unsent {
+            return Vec::new();
+        }
+        // No producer can queue more from here on; what is queued is still received.
+        self.rx.close();
+        let mut unsent: Vec<Bytes> = batch
+            .originals
+            .into_iter()
+            .zip(batch.bufs)
+            .filter(|(_, left)| !left.is_empty())
+            .map(|(whole, _)| whole)
+            .collect();
+        let held = batch.held.into_iter();
+        let queued = std::iter::from_fn(|| self.rx.try_recv().ok());
+        unsent.extend(held.chain(queued).filter_map(|f| match f {
+            Frame::Data(b, _) | Frame::Alone(b, _) => Some(b),
+            Frame::Close => None,
+        }));
+        unsent
     }
 
-    async fn write_loop<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> String {
+    async fn write_loop<W: AsyncWrite + Unpin>(&mut self, w: &mut W, st: &mut Batch) -> String {
         let out = self.outbound.clone();
         let send_timeout = out.shared.send_timeout;
-        let mut batch: Vec<Bytes> = Vec::with_capacity(MAX_BATCH);
-        let mut held: Option<Frame> = None;
         loop {
-            let first = match held.take() {
+            let first = match st.held.take() {
                 Some(f) => f,
                 // Idle: also watch for a kill, since this task's own handle keeps the queue
                 // open, and a killed connection must release its socket whoever owns it.
@@ -230,6 +270,7 @@ impl OutboundRx {
                     why = out.killed() => return why.to_string(),
                 },
             };
+            let batch = &mut st.bufs;
             let mut permits: usize = 0;
             let mut closing = false;
             match first {
@@ -250,7 +291,7 @@ impl OutboundRx {
                                 permits += n as usize;
                             }
                             Ok(other) => {
-                                held = Some(other);
+                                st.held = Some(other);
                                 break;
                             }
                             Err(_) => break,
@@ -259,19 +300,23 @@ impl OutboundRx {
                 }
             }
             if !batch.is_empty() {
-                let write = write_all_vectored(w, &mut batch);
+                if self.keep_unsent {
+                    st.originals.clone_from(batch);
+                }
+                let write = write_all_vectored(w, batch, send_timeout);
                 let killed = out.killed();
                 tokio::select! {
-                    res = tokio::time::timeout(send_timeout, write) => match res {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return format!("write failed: {e}"),
-                        Err(_) => return format!(
+                    res = write => match res {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return format!(
                             "peer did not read for {send_timeout:?}; connection cut as a slow consumer"
                         ),
+                        Err(e) => return format!("write failed: {e}"),
                     },
                     reason = killed => return reason.to_string(),
                 }
                 batch.clear();
+                st.originals.clear();
                 out.shared.budget.add_permits(permits);
             }
             if closing {
@@ -282,10 +327,13 @@ impl OutboundRx {
     }
 }
 
-/// Writes every buffer in `bufs`, as few syscalls as the socket allows.
+/// Writes every buffer in `bufs`, as few syscalls as the socket allows; a fully written
+/// buffer is emptied. A socket that takes no byte for `stall` fails with `TimedOut` (a large
+/// packet may take longer than `stall` in all, as long as it keeps moving).
 async fn write_all_vectored<W: AsyncWrite + Unpin>(
     w: &mut W,
     bufs: &mut [Bytes],
+    stall: Duration,
 ) -> std::io::Result<()> {
     let mut first = 0;
     while first < bufs.len() {
@@ -295,7 +343,10 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
         }
         let mut written = {
             let slices: Vec<IoSlice<'_>> = bufs[first..].iter().map(|b| IoSlice::new(b)).collect();
-            w.write_vectored(&slices).await?
+            match tokio::time::timeout(stall, w.write_vectored(&slices)).await {
+                Ok(res) => res?,
+                Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+            }
         };
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
@@ -304,6 +355,7 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
             let len = bufs[first].len();
             if written >= len {
                 written -= len;
+                bufs[first] = Bytes::new();
                 first += 1;
             } else {
                 bufs[first].advance(written);
@@ -312,4 +364,67 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A socket that takes `room` bytes, then fails every write.
+    struct Breaks {
+        room: usize,
+        got: Vec<u8>,
+    }
+
+    impl AsyncWrite for Breaks {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            if self.room == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.got.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broken_socket_gives_back_every_unfinished_packet_whole() {
+        let (out, rx) = Outbound::new(1 << 20, Duration::from_secs(5));
+        for p in [&b"aaaaaa"[..], b"bbbbbb", b"cccccc"] {
+            out.send(Bytes::from_static(p)).await.unwrap();
+        }
+        let mut sock = Breaks {
+            room: 10,
+            got: Vec::new(),
+        };
+        let unsent = rx.keep_unsent().run(&mut sock).await;
+        assert_eq!(sock.got, b"aaaaaabbbb");
+        assert_eq!(unsent, vec![Bytes::from("bbbbbb"), Bytes::from("cccccc")]);
+        assert!(out.is_killed());
+        assert!(out.send(Bytes::from_static(b"late")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn without_keep_unsent_nothing_is_given_back() {
+        let (out, rx) = Outbound::new(1 << 20, Duration::from_secs(5));
+        out.send(Bytes::from_static(b"aaaaaa")).await.unwrap();
+        let mut sock = Breaks {
+            room: 3,
+            got: Vec::new(),
+        };
+        assert!(rx.run(&mut sock).await.is_empty());
+    }
 }
