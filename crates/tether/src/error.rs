@@ -128,6 +128,33 @@ pub enum Error {
         /// The peer's reason.
         reason: String,
     },
+    /// A message that may not have reached the peer, and will not be retried.
+    #[error("{what} was not delivered: {reason}")]
+    NotDelivered {
+        /// What was sent.
+        what: String,
+        /// Why it was given up.
+        reason: String,
+    },
+    /// A file transfer refused or failed on this side.
+    #[error("{what}: {reason}")]
+    File {
+        /// The transfer and path.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// Discovery heard no valid announcement.
+    #[error("no clever-show server announced itself on {listen} within {waited:?}")]
+    NoAnnouncement {
+        /// Where we listened.
+        listen: SocketAddr,
+        /// How long.
+        waited: Duration,
+    },
+    /// A path a files root refused.
+    #[error(transparent)]
+    Path(#[from] crate::files::PathError),
     /// A `vsoa://` address that cannot be used.
     #[error(transparent)]
     Address(#[from] AddressError),

@@ -36,6 +36,9 @@ pub enum PathError {
     },
 }
 
+/// The folder inside a root where unfinished uploads wait; no requested path can reach it.
+pub const PARTS_DIR: &str = ".tether-parts";
+
 /// The directory transfers are confined to.
 #[derive(Debug, Clone)]
 pub struct FileRoot {
@@ -76,6 +79,9 @@ impl FileRoot {
         }
         if clean.as_os_str().is_empty() {
             return Err(refuse("names no file"));
+        }
+        if clean.starts_with(PARTS_DIR) {
+            return Err(refuse("is inside the reserved .tether-parts folder"));
         }
         Ok(self.root.join(clean))
     }
@@ -134,6 +140,55 @@ impl FileRoot {
     }
 }
 
+/// Size and SHA-256 (lowercase hex) of the file at `path`.
+pub fn sha256_file(path: &Path) -> io::Result<(u64, String)> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, crate::auth::to_hex(&hasher.finalize())))
+}
+
+/// A temporary name beside `dest` (hidden, unique to this process and moment).
+pub(crate) fn temp_beside(dest: &Path) -> PathBuf {
+    use std::hash::{BuildHasher, Hasher};
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!(".{name}.tether-tmp-{r:016x}"))
+}
+
+/// Writes `bytes` to `dest` so that readers see the old file or the whole new one, never a
+/// part: a temporary file beside it, synced, then renamed over it.
+pub fn write_atomically(dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let tmp = temp_beside(dest);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dest)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,7 +211,14 @@ mod tests {
             std::fs::read(root.for_read("./shows/a/anim.csv").unwrap()).unwrap(),
             b"ok"
         );
-        for bad in ["../outside/secret", "/etc/passwd", "a/../../x", "", "."] {
+        for bad in [
+            "../outside/secret",
+            "/etc/passwd",
+            "a/../../x",
+            "",
+            ".",
+            ".tether-parts/x.part",
+        ] {
             assert!(
                 matches!(root.for_read(bad), Err(PathError::Refused { .. })),
                 "read {bad:?}"

@@ -177,3 +177,483 @@ async fn a_garbage_frame_ends_the_link_and_pending_requests_fail() {
     let res = tokio::time::timeout(WAIT, pending).await.unwrap().unwrap();
     assert!(matches!(res, Err(Error::Closed { .. })), "{res:?}");
 }
+
+// ---------------------------------------------------------------- files
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("tether-cs-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Deterministic bytes that differ at every offset of a 251-cycle.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+async fn file_server(root: &std::path::Path) -> (Node, tether::clevershow::ShowListener) {
+    let node = Node::new();
+    node.with_demo()
+        .files(tether::files::FileRoot::new(root).unwrap());
+    let l = node.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (node, l)
+}
+
+#[tokio::test]
+async fn files_push_and_pull_inside_the_root_including_50_mb() {
+    let base = temp_dir("push-pull");
+    let (_s, l) = file_server(&base.join("root")).await;
+    let drone = Node::new().connect(l.local_addr()).await.unwrap();
+    let big = pattern(50 * 1024 * 1024);
+    std::fs::write(base.join("big.bin"), &big).unwrap();
+    std::fs::write(base.join("small.txt"), b"hello\n").unwrap();
+
+    // Wire-compatible push (no answer on the wire), then checked with filestat.
+    let stat = drone
+        .push_file_verified(&base.join("big.bin"), "shows/big.bin")
+        .await
+        .unwrap();
+    assert_eq!(stat.size, big.len() as u64);
+    assert_eq!(std::fs::read(base.join("root/shows/big.bin")).unwrap(), big);
+    assert_eq!(
+        drone
+            .push_file(&base.join("small.txt"), "small.txt")
+            .await
+            .unwrap(),
+        6
+    );
+
+    // Pull back, 50 MB included.
+    let n = drone
+        .pull_file("shows/big.bin", &base.join("back.bin"), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(n, big.len() as u64);
+    assert_eq!(std::fs::read(base.join("back.bin")).unwrap(), big);
+    drone
+        .pull_file("small.txt", &base.join("small.back"), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(base.join("small.back")).unwrap(), b"hello\n");
+    let _ = std::fs::remove_dir_all(base);
+}
+
+#[tokio::test]
+async fn paths_out_of_the_root_are_refused_and_the_link_survives() {
+    let base = temp_dir("escape");
+    let (_s, l) = file_server(&base.join("root")).await;
+    std::fs::create_dir_all(base.join("outside")).unwrap();
+    std::fs::write(base.join("outside/secret"), b"secret").unwrap();
+    std::os::unix::fs::symlink(base.join("outside"), base.join("root/out")).unwrap();
+    std::fs::write(base.join("payload"), b"evil").unwrap();
+    let drone = Node::new().connect(l.local_addr()).await.unwrap();
+
+    // Pushes: nothing is written outside, and a later filestat says why not there.
+    let escape_abs = base.join("outside/abs").display().to_string();
+    for bad in ["../outside/new", escape_abs.as_str(), "out/new"] {
+        drone.push_file(&base.join("payload"), bad).await.unwrap();
+    }
+    // Pulls and stats: error responses naming the reason.
+    for (bad, why) in [
+        ("../outside/secret", "contains '..'"),
+        ("/etc/passwd", "is absolute"),
+        ("out/secret", "leads outside the files root"),
+        ("missing", "No such file"),
+    ] {
+        let e = drone
+            .pull_file(bad, &base.join("got"), WAIT)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(why), "{bad}: {e}");
+        let mut kw = Map::new();
+        kw.insert("filepath".into(), bad.into());
+        let e = drone
+            .request("filestat")
+            .kwargs(kw)
+            .send()
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(why), "{bad}: {e}");
+    }
+    // A pull without a filepath.
+    let e = drone.request("filetransfer").send().await.unwrap_err();
+    assert!(e.to_string().contains("kwargs.filepath"), "{e}");
+    assert!(!base.join("outside/new").exists());
+    assert!(!base.join("outside/abs").exists());
+    assert!(!base.join("got").exists());
+    // The link still works.
+    assert_eq!(
+        drone.request("echo").send().await.unwrap(),
+        json!({"args": [], "kwargs": {}})
+    );
+    let _ = std::fs::remove_dir_all(base);
+}
+
+#[tokio::test]
+async fn without_a_files_root_transfers_are_refused() {
+    let base = temp_dir("no-root");
+    let (_s, l) = demo_server().await;
+    std::fs::write(base.join("f"), b"x").unwrap();
+    let drone = Node::new().connect(l.local_addr()).await.unwrap();
+    let e = drone
+        .push_file_verified(&base.join("f"), "f")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no files root"), "{e}");
+    let e = drone
+        .pull_file("f", &base.join("g"), WAIT)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no files root"), "{e}");
+    let _ = std::fs::remove_dir_all(base);
+}
+
+#[tokio::test]
+async fn a_file_over_the_message_limit_is_refused_on_both_sides() {
+    let base = temp_dir("limit");
+    let server = Node::new();
+    server
+        .files(tether::files::FileRoot::new(base.join("root")).unwrap())
+        .max_message(1000);
+    let l = server.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    std::fs::write(base.join("root/big"), pattern(2000)).unwrap();
+    std::fs::write(base.join("big"), pattern(2000)).unwrap();
+    let drone = Node::new();
+    drone.max_message(1000);
+    let drone = drone.connect(l.local_addr()).await.unwrap();
+    let e = drone
+        .push_file(&base.join("big"), "copy")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("over the clever-show limit"), "{e}");
+    let e = drone
+        .pull_file("big", &base.join("got"), WAIT)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("over the clever-show limit"), "{e}");
+    let _ = std::fs::remove_dir_all(base);
+}
+
+// ---------------------------------------------------------------- reconnect
+
+/// A TCP relay to `upstream`; the first connection through it is cut (both ways) once
+/// `cut_after` bytes went from the client to the server.
+async fn cutting_proxy(upstream: std::net::SocketAddr, cut_after: usize) -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut down, _)) = l.accept().await {
+            let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let limit = std::mem::replace(&mut first, false).then_some(cut_after);
+            tokio::spawn(async move {
+                let Some(limit) = limit else {
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    return;
+                };
+                let (mut dr, mut dw) = down.split();
+                let (mut ur, mut uw) = up.split();
+                let upward = async {
+                    let mut left = limit;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while left > 0 {
+                        let n = tokio::io::AsyncReadExt::read(&mut dr, &mut buf[..left.min(65536)])
+                            .await
+                            .unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        if uw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        left -= n;
+                    }
+                };
+                let downward = tokio::io::copy(&mut ur, &mut dw);
+                tokio::select! {
+                    _ = upward => {}
+                    _ = downward => {}
+                }
+                // Dropping both sockets cuts the link mid-frame.
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_push_cut_mid_frame_is_sent_again_whole_on_the_next_link() {
+    let base = temp_dir("cut");
+    let (_s, l) = file_server(&base.join("root")).await;
+    let proxy = cutting_proxy(l.local_addr(), 1_000_000).await;
+    let data = pattern(5 * 1024 * 1024);
+    std::fs::write(base.join("anim.bin"), &data).unwrap();
+    let drone = Node::new()
+        .dial(proxy)
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .start();
+    drone.wait_link(WAIT).await.unwrap();
+    let stat = drone
+        .push_file_verified(&base.join("anim.bin"), "anim.bin")
+        .await
+        .unwrap();
+    assert_eq!(stat.size, data.len() as u64);
+    assert_eq!(std::fs::read(base.join("root/anim.bin")).unwrap(), data);
+    assert!(drone.links() >= 2, "the first link was cut");
+    drone.close();
+    let _ = std::fs::remove_dir_all(base);
+}
+
+/// A server whose request `flaky` records its args and, for its first `drops` calls,
+/// closes the link instead of answering.
+async fn flaky_server(
+    drops: usize,
+) -> (
+    tether::clevershow::ShowListener,
+    mpsc::UnboundedReceiver<(Vec<Value>, Map<String, Value>)>,
+) {
+    let node = Node::new();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    node.request("flaky", move |peer, args, kwargs| {
+        let tx = tx.clone();
+        let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            let _ = tx.send((args.clone(), kwargs.clone()));
+            if n < drops {
+                peer.close();
+                std::future::pending::<()>().await;
+            }
+            Ok(json!({"args": args, "kwargs": kwargs}))
+        }
+    });
+    let l = node.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (l, rx)
+}
+
+#[tokio::test]
+async fn an_unanswered_request_is_resent_once_with_its_own_arguments() {
+    let (l, mut calls) = flaky_server(1).await;
+    let drone = Node::new()
+        .dial(l.local_addr())
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .start();
+    let answer = drone
+        .request("flaky")
+        .args(vec![json!(7)])
+        .kwargs(kw(json!({"z": "1.5"})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({"args": [7], "kwargs": {"z": "1.5"}}));
+    // Served twice, both times with the original arguments (the original re-sends null).
+    for _ in 0..2 {
+        let (args, kwargs) = calls.recv().await.unwrap();
+        assert_eq!((args, kwargs), (vec![json!(7)], kw(json!({"z": "1.5"}))));
+    }
+    assert!(calls.try_recv().is_err());
+    assert_eq!(drone.links(), 2);
+    drone.close();
+}
+
+#[tokio::test]
+async fn a_request_lost_twice_is_reported_not_delivered() {
+    let (l, mut calls) = flaky_server(usize::MAX).await;
+    let drone = Node::new()
+        .dial(l.local_addr())
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .start();
+    let e = drone
+        .request("flaky")
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NotDelivered { .. }), "{e}");
+    assert!(e.to_string().contains("re-sent"), "{e}");
+    assert!(calls.recv().await.is_some());
+    assert!(calls.recv().await.is_some());
+    // Not a third time, and the peer goes on working.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(calls.try_recv().is_err());
+    drone.wait_link(WAIT).await.unwrap();
+    drone.close();
+}
+
+#[tokio::test]
+async fn actions_sent_while_the_server_is_down_arrive_in_order_after_it_returns() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let server = |tx: mpsc::UnboundedSender<Value>| {
+        let node = Node::new();
+        node.action("led", move |_p, args, _k| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(args[0].clone());
+            }
+        });
+        let peers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = peers.clone();
+        node.on_peer(move |p| keep.lock().unwrap().push(p));
+        (node, peers)
+    };
+    let (node, peers) = server(tx.clone());
+    let l = node.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = l.local_addr();
+    let drone = Node::new()
+        .dial(addr)
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .start();
+    drone.wait_link(WAIT).await.unwrap();
+    drone
+        .action("led", vec![json!(0)], Map::new())
+        .await
+        .unwrap();
+    assert_eq!(rx.recv().await.unwrap(), json!(0));
+
+    // The server goes away entirely.
+    drop(l);
+    for p in peers.lock().unwrap().drain(..) {
+        p.close();
+    }
+    while drone.is_linked() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for i in 1..=100 {
+        drone
+            .action("led", vec![json!(i)], Map::new())
+            .await
+            .unwrap();
+    }
+    // It comes back on the same port.
+    let (node2, _peers2) = server(tx);
+    let _l2 = node2.bind(addr).await.unwrap();
+    for i in 1..=100 {
+        let got = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, json!(i));
+    }
+    drone.close();
+}
+
+#[tokio::test]
+async fn holding_more_than_the_limit_while_down_fails_loudly() {
+    // Nothing listens on this port: a listener bound and dropped.
+    let addr = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let drone = Node::new()
+        .dial(addr)
+        .hold_limit(1000)
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .start();
+    let one = Map::new();
+    let mut sent = 0;
+    let e = loop {
+        match drone
+            .action("x", vec![json!("y".repeat(100))], one.clone())
+            .await
+        {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(sent < 100, "never refused");
+    };
+    assert!(matches!(e, Error::NotDelivered { .. }), "{e}");
+    assert!(e.to_string().contains("limit 1000"), "{e}");
+    drone.close();
+    let e = drone.action("x", vec![], one).await.unwrap_err();
+    assert!(matches!(e, Error::Closed { .. }), "{e}");
+}
+
+// ---------------------------------------------------------------- discovery
+
+fn free_udp_port() -> std::net::SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_drone_finds_the_server_by_its_announcement_on_loopback() {
+    use tether::clevershow::discovery::{discover, Announce};
+    let (_s, l) = demo_server().await;
+    let beacon = free_udp_port();
+    // Garbage first: it is skipped, not taken.
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let _announcer = Announce::new(beacon, "127.0.0.1", l.local_addr().port())
+        .every(Duration::from_millis(50))
+        .start()
+        .await
+        .unwrap();
+    let listen = tokio::spawn(discover(beacon, WAIT));
+    for _ in 0..5 {
+        junk.send_to(b"not a frame", beacon).unwrap();
+    }
+    let found = listen.await.unwrap().unwrap();
+    assert_eq!(found.addr().unwrap(), l.local_addr());
+    assert_eq!(found.id.len(), 4);
+
+    // A dialing drone with a wrong address finds the server through discovery.
+    let dead = free_udp_port(); // a TCP port nobody listens on (same number, TCP side)
+    let drone = Node::new()
+        .dial(dead)
+        .backoff(Duration::from_millis(10), Duration::from_millis(20))
+        .discover(beacon, WAIT, 2)
+        .start();
+    drone.wait_link(WAIT).await.unwrap();
+    assert_eq!(drone.addr(), l.local_addr());
+    assert!(drone.request("time").send().await.unwrap().is_f64());
+    drone.close();
+}
+
+#[tokio::test]
+async fn discovery_times_out_with_a_clear_error() {
+    let beacon = free_udp_port();
+    let e = tether::clevershow::discovery::discover(beacon, Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NoAnnouncement { .. }), "{e}");
+    assert!(
+        e.to_string().contains("no clever-show server announced"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn the_younger_server_yields_to_the_older_one() {
+    use tether::clevershow::discovery::Announce;
+    let older_hears = free_udp_port();
+    let younger_hears = free_udp_port();
+    // Each announces to where the other listens.
+    let older = Announce::new(younger_hears, "127.0.0.1", 25001)
+        .id("0001")
+        .start_time(1000.0)
+        .every(Duration::from_millis(20))
+        .yield_to_older(older_hears)
+        .start()
+        .await
+        .unwrap();
+    let younger = Announce::new(older_hears, "127.0.0.1", 25002)
+        .id("0002")
+        .start_time(2000.0)
+        .every(Duration::from_millis(20))
+        .yield_to_older(younger_hears)
+        .start()
+        .await
+        .unwrap();
+    let winner = tokio::time::timeout(WAIT, younger.yielded()).await.unwrap();
+    assert_eq!((winner.id.as_str(), winner.port), ("0001", 25001));
+    // The older one never yields: the younger stopped announcing.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), older.yielded())
+            .await
+            .is_err()
+    );
+}

@@ -10,20 +10,29 @@
 //!   response at all; the requester sees [`Error::Remote`];
 //! * requests time out on the requesting side (default 10 s) instead of waiting forever;
 //! * a response must match both the pending `request_id` and its `requested_value`, as in the
-//!   original; anything else is logged and dropped.
+//!   original; anything else is logged and dropped;
+//! * a peer dialed with [`Node::dial`] reconnects and re-sends what the link lost (see
+//!   [`Peer`]); files move only inside a [`FileRoot`] (see [`Node::files`]); discovery
+//!   announcements go only where they are told to ([`discovery`]).
 
+pub mod discovery;
+mod files;
 mod peer;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 
-pub use peer::{Peer, RequestBuilder};
+pub use files::FileStat;
+pub use peer::{ClockOffset, Peer, RequestBuilder, DEFAULT_REQUEST_TIMEOUT};
+pub use tether_wire::clevershow::{Content, DEFAULT_MAX_CONTENT};
 
+use crate::files::FileRoot;
 use crate::server::BoxFuture;
 use crate::Error;
 
@@ -34,11 +43,24 @@ type ActionFn = dyn Fn(Peer, Vec<Value>, Map<String, Value>) -> BoxFuture<()> + 
 type RequestFn =
     dyn Fn(Peer, Vec<Value>, Map<String, Value>) -> BoxFuture<RequestResult> + Send + Sync;
 
-#[derive(Default)]
 pub(crate) struct Handlers {
     pub(crate) actions: HashMap<String, Arc<ActionFn>>,
     pub(crate) requests: HashMap<String, Arc<RequestFn>>,
     pub(crate) on_peer: Option<Arc<dyn Fn(Peer) + Send + Sync>>,
+    pub(crate) files: Option<FileRoot>,
+    pub(crate) max_message: usize,
+}
+
+impl Default for Handlers {
+    fn default() -> Self {
+        Handlers {
+            actions: HashMap::new(),
+            requests: HashMap::new(),
+            on_peer: None,
+            files: None,
+            max_message: DEFAULT_MAX_CONTENT,
+        }
+    }
 }
 
 /// One end of clever-show messaging: its action and request handlers. Cheap to clone.
@@ -63,6 +85,35 @@ impl Node {
         Self::default()
     }
 
+    fn handlers_mut(&self) -> std::sync::RwLockWriteGuard<'_, Handlers> {
+        self.handlers.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Serves clever-show file transfer inside `root`: file pushes (`filetransfer` actions)
+    /// are written there, `filetransfer` requests read from there, and the `filestat`
+    /// request (a Tether extension) answers `{"size", "sha256"}`. Paths that are absolute,
+    /// contain `..` or lead out through a symlink are refused. Without a root, pushes are
+    /// refused and those requests get error responses.
+    pub fn files(&self, root: FileRoot) -> &Self {
+        self.handlers_mut().files = Some(root);
+        self
+    }
+
+    /// The largest frame content accepted and sent, so also the largest file moved over
+    /// clever-show (default [`DEFAULT_MAX_CONTENT`], 64 MiB; the original has no limit).
+    /// Applies to links started afterwards.
+    pub fn max_message(&self, bytes: usize) -> &Self {
+        self.handlers_mut().max_message = bytes;
+        self
+    }
+
+    pub(crate) fn message_limit(&self) -> usize {
+        self.handlers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .max_message
+    }
+
     /// Handles the action `name`: called with the sending peer, `args` and `kwargs`. Actions
     /// are never answered.
     pub fn action<F, Fut>(&self, name: &str, f: F) -> &Self
@@ -71,11 +122,7 @@ impl Node {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let f: Arc<ActionFn> = Arc::new(move |p, a, k| Box::pin(f(p, a, k)));
-        self.handlers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .actions
-            .insert(name.to_string(), f);
+        self.handlers_mut().actions.insert(name.to_string(), f);
         self
     }
 
@@ -86,21 +133,14 @@ impl Node {
         Fut: Future<Output = RequestResult> + Send + 'static,
     {
         let f: Arc<RequestFn> = Arc::new(move |p, a, k| Box::pin(f(p, a, k)));
-        self.handlers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .requests
-            .insert(name.to_string(), f);
+        self.handlers_mut().requests.insert(name.to_string(), f);
         self
     }
 
     /// Called with every new link, e.g. to ask the drone its `id` (clients are identified by
     /// that, not by IP, so two drones behind one address do not collide).
     pub fn on_peer(&self, f: impl Fn(Peer) + Send + Sync + 'static) -> &Self {
-        self.handlers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .on_peer = Some(Arc::new(f));
+        self.handlers_mut().on_peer = Some(Arc::new(f));
         self
     }
 
@@ -134,7 +174,7 @@ impl Node {
                 match listener.accept().await {
                     Ok((socket, from)) => {
                         let _ = socket.set_nodelay(true);
-                        Peer::start(node.clone(), socket, from);
+                        Peer::single(node.clone(), socket, from);
                     }
                     Err(e) => {
                         tracing::warn!("clever-show accept failed: {e}");
@@ -147,13 +187,98 @@ impl Node {
         Ok(ShowListener { local_addr, task })
     }
 
-    /// Connects to a clever-show server (the drone's role).
+    /// Connects once to a clever-show server (the drone's role); the peer ends with the
+    /// link. See [`Node::dial`] for a peer that reconnects.
     pub async fn connect(&self, addr: SocketAddr) -> Result<Peer, Error> {
         let socket = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|source| Error::Unreachable { addr, source })?;
         let _ = socket.set_nodelay(true);
-        Ok(Peer::start(self.clone(), socket, addr))
+        Ok(Peer::single(self.clone(), socket, addr))
+    }
+
+    /// Starts a peer that dials `addr` and keeps a link up until [`Peer::close`],
+    /// re-sending what a broken link lost; configure it, then [`Dial::start`].
+    pub fn dial(&self, addr: SocketAddr) -> Dial {
+        Dial {
+            node: self.clone(),
+            addr,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            hold_limit: DEFAULT_HOLD_LIMIT,
+            discover: None,
+        }
+    }
+}
+
+/// Default bytes a dialing peer holds while it has no link.
+pub const DEFAULT_HOLD_LIMIT: usize = 16 << 20;
+
+/// How a dialing peer connects and reconnects (see [`Node::dial`]).
+#[derive(Clone)]
+pub struct Dial {
+    node: Node,
+    addr: SocketAddr,
+    pub(crate) backoff_initial: Duration,
+    pub(crate) backoff_max: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) hold_limit: usize,
+    pub(crate) discover: Option<DiscoverOn>,
+}
+
+#[derive(Clone)]
+pub(crate) struct DiscoverOn {
+    pub(crate) listen: SocketAddr,
+    pub(crate) wait: Duration,
+    pub(crate) after_failures: u32,
+}
+
+impl std::fmt::Debug for Dial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dial").field("addr", &self.addr).finish()
+    }
+}
+
+impl Dial {
+    /// Retry delays: the n-th consecutive failure waits a random time between half and all
+    /// of `initial * 2^n`, at most `max` (default 100 ms to 2 s; the original waits 2 s).
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.backoff_initial = initial.max(Duration::from_millis(1));
+        self.backoff_max = max.max(self.backoff_initial);
+        self
+    }
+
+    /// How long one connect attempt may take (default 2 s, as the original).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Bytes of frames held while no link is up (default 16 MiB); a send over it fails
+    /// with [`Error::NotDelivered`].
+    pub fn hold_limit(mut self, bytes: usize) -> Self {
+        self.hold_limit = bytes;
+        self
+    }
+
+    /// After every `after_failures` failed connects, listen on `listen` for up to `wait`
+    /// for a server's `server_ip` announcement and dial what it names (the original does
+    /// this after 3 failures, for about 16 s, on UDP port 8181 of every interface).
+    pub fn discover(mut self, listen: SocketAddr, wait: Duration, after_failures: u32) -> Self {
+        self.discover = Some(DiscoverOn {
+            listen,
+            wait,
+            after_failures,
+        });
+        self
+    }
+
+    /// Starts dialing in the background; [`Peer::wait_link`] waits for the first link.
+    pub fn start(self) -> Peer {
+        let node = self.node.clone();
+        let addr = self.addr;
+        Peer::dialing(node, addr, self)
     }
 }
 

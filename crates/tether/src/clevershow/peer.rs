@@ -1,34 +1,96 @@
-//! One clever-show link: its outbound queue, its pending requests, and its reader task.
+//! One clever-show peer: its pending requests, its current link and, for a peer dialed with
+//! [`Node::dial`], the loop that keeps a link up.
+//!
+//! Reconnect without loss (the original discards its queues on every reconnect and re-sends
+//! requests with their arguments replaced by `null`, protocols/clever-show.md B.4):
+//!
+//! * a frame that was still queued, or only partly written, when a link dropped is sent
+//!   again **whole** on the next link, before anything newer; frames sent while no link is
+//!   up wait, in order, up to a byte limit (over it, the send fails with an error);
+//! * a request not answered when its link dropped is sent again, with its original id,
+//!   args and kwargs, on the next link, once; if that link drops too before the answer, the
+//!   caller gets [`Error::NotDelivered`];
+//! * a frame the kernel had accepted before the link dropped may still have been lost on
+//!   the way (clever-show has no acknowledgements); requests are covered by the re-send,
+//!   actions are not. [`Peer::push_file_verified`] checks a file push end to end.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use serde_json::{Map, Value};
 use tether_wire::clevershow::{Content, Decoder, Frame};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 
-use super::Node;
+use super::{Dial, Node};
 use crate::outbound::Outbound;
 use crate::Error;
 
 /// Default time a request waits for its response.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes one link queues for writing before senders wait.
+const LINK_QUEUE: usize = 4 << 20;
+/// A link whose socket takes no byte for this long is cut.
+const SEND_STALL: Duration = Duration::from_secs(10);
 
-type Waiter = (String, oneshot::Sender<Content>);
-
-struct Inner {
-    addr: SocketAddr,
-    outbound: Outbound,
-    pending: Mutex<HashMap<String, Waiter>>,
+struct Pending {
+    name: String,
+    args: Vec<Value>,
+    kwargs: Map<String, Value>,
+    /// Times handed to a link: 0 (waiting for one), 1, or 2 (re-sent after a reconnect).
+    sends: u8,
+    /// The link it was last handed to (links count from 1).
+    sent_on: u64,
+    tx: oneshot::Sender<Result<Content, Error>>,
 }
 
-/// The other end of a clever-show link. Cheap to clone; the link lives until either side
-/// closes it.
+impl Pending {
+    fn frame(&self, id: &str) -> Result<Bytes, Error> {
+        encode(&Frame::request(
+            &self.name,
+            id,
+            self.args.clone(),
+            self.kwargs.clone(),
+        ))
+    }
+}
+
+struct Link {
+    number: u64,
+    outbound: Outbound,
+}
+
+#[derive(Default)]
+struct State {
+    link: Option<Link>,
+    /// Frames waiting for the next link (dialed peers only), oldest first.
+    held: VecDeque<Bytes>,
+    held_bytes: usize,
+    /// Set once the peer is closed for good.
+    closed: Option<Arc<str>>,
+}
+
+struct Inner {
+    node: Node,
+    addr: Mutex<SocketAddr>,
+    /// How to redial; `None` for a peer that accepted us or that we connected to once.
+    dial: Option<Dial>,
+    state: Mutex<State>,
+    pending: Mutex<HashMap<String, Pending>>,
+    /// Bumped on every change of `state` (link up or down, closed).
+    changed: watch::Sender<u64>,
+    links: std::sync::atomic::AtomicU64,
+}
+
+/// The other end of a clever-show link. Cheap to clone.
+///
+/// A peer that connected to us, or that we reached with [`Node::connect`], lives as long as
+/// its one link. A peer from [`Node::dial`] reconnects until [`Peer::close`].
 #[derive(Clone)]
 pub struct Peer {
     inner: Arc<Inner>,
@@ -37,7 +99,8 @@ pub struct Peer {
 impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Peer")
-            .field("addr", &self.inner.addr)
+            .field("addr", &self.addr())
+            .field("redials", &self.inner.dial.is_some())
             .finish()
     }
 }
@@ -51,41 +114,258 @@ pub struct ClockOffset {
     pub rtt: Duration,
 }
 
+/// A link's two tasks.
+struct Running {
+    number: u64,
+    outbound: Outbound,
+    reader: JoinHandle<String>,
+    writer: JoinHandle<Vec<Bytes>>,
+}
+
+impl Running {
+    /// Waits for the link to end: why, and the frames it had not written.
+    async fn ended(self) -> (String, Vec<Bytes>) {
+        let reason = self
+            .reader
+            .await
+            .unwrap_or_else(|e| format!("reader failed: {e}"));
+        self.outbound.kill(&reason);
+        (reason, self.writer.await.unwrap_or_default())
+    }
+}
+
+fn encode(frame: &Frame) -> Result<Bytes, Error> {
+    frame.to_bytes().map_err(|e| Error::NotDelivered {
+        what: "a clever-show frame".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// The `request_id` of an encoded request frame.
+fn request_id_of(bytes: &Bytes) -> Option<String> {
+    let mut buf = BytesMut::from(&bytes[..]);
+    let frame = Decoder::with_max_content(usize::MAX)
+        .decode(&mut buf)
+        .ok()??;
+    match (frame.message_type.as_str(), frame.content) {
+        ("request", Content::Json(Value::Object(m))) => m
+            .get("request_id")
+            .and_then(Value::as_str)
+            .map(String::from),
+        _ => None,
+    }
+}
+
 impl Peer {
-    pub(crate) fn start(node: Node, socket: TcpStream, addr: SocketAddr) -> Peer {
-        let (rd, wr) = socket.into_split();
-        let (outbound, writer) = Outbound::new(4 << 20, Duration::from_secs(5));
-        tokio::spawn(writer.run(wr));
-        let peer = Peer {
+    fn new(node: Node, addr: SocketAddr, dial: Option<Dial>) -> Peer {
+        Peer {
             inner: Arc::new(Inner {
-                addr,
-                outbound,
+                node,
+                addr: Mutex::new(addr),
+                dial,
+                state: Mutex::new(State::default()),
                 pending: Mutex::new(HashMap::new()),
+                changed: watch::channel(0).0,
+                links: Default::default(),
             }),
-        };
-        let hook = node
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pending(&self) -> MutexGuard<'_, HashMap<String, Pending>> {
+        self.inner.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn bump(&self) {
+        self.inner.changed.send_modify(|n| *n += 1);
+    }
+
+    /// A peer on one accepted (or once-connected) socket: it ends with the link.
+    pub(crate) fn single(node: Node, socket: TcpStream, addr: SocketAddr) -> Peer {
+        let peer = Peer::new(node, addr, None);
+        let running = peer.start_link(socket);
+        peer.state().link = Some(Link {
+            number: running.number,
+            outbound: running.outbound.clone(),
+        });
+        peer.call_hook();
+        let p = peer.clone();
+        tokio::spawn(async move {
+            let (reason, _) = running.ended().await;
+            tracing::debug!(peer = %p.addr(), "clever-show link ended: {reason}");
+            p.shut(&format!(
+                "clever-show link to {} closed: {reason}",
+                p.addr()
+            ));
+        });
+        peer
+    }
+
+    /// A peer that dials `addr` and keeps a link up until closed.
+    pub(crate) fn dialing(node: Node, addr: SocketAddr, dial: Dial) -> Peer {
+        let peer = Peer::new(node, addr, Some(dial));
+        tokio::spawn(redial(peer.clone()));
+        peer
+    }
+
+    fn call_hook(&self) {
+        let hook = self
+            .inner
+            .node
             .handlers
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .on_peer
             .clone();
-        tokio::spawn(read_loop(node, peer.clone(), rd));
         if let Some(hook) = hook {
-            hook(peer.clone());
+            hook(self.clone());
         }
-        peer
     }
 
-    /// The peer's address.
+    fn start_link(&self, socket: TcpStream) -> Running {
+        let number = self
+            .inner
+            .links
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let (rd, wr) = socket.into_split();
+        let (outbound, writer) = Outbound::new(LINK_QUEUE, SEND_STALL);
+        let writer = if self.inner.dial.is_some() {
+            writer.keep_unsent()
+        } else {
+            writer
+        };
+        let max = self.inner.node.message_limit();
+        Running {
+            number,
+            writer: tokio::spawn(writer.run(wr)),
+            reader: tokio::spawn(read_loop(self.clone(), rd, outbound.clone(), max)),
+            outbound,
+        }
+    }
+
+    /// Closed for good: fails every waiting request with `reason`.
+    fn shut(&self, reason: &str) {
+        {
+            let mut st = self.state();
+            st.link = None;
+            if st.closed.is_none() {
+                st.closed = Some(Arc::from(reason));
+            }
+            st.held.clear();
+            st.held_bytes = 0;
+        }
+        let failed: Vec<Pending> = self.pending().drain().map(|(_, p)| p).collect();
+        for p in failed {
+            let _ = p.tx.send(Err(Error::Closed {
+                reason: reason.to_string().into(),
+            }));
+        }
+        self.bump();
+    }
+
+    /// The peer's address (for a dialed peer: the server it dials, which discovery may
+    /// change).
     pub fn addr(&self) -> SocketAddr {
-        self.inner.addr
+        *self.inner.addr.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn send(&self, frame: &Frame) -> Result<(), Error> {
-        let bytes = frame.to_bytes().map_err(|e| Error::Closed {
-            reason: e.to_string().into(),
-        })?;
-        self.inner.outbound.send(bytes).await.map_err(Into::into)
+    pub(crate) fn node(&self) -> &Node {
+        &self.inner.node
+    }
+
+    /// Links established so far (1 after the first connect; more after reconnects).
+    pub fn links(&self) -> u64 {
+        self.inner.links.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether a link is up now.
+    pub fn is_linked(&self) -> bool {
+        self.state().link.is_some()
+    }
+
+    /// Waits until a link is up, at most `timeout`.
+    pub async fn wait_link(&self, timeout: Duration) -> Result<(), Error> {
+        let mut changed = self.inner.changed.subscribe();
+        let wait = async {
+            loop {
+                changed.borrow_and_update();
+                {
+                    let st = self.state();
+                    if st.link.is_some() {
+                        return Ok(());
+                    }
+                    if let Some(reason) = &st.closed {
+                        return Err(Error::Closed {
+                            reason: reason.clone(),
+                        });
+                    }
+                }
+                if changed.changed().await.is_err() {
+                    return Err(Error::Closed {
+                        reason: "peer dropped".into(),
+                    });
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| Error::NoLink { waited: timeout })?
+    }
+
+    /// Hands `bytes` to the current link, or (dialed peers) holds them for the next one.
+    async fn send(&self, bytes: Bytes) -> Result<(), Error> {
+        let mut changed = self.inner.changed.subscribe();
+        loop {
+            changed.borrow_and_update();
+            let out = {
+                let mut st = self.state();
+                if let Some(reason) = &st.closed {
+                    return Err(Error::Closed {
+                        reason: reason.clone(),
+                    });
+                }
+                match (&st.link, &self.inner.dial) {
+                    (Some(link), _) => link.outbound.clone(),
+                    (None, Some(dial)) => {
+                        if st.held_bytes + bytes.len() > dial.hold_limit {
+                            return Err(Error::NotDelivered {
+                                what: "a clever-show message".into(),
+                                reason: format!(
+                                    "no link to {} and {} bytes already wait for one (limit {})",
+                                    self.addr(),
+                                    st.held_bytes,
+                                    dial.hold_limit
+                                ),
+                            });
+                        }
+                        st.held_bytes += bytes.len();
+                        st.held.push_back(bytes);
+                        return Ok(());
+                    }
+                    (None, None) => {
+                        return Err(Error::Closed {
+                            reason: "clever-show link closed".into(),
+                        })
+                    }
+                }
+            };
+            match out.send(bytes.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) if self.inner.dial.is_none() => return Err(e.into()),
+                // The link is going down; once it is, the frame goes to the next one.
+                Err(_) => {
+                    if changed.changed().await.is_err() {
+                        return Err(Error::Closed {
+                            reason: "peer dropped".into(),
+                        });
+                    }
+                }
+            }
+        }
     }
 
     /// Sends the action `name` (never answered).
@@ -95,7 +375,12 @@ impl Peer {
         args: Vec<Value>,
         kwargs: Map<String, Value>,
     ) -> Result<(), Error> {
-        self.send(&Frame::action(name, args, kwargs)).await
+        self.send(encode(&Frame::action(name, args, kwargs))?).await
+    }
+
+    /// Sends a raw frame (e.g. a file push).
+    pub(crate) async fn send_frame(&self, frame: &Frame) -> Result<(), Error> {
+        self.send(encode(frame)?).await
     }
 
     /// Starts the request `name`; set args, kwargs and timeout, then [`RequestBuilder::send`].
@@ -126,22 +411,40 @@ impl Peer {
         })
     }
 
-    /// Closes the link after what is queued has been written.
+    /// Closes the peer: the link is closed after what it has queued is written; frames
+    /// waiting for a link are dropped and waiting requests fail.
     pub fn close(&self) {
-        self.inner.outbound.close();
+        if let Some(link) = &self.state().link {
+            link.outbound.close();
+        }
+        self.shut("closed by this side");
     }
 
-    /// Whether the link has ended.
+    /// Whether the peer is closed for good.
     pub fn is_closed(&self) -> bool {
-        self.inner.outbound.is_killed()
+        self.state().closed.is_some()
     }
 
-    /// A request id (4 decimal digits, as the original) not pending on this link.
-    fn register(&self, name: &str, tx: oneshot::Sender<Content>) -> Option<String> {
+    /// Registers a request under a fresh id (4 decimal digits, as the original).
+    fn register(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+        tx: oneshot::Sender<Result<Content, Error>>,
+    ) -> Result<String, Error> {
         use std::hash::{BuildHasher, Hasher};
-        let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(reason) = &self.state().closed {
+            return Err(Error::Closed {
+                reason: reason.clone(),
+            });
+        }
+        let mut pending = self.pending();
         if pending.len() >= 10_000 {
-            return None;
+            return Err(Error::NotDelivered {
+                what: format!("request {name}"),
+                reason: "10 000 requests are pending on this link".into(),
+            });
         }
         loop {
             let r = std::collections::hash_map::RandomState::new()
@@ -149,18 +452,220 @@ impl Peer {
                 .finish();
             let id = format!("{:04}", r % 10_000);
             if let std::collections::hash_map::Entry::Vacant(slot) = pending.entry(id.clone()) {
-                slot.insert((name.to_string(), tx));
-                return Some(id);
+                slot.insert(Pending {
+                    name: name.to_string(),
+                    args,
+                    kwargs,
+                    sends: 0,
+                    sent_on: 0,
+                    tx,
+                });
+                return Ok(id);
             }
         }
     }
 
+    /// Hands a registered, never-sent request to the current link, if there is one (else
+    /// the next link sends it).
+    async fn send_request(&self, id: &str) -> Result<(), Error> {
+        let Some((number, outbound)) = self
+            .state()
+            .link
+            .as_ref()
+            .map(|l| (l.number, l.outbound.clone()))
+        else {
+            return Ok(());
+        };
+        let frame = {
+            let mut pending = self.pending();
+            let Some(p) = pending.get_mut(id) else {
+                return Ok(());
+            };
+            if p.sends != 0 {
+                return Ok(());
+            }
+            p.sends = 1;
+            p.sent_on = number;
+            p.frame(id)?
+        };
+        if let Err(e) = outbound.send(frame).await {
+            if let Some(p) = self.pending().get_mut(id) {
+                if p.sent_on == number && p.sends == 1 {
+                    p.sends = 0; // it never left; the next link sends it
+                }
+            }
+            if self.inner.dial.is_none() {
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
     fn forget(&self, id: &str) {
-        self.inner
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        self.pending().remove(id);
+    }
+
+    /// A new link is up: what waited goes first, in order, then the link is published, then
+    /// requests not answered on an earlier link are re-sent. `false`: the link broke first.
+    async fn link_up(&self, number: u64, outbound: &Outbound) -> bool {
+        loop {
+            let batch: Vec<Bytes> = {
+                let mut st = self.state();
+                if st.closed.is_some() {
+                    return false;
+                }
+                if st.held.is_empty() {
+                    st.link = Some(Link {
+                        number,
+                        outbound: outbound.clone(),
+                    });
+                    break;
+                }
+                st.held_bytes = 0;
+                st.held.drain(..).collect()
+            };
+            let mut frames = batch.into_iter();
+            while let Some(b) = frames.next() {
+                if outbound.send(b.clone()).await.is_err() {
+                    // Broken already: this frame and the rest wait again, in front.
+                    let mut st = self.state();
+                    for f in std::iter::once(b).chain(frames).rev() {
+                        st.held_bytes += f.len();
+                        st.held.push_front(f);
+                    }
+                    return false;
+                }
+            }
+        }
+        self.bump();
+        let frames: Vec<Result<Bytes, Error>> = self
+            .pending()
+            .iter_mut()
+            .filter(|(_, p)| p.sent_on != number && p.sends < 2)
+            .map(|(id, p)| {
+                p.sends += 1;
+                p.sent_on = number;
+                p.frame(id)
+            })
+            .collect();
+        for frame in frames.into_iter().flatten() {
+            if outbound.send(frame).await.is_err() {
+                break;
+            }
+        }
+        true
+    }
+
+    /// A link ended: its unwritten frames wait for the next one (requests among them are
+    /// marked unsent); requests already re-sent once on it fail.
+    fn link_down(&self, number: u64, unsent: Vec<Bytes>) {
+        let mut unsent_requests = HashSet::new();
+        let frames: Vec<Bytes> = unsent
+            .into_iter()
+            .filter(|b| match request_id_of(b) {
+                Some(id) => {
+                    unsent_requests.insert(id);
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        {
+            let mut st = self.state();
+            st.link = None;
+            for f in frames.into_iter().rev() {
+                st.held_bytes += f.len();
+                st.held.push_front(f);
+            }
+        }
+        let addr = self.addr();
+        let failed: Vec<(String, Pending)> = {
+            let mut pending = self.pending();
+            for (id, p) in pending.iter_mut() {
+                if p.sent_on == number && unsent_requests.contains(id) {
+                    p.sends = p.sends.saturating_sub(1);
+                }
+            }
+            let gone: Vec<String> = pending
+                .iter()
+                .filter(|(_, p)| p.sent_on == number && p.sends >= 2)
+                .map(|(id, _)| id.clone())
+                .collect();
+            gone.into_iter()
+                .filter_map(|id| pending.remove(&id).map(|p| (id, p)))
+                .collect()
+        };
+        for (id, p) in failed {
+            let what = format!("request {} #{id}", p.name);
+            let _ = p.tx.send(Err(Error::NotDelivered {
+                what,
+                reason: format!(
+                    "the link to {addr} dropped before the answer, after the request was sent \
+                     and again after it was re-sent"
+                ),
+            }));
+        }
+        self.bump();
+    }
+}
+
+/// Keeps a dialed peer linked: connect with backoff (and discovery, if set up), run the
+/// link, and again, until the peer is closed.
+async fn redial(peer: Peer) {
+    let Some(dial) = peer.inner.dial.clone() else {
+        return;
+    };
+    let mut changed = peer.inner.changed.subscribe();
+    let mut delay = dial.backoff_initial;
+    let mut failures = 0u32;
+    while !peer.is_closed() {
+        let addr = peer.addr();
+        let attempt = tokio::time::timeout(dial.connect_timeout, TcpStream::connect(addr));
+        let socket = match attempt.await {
+            Ok(Ok(s)) => s,
+            outcome => {
+                failures += 1;
+                let why = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer within {:?}", dial.connect_timeout),
+                };
+                tracing::debug!("clever-show connect to {addr} failed ({failures}): {why}");
+                if let Some(d) = &dial.discover {
+                    if failures.is_multiple_of(d.after_failures.max(1)) {
+                        match super::discovery::discover(d.listen, d.wait).await {
+                            Ok(found) => match found.addr() {
+                                Ok(a) => {
+                                    tracing::info!("clever-show server found at {a}");
+                                    *peer.inner.addr.lock().unwrap_or_else(|e| e.into_inner()) = a;
+                                    continue;
+                                }
+                                Err(e) => tracing::warn!("{e}"),
+                            },
+                            Err(e) => tracing::debug!("{e}"),
+                        }
+                    }
+                }
+                let sleep = tokio::time::sleep(crate::client::jitter(delay));
+                tokio::select! {
+                    _ = sleep => {}
+                    _ = changed.wait_for(|_| peer.is_closed()) => {}
+                }
+                delay = (delay * 2).min(dial.backoff_max);
+                continue;
+            }
+        };
+        failures = 0;
+        delay = dial.backoff_initial;
+        let _ = socket.set_nodelay(true);
+        let running = peer.start_link(socket);
+        let number = running.number;
+        if peer.link_up(number, &running.outbound).await {
+            tracing::debug!("clever-show link {number} to {addr} up");
+            peer.call_hook();
+        }
+        let (reason, unsent) = running.ended().await;
+        tracing::info!("clever-show link to {addr} ended: {reason}");
+        peer.link_down(number, unsent);
     }
 }
 
@@ -188,43 +693,43 @@ impl RequestBuilder<'_> {
         self
     }
 
-    /// How long to wait for the response (default 10 s).
+    /// How long to wait for the response (default 10 s), counted from the first send and
+    /// across reconnects.
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
         self
     }
 
-    /// Sends the request and waits for the response's `value`.
-    pub async fn send(self) -> Result<Value, Error> {
+    /// Sends the request and waits for the response's content, raw.
+    pub async fn send_raw(self) -> Result<Content, Error> {
         let peer = self.peer;
         let what = format!("request {}", self.name);
         let (tx, rx) = oneshot::channel();
-        let id = peer.register(&self.name, tx).ok_or_else(|| Error::Remote {
-            what: what.clone(),
-            reason: "10 000 requests are pending on this link".into(),
-        })?;
-        let frame = Frame::request(&self.name, &id, self.args, self.kwargs);
-        if let Err(e) = peer.send(&frame).await {
+        let id = peer.register(&self.name, self.args, self.kwargs, tx)?;
+        if let Err(e) = peer.send_request(&id).await {
             peer.forget(&id);
             return Err(e);
         }
-        let content = match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(_)) => {
-                return Err(Error::Closed {
-                    reason: format!("clever-show link to {} closed", peer.addr()).into(),
-                })
-            }
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(_)) => Err(Error::Closed {
+                reason: format!("clever-show link to {} closed", peer.addr()).into(),
+            }),
             Err(_) => {
                 peer.forget(&id);
-                return Err(Error::Timeout {
+                Err(Error::Timeout {
                     addr: peer.addr(),
                     what,
                     timeout: self.timeout,
-                });
+                })
             }
-        };
-        match content {
+        }
+    }
+
+    /// Sends the request and waits for the response's `value`.
+    pub async fn send(self) -> Result<Value, Error> {
+        let what = format!("request {}", self.name);
+        match self.send_raw().await? {
             Content::Json(Value::Object(mut m)) => match m.remove("error") {
                 Some(reason) => Err(Error::Remote {
                     what,
@@ -256,40 +761,46 @@ fn args_kwargs(content: &mut Map<String, Value>) -> (Vec<Value>, Map<String, Val
     (args, kwargs)
 }
 
-async fn read_loop(node: Node, peer: Peer, mut rd: tokio::net::tcp::OwnedReadHalf) {
-    let mut decoder = Decoder::default();
+async fn read_loop(
+    peer: Peer,
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    outbound: Outbound,
+    max_message: usize,
+) -> String {
+    let mut decoder = Decoder::with_max_content(max_message);
     let mut buf = BytesMut::with_capacity(8 * 1024);
-    let reason = 'link: loop {
+    loop {
         loop {
             match decoder.decode(&mut buf) {
-                Ok(Some(frame)) => dispatch(&node, &peer, frame).await,
+                Ok(Some(frame)) => dispatch(&peer, frame).await,
                 Ok(None) => break,
-                Err(e) => break 'link format!("{e}"),
+                Err(e) => return e.to_string(),
             }
         }
         tokio::select! {
             res = rd.read_buf(&mut buf) => match res {
-                Ok(0) => break 'link "peer closed the link".to_string(),
+                Ok(0) => return "peer closed the link".to_string(),
                 Ok(_) => {}
-                Err(e) => break 'link format!("read failed: {e}"),
+                Err(e) => return format!("read failed: {e}"),
             },
-            why = peer.inner.outbound.killed() => break 'link why.to_string(),
+            why = outbound.killed() => return why.to_string(),
         }
-    };
-    tracing::debug!(peer = %peer.addr(), "clever-show link ended: {reason}");
-    peer.inner.outbound.kill(&reason);
-    // Waiting requests see their sender dropped: Error::Closed.
-    peer.inner
-        .pending
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clear();
+    }
 }
 
-async fn dispatch(node: &Node, peer: &Peer, frame: Frame) {
+async fn dispatch(peer: &Peer, frame: Frame) {
+    let node = &peer.inner.node;
     match frame.message_type.as_str() {
         "message" => {
             let name = frame.extra_str("action").unwrap_or_default().to_string();
+            if name == "filetransfer" {
+                if let Content::Binary(bytes) = &frame.content {
+                    let path = frame.extra_str("filepath").unwrap_or_default();
+                    // Awaited in place, like every action: a later request sees the file.
+                    super::files::receive_push(node, peer, path, bytes.clone()).await;
+                    return;
+                }
+            }
             let handler = node
                 .handlers
                 .read()
@@ -328,16 +839,26 @@ async fn dispatch(node: &Node, peer: &Peer, frame: Frame) {
                 .get(&name)
                 .cloned();
             let peer = peer.clone();
+            let node = node.clone();
             tokio::spawn(async move {
-                let result = match handler {
-                    Some(h) => h(peer.clone(), args, kwargs).await,
-                    None => Err(format!("no handler for request {name:?}")),
+                let response = match handler {
+                    Some(h) => match h(peer.clone(), args, kwargs).await {
+                        Ok(value) => Frame::response(&name, &id, Content::Json(value)),
+                        Err(reason) => Frame::error_response(&name, &id, &reason),
+                    },
+                    None => match super::files::builtin_request(&node, &name, &kwargs).await {
+                        Some(Ok(content)) => Frame::response(&name, &id, content),
+                        Some(Err(reason)) => Frame::error_response(&name, &id, &reason),
+                        None => Frame::error_response(
+                            &name,
+                            &id,
+                            &format!("no handler for request {name:?}"),
+                        ),
+                    },
                 };
-                let response = match result {
-                    Ok(value) => Frame::response(&name, &id, Content::Json(value)),
-                    Err(reason) => Frame::error_response(&name, &id, &reason),
-                };
-                let _ = peer.send(&response).await;
+                if let Err(e) = peer.send_frame(&response).await {
+                    tracing::debug!(peer = %peer.addr(), "response {name:?} #{id} not sent: {e}");
+                }
             });
         }
         "response" => {
@@ -347,15 +868,15 @@ async fn dispatch(node: &Node, peer: &Peer, frame: Frame) {
                 .to_string();
             let name = frame.extra_str("requested_value").unwrap_or_default();
             let waiter = {
-                let mut pending = peer.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let mut pending = peer.pending();
                 match pending.get(&id) {
-                    Some((wanted, _)) if wanted == name => pending.remove(&id),
+                    Some(p) if p.name == name => pending.remove(&id),
                     _ => None,
                 }
             };
             match waiter {
-                Some((_, tx)) => {
-                    let _ = tx.send(frame.content);
+                Some(p) => {
+                    let _ = p.tx.send(Ok(frame.content));
                 }
                 None => {
                     tracing::warn!(peer = %peer.addr(), "unexpected response {name:?} #{id}; dropped")

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use call::{Call, Response};
 pub use connect::Connect;
+pub(crate) use robot::jitter;
 pub use robot::{fetch, Fetch, Robot, RobotBuilder, RobotCall, RobotEvent, RobotSubscription};
 use subscription::Sink;
 pub use subscription::{Datagrams, Message, Subscription};

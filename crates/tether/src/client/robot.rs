@@ -290,7 +290,7 @@ async fn forward(mut sub: Subscription, tx: mpsc::Sender<Message>) {
 }
 
 /// A random duration between half and all of `d` ("equal jitter").
-fn jitter(d: Duration) -> Duration {
+pub(crate) fn jitter(d: Duration) -> Duration {
     let r = RandomState::new().build_hasher().finish();
     let half = d / 2;
     half + Duration::from_nanos(r % (half.as_nanos().max(1) as u64))

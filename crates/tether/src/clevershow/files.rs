@@ -1,0 +1,202 @@
+//! clever-show file transfer, wire-compatible with the original (protocols/clever-show.md
+//! B.3) and confined to the node's [`FileRoot`]:
+//!
+//! * push: the action `filetransfer` with binary content and a `filepath` header; the
+//!   receiver writes it atomically inside its root, or refuses (logged; the wire has no
+//!   answer for a push);
+//! * pull: the request `filetransfer` with `kwargs.filepath`, answered with a binary
+//!   response, or an error response saying why not;
+//! * `filestat` (Tether extension): answers `{"size": N, "sha256": "<hex>"}`, which
+//!   [`Peer::push_file_verified`] uses to check a push end to end.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use tether_wire::clevershow::{Content, Frame};
+
+use super::{Node, Peer};
+use crate::files::{sha256_file, write_atomically, FileRoot};
+use crate::Error;
+
+/// What `filestat` answers: a file's size and SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileStat {
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+}
+
+fn root_of(node: &Node) -> Option<FileRoot> {
+    node.handlers
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .files
+        .clone()
+}
+
+/// Writes a pushed file inside the root, or logs why not.
+pub(crate) async fn receive_push(node: &Node, peer: &Peer, path: &str, bytes: Bytes) {
+    let Some(root) = root_of(node) else {
+        tracing::warn!(peer = %peer.addr(), "file push to {path:?} refused: no files root is set");
+        return;
+    };
+    let requested = path.to_string();
+    let len = bytes.len();
+    let written = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let dest = root.for_write(&requested).map_err(|e| e.to_string())?;
+        write_atomically(&dest, &bytes).map_err(|e| format!("{requested:?}: {e}"))
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    match written {
+        Ok(()) => tracing::info!(peer = %peer.addr(), "received {len} bytes into {path:?}"),
+        Err(e) => tracing::warn!(peer = %peer.addr(), "file push refused: {e}"),
+    }
+}
+
+/// Answers the built-in file requests; `None` if `name` is not one of them.
+pub(crate) async fn builtin_request(
+    node: &Node,
+    name: &str,
+    kwargs: &Map<String, Value>,
+) -> Option<Result<Content, String>> {
+    let stat = match name {
+        "filetransfer" => false,
+        "filestat" => true,
+        _ => return None,
+    };
+    let Some(root) = root_of(node) else {
+        return Some(Err("no files root is set on this peer".into()));
+    };
+    let Some(requested) = kwargs.get("filepath").and_then(Value::as_str) else {
+        return Some(Err("kwargs.filepath (a string) is required".into()));
+    };
+    let requested = requested.to_string();
+    let limit = node.message_limit();
+    let answer = tokio::task::spawn_blocking(move || -> Result<Content, String> {
+        let path = root.for_read(&requested).map_err(|e| e.to_string())?;
+        let io = |e: std::io::Error| format!("{requested:?}: {e}");
+        if stat {
+            let (size, sha256) = sha256_file(&path).map_err(io)?;
+            let stat =
+                serde_json::to_value(FileStat { size, sha256 }).map_err(|e| e.to_string())?;
+            return Ok(Content::Json(stat));
+        }
+        let size = std::fs::metadata(&path).map_err(io)?.len();
+        if size > limit as u64 {
+            return Err(format!(
+                "{requested:?} has {size} bytes, over the clever-show limit of {limit}"
+            ));
+        }
+        Ok(Content::Binary(Bytes::from(
+            std::fs::read(&path).map_err(io)?,
+        )))
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    Some(answer)
+}
+
+impl Peer {
+    /// Pushes the local file `local` to `remote` (a path inside the peer's files root),
+    /// as the original's `send_file` does: one frame, no acknowledgement. Returns its size.
+    pub async fn push_file(&self, local: &Path, remote: &str) -> Result<u64, Error> {
+        let what = || format!("push of {} to {remote:?}", local.display());
+        let owned = local.to_path_buf();
+        let bytes = tokio::task::spawn_blocking(move || std::fs::read(owned))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|reason| Error::File {
+                what: what(),
+                reason,
+            })?;
+        let limit = self.node().message_limit();
+        if bytes.len() > limit {
+            return Err(Error::File {
+                what: what(),
+                reason: format!(
+                    "{} bytes is over the clever-show limit of {limit} (use `tether put` over VSOA)",
+                    bytes.len()
+                ),
+            });
+        }
+        let size = bytes.len() as u64;
+        self.send_frame(&Frame::file_push(remote, Bytes::from(bytes)))
+            .await?;
+        Ok(size)
+    }
+
+    /// [`Peer::push_file`], then asks the peer's `filestat` (Tether peers answer it) and
+    /// checks size and SHA-256 against the local file.
+    pub async fn push_file_verified(&self, local: &Path, remote: &str) -> Result<FileStat, Error> {
+        let owned = local.to_path_buf();
+        let (size, sha256) = tokio::task::spawn_blocking(move || sha256_file(&owned))
+            .await
+            .map_err(|e| Error::File {
+                what: local.display().to_string(),
+                reason: e.to_string(),
+            })?
+            .map_err(|e| Error::File {
+                what: local.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        self.push_file(local, remote).await?;
+        let mut kwargs = Map::new();
+        kwargs.insert("filepath".into(), remote.into());
+        let theirs: FileStat =
+            serde_json::from_value(self.request("filestat").kwargs(kwargs).send().await?)?;
+        let ours = FileStat { size, sha256 };
+        if theirs != ours {
+            return Err(Error::File {
+                what: format!("push of {} to {remote:?}", local.display()),
+                reason: format!("the peer has {theirs:?}, we sent {ours:?}"),
+            });
+        }
+        Ok(ours)
+    }
+
+    /// Pulls `remote` (a path inside the peer's files root) into the local file `local`,
+    /// written atomically. Returns its size.
+    pub async fn pull_file(
+        &self,
+        remote: &str,
+        local: &Path,
+        timeout: Duration,
+    ) -> Result<u64, Error> {
+        let mut kwargs = Map::new();
+        kwargs.insert("filepath".into(), remote.into());
+        let what = format!("pull of {remote:?}");
+        let content = self
+            .request("filetransfer")
+            .kwargs(kwargs)
+            .timeout(timeout)
+            .send_raw()
+            .await?;
+        let bytes = match content {
+            Content::Binary(b) => b,
+            Content::Json(v) => {
+                let reason = v
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+                    .unwrap_or_else(|| format!("answered {v} instead of the file"));
+                return Err(Error::Remote { what, reason });
+            }
+        };
+        let dest = local.to_path_buf();
+        let size = bytes.len() as u64;
+        tokio::task::spawn_blocking(move || write_atomically(&dest, &bytes))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|reason| Error::File {
+                what: format!("{what} into {}", local.display()),
+                reason,
+            })?;
+        Ok(size)
+    }
+}
