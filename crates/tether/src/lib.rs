@@ -39,6 +39,7 @@ pub mod position;
 pub mod server;
 pub mod stream;
 pub mod tls;
+pub mod transfer;
 
 pub use address::{AddressError, Host, VsoaUrl};
 pub use client::{fetch, Client, Message, Response, Robot, RobotEvent, Subscription};
