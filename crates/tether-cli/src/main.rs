@@ -25,13 +25,19 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a server with the demo services (/echo, /publish, datagram echo).
-    Serve(cmd::serve::Args),
+    Serve(Box<cmd::serve::Args>),
     /// Make one RPC call and print the reply as one JSON line.
     Call(cmd::call::RpcArgs),
     /// Subscribe and print each message as one JSON line.
     Sub(cmd::sub::Args),
     /// Call a route that opens a stream; copy stdin to it and it to stdout.
     Stream(cmd::stream::Args),
+    /// Upload a file to a server's file service (SHA-256 checked, resumable).
+    Put(cmd::files::PutArgs),
+    /// Download a file from a server's file service (SHA-256 checked, resumable).
+    Get(cmd::files::GetArgs),
+    /// Listen for a clever-show server's announcement and print it as JSON.
+    Discover(cmd::discover::Args),
     /// Send one datagram (TCP or --quick), optionally wait for one back.
     Dgram(cmd::dgram::Args),
     /// Run a position (name lookup) service.
@@ -75,11 +81,14 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Serve(args) => cmd::serve::run(*args).await,
             Command::Call(args) => cmd::call::run(args).await,
             Command::Sub(args) => cmd::sub::run(args).await,
             Command::Dgram(args) => cmd::dgram::run(args).await,
             Command::Stream(args) => cmd::stream::run(args).await,
+            Command::Put(args) => cmd::files::put(args).await,
+            Command::Get(args) => cmd::files::get(args).await,
+            Command::Discover(args) => cmd::discover::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
             Command::Position(args) => cmd::position::serve(args).await,
             Command::Lookup(args) => cmd::position::lookup(args).await,

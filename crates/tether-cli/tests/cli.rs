@@ -6,7 +6,6 @@ use std::process::Stdio;
 
 use common::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 struct Run {
     code: i32,
@@ -18,7 +17,7 @@ struct Run {
 async fn tether(args: &[&str]) -> Run {
     let out = tokio::time::timeout(
         WAIT,
-        Command::new(env!("CARGO_BIN_EXE_tether"))
+        tether_cmd(&[])
             .args(args)
             .stdin(Stdio::null())
             .kill_on_drop(true)
@@ -153,7 +152,7 @@ async fn call_failures_exit_non_zero_with_one_sentence() {
 async fn sub_prints_messages_and_exits_after_count() {
     let s = tether_serve(&[]).await;
     let base = format!("vsoa://127.0.0.1:{}", s.port);
-    let mut sub = Command::new(env!("CARGO_BIN_EXE_tether"))
+    let mut sub = tether_cmd(&[])
         .args(["sub", &format!("{base}/a/"), "/b", "--count", "3"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -291,7 +290,7 @@ async fn dgram_sends_on_either_channel_and_prints_the_echo() {
 async fn sub_marks_quick_publishes() {
     let s = tether_serve(&[]).await;
     let base = format!("vsoa://127.0.0.1:{}", s.port);
-    let mut sub = Command::new(env!("CARGO_BIN_EXE_tether"))
+    let mut sub = tether_cmd(&[])
         .args(["sub", &format!("{base}/q"), "--count", "2"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -343,7 +342,7 @@ async fn sub_marks_quick_publishes() {
 async fn stream_copies_stdin_through_the_echo_and_downloads_blobs() {
     let s = tether_serve(&[]).await;
     let base = format!("vsoa://127.0.0.1:{}", s.port);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+    let mut child = tether_cmd(&[])
         .args(["stream", &format!("{base}/stream/echo")])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -450,7 +449,7 @@ async fn lookup_follows_vsoa_pos_server_in_order_with_ipv6_entries() {
     let env = format!("{},[::1]:{}", silent.local_addr().unwrap(), v6.port);
     let out = tokio::time::timeout(
         WAIT,
-        Command::new(env!("CARGO_BIN_EXE_tether"))
+        tether_cmd(&[])
             .args(["lookup", "v6name", "--timeout", "0.2"])
             .env("VSOA_POS_SERVER", &env)
             .stdin(Stdio::null())
@@ -508,7 +507,7 @@ async fn serve_takes_its_limits_from_flags() {
 
 #[tokio::test]
 async fn serve_answers_clever_show_echo_and_time() {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"));
+    let mut cmd = tether_cmd(&[]);
     cmd.args([
         "serve",
         "--listen",
@@ -542,4 +541,204 @@ async fn serve_answers_clever_show_echo_and_time() {
         .unwrap()
         .as_secs_f64();
     assert!((t - now).abs() < 5.0, "{t} vs {now}");
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = scratch_dir().join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[tokio::test]
+async fn put_and_get_move_files_checked_with_plain_progress_off_a_terminal() {
+    let dir = temp_dir("put-get");
+    let root = dir.join("root");
+    let s = tether_serve(&["--files-root", root.to_str().unwrap()]).await;
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let src = dir.join("src.bin");
+    std::fs::write(&src, &data).unwrap();
+    let url = format!("vsoa://127.0.0.1:{}/files/a/b.bin", s.port);
+
+    let r = tether(&["put", src.to_str().unwrap(), &url]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let line: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(line["url"], url);
+    assert_eq!(line["size"], 3_000_000);
+    assert_eq!(line["resumed_from"], 0);
+    assert_eq!(line["sha256"].as_str().unwrap().len(), 64);
+    // Not a terminal: plain progress lines, ending at 100 %.
+    assert!(r.stderr.contains("(100%)"), "{}", r.stderr);
+    assert!(!r.stderr.contains('\r'), "{}", r.stderr);
+    assert_eq!(std::fs::read(root.join("a/b.bin")).unwrap(), data);
+
+    let out = dir.join("out.bin");
+    let r = tether(&["get", &url, "-o", out.to_str().unwrap(), "--quiet"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stderr, "");
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    let back: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(back["sha256"], line["sha256"]);
+
+    // Refusals: a clear message and exit code 1, nothing written.
+    let bad = format!("vsoa://127.0.0.1:{}/files/../escape", s.port);
+    let r = tether(&["put", src.to_str().unwrap(), &bad]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("contains '..'"), "{}", r.stderr);
+    let missing = format!("vsoa://127.0.0.1:{}/files/missing", s.port);
+    let r = tether(&["get", &missing, "-o", dir.join("m").to_str().unwrap()]).await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("status 3"), "{}", r.stderr);
+    assert!(!dir.join("m").exists());
+    let r = tether(&["put", dir.join("nope").to_str().unwrap(), &url]).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("cannot read"), "{}", r.stderr);
+}
+
+#[tokio::test]
+async fn serve_moves_clever_show_files_inside_files_root_only() {
+    let dir = temp_dir("cs-files");
+    let root = dir.join("root");
+    let mut cmd = tether_cmd(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--clever-show",
+        "127.0.0.1:0",
+        "--files-root",
+        root.to_str().unwrap(),
+    ]);
+    cmd.arg("--name").arg("files");
+    let cs = start_cmd(cmd, "clever-show on ").await;
+    let drone = tether::clevershow::Node::new()
+        .connect(format!("127.0.0.1:{}", cs.port).parse().unwrap())
+        .await
+        .unwrap();
+    std::fs::write(dir.join("anim.csv"), b"1,2,3\n").unwrap();
+    drone
+        .push_file_verified(&dir.join("anim.csv"), "shows/anim.csv")
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(root.join("shows/anim.csv")).unwrap(),
+        b"1,2,3\n"
+    );
+    drone
+        .pull_file("shows/anim.csv", &dir.join("back.csv"), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(dir.join("back.csv")).unwrap(), b"1,2,3\n");
+    let e = drone
+        .pull_file("../anim.csv", &dir.join("x"), WAIT)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("contains '..'"), "{e}");
+    drone
+        .push_file(&dir.join("anim.csv"), "../escaped.csv")
+        .await
+        .unwrap();
+    // The push is refused on the server (logged); the link goes on and nothing escaped.
+    drone.request("time").send().await.unwrap();
+    assert!(!dir.join("escaped.csv").exists());
+}
+
+#[tokio::test]
+async fn serve_default_files_root_is_files_in_the_working_directory() {
+    let dir = temp_dir("default-root");
+    let mut cmd = tether_cmd(&["serve", "--listen", "127.0.0.1:0"]);
+    cmd.current_dir(&dir);
+    let s = start_cmd(cmd, "VSOA server on vsoa://").await;
+    std::fs::write(dir.join("f"), b"x").unwrap();
+    let url = format!("vsoa://127.0.0.1:{}/files/f", s.port);
+    let r = tether(&["put", dir.join("f").to_str().unwrap(), &url, "-q"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(std::fs::read(dir.join("files/f")).unwrap(), b"x");
+}
+
+fn free_udp() -> String {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn discover_hears_the_announcement_of_serve_on_loopback() {
+    let beacon = free_udp();
+    let cmd = tether_cmd(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--clever-show",
+        "127.0.0.1:0",
+        "--announce",
+        &beacon,
+        "--announce-every",
+        "0.05",
+    ]);
+    let cs = start_cmd(cmd, "clever-show on ").await;
+    let r = tether(&["discover", "--listen", &beacon, "--timeout", "5"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let a: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(a["host"], "127.0.0.1");
+    assert_eq!(a["port"], cs.port);
+    // Nobody announcing: exit code 5 and a clear sentence.
+    let r = tether(&["discover", "--listen", &free_udp(), "--timeout", "0.2"]).await;
+    assert_eq!(r.code, 5);
+    assert!(
+        r.stderr.contains("no clever-show server announced"),
+        "{}",
+        r.stderr
+    );
+    // Announcing needs clever-show; broadcast needs to be allowed.
+    let r = tether(&["serve", "--announce", &beacon]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let r = tether(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--clever-show",
+        "127.0.0.1:0",
+        "--announce",
+        "255.255.255.255:8181",
+    ])
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("refused destination"), "{}", r.stderr);
+}
+
+#[tokio::test]
+async fn the_younger_serve_stops_clever_show_when_an_older_one_announces() {
+    let (a_hears, b_hears) = (free_udp(), free_udp());
+    let older = tether_cmd(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--clever-show",
+        "127.0.0.1:0",
+        "--announce",
+        &b_hears,
+        "--announce-every",
+        "0.05",
+        "--yield-to-older",
+        &a_hears,
+    ]);
+    let _older = start_cmd(older, "clever-show on ").await;
+    let mut younger = Lines::spawn(tether_cmd(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--clever-show",
+        "127.0.0.1:0",
+        "--announce",
+        &a_hears,
+        "--announce-every",
+        "0.05",
+        "--yield-to-older",
+        &b_hears,
+    ]));
+    younger
+        .expect_prefix("tether: clever-show stopped: server ")
+        .await;
 }

@@ -267,7 +267,7 @@ async fn our_client_over_tls_to_a_python_server_and_the_cli() {
         &pki.path("server.key"),
     ])
     .await;
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+    let out = tether_cmd(&[])
         .args([
             "call",
             &format!("vsoa://127.0.0.1:{}/echo", ours.port),
@@ -283,7 +283,7 @@ async fn our_client_over_tls_to_a_python_server_and_the_cli() {
         String::from_utf8_lossy(&out.stdout),
         "{\"status\":0,\"param\":7,\"data\":null,\"tunid\":0}\n"
     );
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+    let out = tether_cmd(&[])
         .args([
             "call",
             &format!("vsoa://127.0.0.1:{}/echo", ours.port),

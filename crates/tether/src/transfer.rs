@@ -403,6 +403,14 @@ fn file_error(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
+/// A transfer whose connection broke: [`Error::Closed`], which a caller may retry (the next
+/// attempt resumes).
+fn broke_off(what: &str, e: std::io::Error) -> Error {
+    Error::Closed {
+        reason: format!("{what} broke off: {e}; run again to resume").into(),
+    }
+}
+
 /// Copies `from` to `to`, reporting the running total (starting at `done`) to `progress`.
 async fn copy_counting<R, W>(
     from: &mut R,
@@ -469,16 +477,17 @@ pub async fn put(
         .map_err(file_error(&what))?;
     progress(start.offset, size);
     let mut report = |done| progress(done, size);
+    let broke = |e: std::io::Error| broke_off(&what, e);
     copy_counting(&mut file, &mut stream, start.offset, &mut report)
         .await
-        .map_err(file_error(&what))?;
-    stream.shutdown().await.map_err(file_error(&what))?;
+        .map_err(broke)?;
+    stream.shutdown().await.map_err(broke)?;
     let mut answer = Vec::new();
     (&mut stream)
         .take(4096)
         .read_to_end(&mut answer)
         .await
-        .map_err(file_error(&what))?;
+        .map_err(broke)?;
     let outcome: Outcome = serde_json::from_slice(&answer).map_err(|e| Error::Malformed {
         addr: client.server_addr(),
         detail: format!("upload outcome {:?}: {e}", String::from_utf8_lossy(&answer)),
@@ -559,17 +568,14 @@ pub async fn get(
     let copied = copy_counting(&mut stream, &mut file, offer.offset, &mut report).await;
     file.sync_all().await.map_err(&io)?;
     drop(file);
-    let done = copied.map_err(|e| Error::File {
-        what: what.clone(),
-        reason: format!("stream broke off: {e}; run again to resume"),
-    })?;
+    let done = copied.map_err(|e| broke_off(&what, e))?;
     if done != offer.size {
-        return Err(Error::File {
-            what: what.clone(),
+        return Err(Error::Closed {
             reason: format!(
-                "stream ended after {done} of {} bytes; run again to resume",
+                "{what}: the stream ended after {done} of {} bytes; run again to resume",
                 offer.size
-            ),
+            )
+            .into(),
         });
     }
     let owned = part.clone();

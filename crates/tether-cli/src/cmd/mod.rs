@@ -3,6 +3,8 @@
 pub mod bench;
 pub mod call;
 pub mod dgram;
+pub mod discover;
+pub mod files;
 pub mod position;
 pub mod serve;
 pub mod stream;

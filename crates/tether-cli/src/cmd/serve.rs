@@ -31,9 +31,18 @@ pub struct Args {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_client_ca: Option<std::path::PathBuf>,
     /// Also serve clever-show messaging (drone shows) on this TCP address, off by default.
-    /// Requests `echo` and `time` (docs: README).
+    /// Requests `echo`, `time` and file transfer inside --files-root (docs: README).
     #[arg(long, value_name = "HOST:PORT")]
     clever_show: Option<std::net::SocketAddr>,
+    /// The folder file transfers are confined to (VSOA `/files/` and clever-show
+    /// `filetransfer`); created if missing.
+    #[arg(long, value_name = "DIR", default_value = "files")]
+    files_root: std::path::PathBuf,
+    /// Largest file `/files/` accepts or sends, in bytes (clever-show moves at most 64 MiB).
+    #[arg(long, value_name = "BYTES", default_value_t = tether::transfer::DEFAULT_MAX_FILE)]
+    max_file_size: u64,
+    #[command(flatten)]
+    announce: AnnounceArgs,
     #[command(flatten)]
     limits: Limits,
     /// Server name in the handshake info (and for --register).
@@ -63,6 +72,13 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let builder = crate::demo::datagram_echo(args.limits.apply(builder));
     let server = builder.build();
     crate::demo::install(&server);
+    let files = tether::files::FileRoot::new(&args.files_root).map_err(|e| Failure {
+        message: format!("files root {}: {e}", args.files_root.display()),
+        code: 1,
+    })?;
+    tether::transfer::FileService::new(files.clone())
+        .max_size(args.max_file_size)
+        .install(&server, "/files/");
     let listening = server.bind(args.listen.as_str()).await?;
     let _registration = match args.register {
         Some(pos) => Some(
@@ -80,10 +96,15 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let clever_show = match args.clever_show {
         Some(addr) => {
             let node = tether::clevershow::Node::new();
-            node.with_demo();
+            node.with_demo().files(files.clone());
             Some(node.bind(addr).await?)
         }
         None => None,
+    };
+    let announcer = match (&clever_show, args.announce.announce) {
+        (Some(cs), Some(dest)) => Some(args.announce.start(dest, cs.local_addr()).await?),
+        (None, Some(_)) => return Err(Failure::usage("--announce needs --clever-show")),
+        _ => None,
     };
     // The first stdout line is the contract for scripts that start us on port 0.
     crate::output::print_line(&format!(
@@ -93,15 +114,86 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     if let Some(cs) = &clever_show {
         crate::output::print_line(&format!("tether: clever-show on {}", cs.local_addr()));
     }
-    if let Err(e) = tokio::signal::ctrl_c().await {
-        return Err(Failure {
-            message: format!("cannot wait for Ctrl-C: {e}"),
-            code: 1,
-        });
+    let yielded = async {
+        match &announcer {
+            Some(a) => a.yielded().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        done = tokio::signal::ctrl_c() => if let Err(e) = done {
+            return Err(Failure {
+                message: format!("cannot wait for Ctrl-C: {e}"),
+                code: 1,
+            });
+        },
+        older = yielded => {
+            // The original's "younger server yields": stop serving clever-show, keep VSOA.
+            drop(clever_show);
+            crate::output::print_line(&format!(
+                "tether: clever-show stopped: server {} at {}:{} started earlier",
+                older.id, older.host, older.port
+            ));
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                return Err(Failure {
+                    message: format!("cannot wait for Ctrl-C: {e}"),
+                    code: 1,
+                });
+            }
+        }
     }
     tracing::info!("shutting down");
     listening.shutdown().await;
     Ok(())
+}
+
+/// clever-show discovery announcements: off unless --announce is given.
+#[derive(clap::Args)]
+struct AnnounceArgs {
+    /// Announce the clever-show server with `server_ip` datagrams to this UDP address
+    /// (the original sends to 255.255.255.255:8181; a broadcast address also needs
+    /// --announce-broadcast).
+    #[arg(long, value_name = "HOST:PORT", requires = "clever_show")]
+    announce: Option<std::net::SocketAddr>,
+    /// Seconds between announcements.
+    #[arg(long, value_name = "SECS", default_value = "3", value_parser = super::parse_secs)]
+    announce_every: std::time::Duration,
+    /// The host announced (default: the clever-show listener's IP address).
+    #[arg(long, value_name = "HOST")]
+    announce_host: Option<String>,
+    /// Allow a broadcast destination for --announce.
+    #[arg(long)]
+    announce_broadcast: bool,
+    /// Listen on this UDP address for other servers' announcements and stop serving
+    /// clever-show when one started earlier ("younger server yields").
+    #[arg(long, value_name = "HOST:PORT", requires = "announce")]
+    yield_to_older: Option<std::net::SocketAddr>,
+}
+
+impl AnnounceArgs {
+    async fn start(
+        &self,
+        dest: std::net::SocketAddr,
+        show: std::net::SocketAddr,
+    ) -> Result<tether::clevershow::discovery::Announcer, Failure> {
+        let host = self
+            .announce_host
+            .clone()
+            .unwrap_or_else(|| show.ip().to_string());
+        let mut a = tether::clevershow::discovery::Announce::new(dest, host, show.port())
+            .every(self.announce_every)
+            .allow_broadcast(self.announce_broadcast);
+        if let Some(listen) = self.yield_to_older {
+            a = a.yield_to_older(listen);
+        }
+        let announcer = a.start().await?;
+        tracing::info!(
+            "announcing clever-show server {} to {dest} every {:?}",
+            announcer.announcement().id,
+            self.announce_every
+        );
+        Ok(announcer)
+    }
 }
 
 /// The server limits (docs/security.md); each flag's default is the library's.

@@ -95,6 +95,22 @@ impl Lines {
     }
 }
 
+impl Lines {
+    /// Waits for a line starting with `prefix`.
+    pub async fn expect_prefix(&mut self, prefix: &str) -> String {
+        let got = tokio::time::timeout(WAIT, async {
+            while let Some(line) = self.lines.next_line().await.expect("read") {
+                if line.starts_with(prefix) {
+                    return line;
+                }
+            }
+            panic!("process ended before printing {prefix:?}...");
+        })
+        .await;
+        got.unwrap_or_else(|_| panic!("no {prefix:?}... within {WAIT:?}"))
+    }
+}
+
 /// Reads lines from the child's stdout until one contains `marker`, returns that line.
 async fn wait_line(child: &mut Child, marker: &str) -> String {
     let stdout = child.stdout.take().expect("piped stdout");
@@ -141,10 +157,19 @@ async fn start(mut cmd: Command, banner: &str) -> Proc {
     Proc { child, port }
 }
 
-fn tether_cmd(args: &[&str]) -> Command {
+/// The `tether` binary with `args`, run in a scratch directory (so `serve`'s default
+/// `files` folder lands there, not in the source tree).
+pub fn tether_cmd(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether"));
-    cmd.args(args);
+    cmd.args(args).current_dir(scratch_dir());
     cmd
+}
+
+/// A directory for this test process's files, created once.
+pub fn scratch_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tether-cli-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
 }
 
 /// `tether serve --listen 127.0.0.1:0 ARGS...`, with the port it printed.
