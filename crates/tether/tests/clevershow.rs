@@ -657,3 +657,69 @@ async fn the_younger_server_yields_to_the_older_one() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn stray_frames_are_ignored_and_nothing_else_is_disturbed() {
+    use tether_wire::clevershow::{Content, Decoder, Frame};
+    let (_s, l) = demo_server().await;
+    let mut raw = tokio::net::TcpStream::connect(l.local_addr())
+        .await
+        .unwrap();
+    let frame = |t: &str, extra: Value, content: Content| {
+        let mut f = Frame::action("x", vec![], Map::new());
+        f.message_type = t.into();
+        f.extra = extra.as_object().cloned().unwrap();
+        f.content = content;
+        f.to_bytes().unwrap()
+    };
+    let strays = [
+        // A response nobody asked for.
+        frame(
+            "response",
+            json!({"requested_value": "id", "request_id": "9999"}),
+            Content::Json(json!({"value": 1})),
+        ),
+        // An unknown message type.
+        frame("gossip", json!({}), Content::Json(json!({}))),
+        // A request and an action whose content is not an object.
+        frame("request", json!({}), Content::Json(Value::Null)),
+        frame(
+            "message",
+            json!({"action": "start"}),
+            Content::Json(json!([1])),
+        ),
+        // An action nobody handles.
+        frame(
+            "message",
+            json!({"action": "nobody"}),
+            Content::Json(json!({})),
+        ),
+    ];
+    for s in &strays {
+        raw.write_all(s).await.unwrap();
+    }
+    let echo = Frame::request("echo", "0001", vec![json!(1)], Map::new());
+    raw.write_all(&echo.to_bytes().unwrap()).await.unwrap();
+    // Exactly one frame comes back: the echo's response.
+    let mut buf = bytes::BytesMut::new();
+    let mut dec = Decoder::default();
+    let got = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(f) = dec.decode(&mut buf).unwrap() {
+                return f;
+            }
+            tokio::io::AsyncReadExt::read_buf(&mut raw, &mut buf)
+                .await
+                .unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(got.message_type, "response");
+    assert_eq!(got.extra_str("request_id"), Some("0001"));
+    assert_eq!(
+        got.content,
+        Content::Json(json!({"value": {"args": [1], "kwargs": {}}}))
+    );
+    assert!(buf.is_empty());
+}
