@@ -541,6 +541,10 @@ async fn serve_answers_clever_show_echo_and_time() {
         .unwrap()
         .as_secs_f64();
     assert!((t - now).abs() < 5.0, "{t} vs {now}");
+    // The VSOA demo routes answer clever-show requests named like URLs.
+    let kwargs = serde_json::json!({"k": "v"}).as_object().cloned().unwrap();
+    let echo = drone.request("/echo").kwargs(kwargs).send().await.unwrap();
+    assert_eq!(echo, serde_json::json!({"k": "v"}));
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {

@@ -723,3 +723,70 @@ async fn stray_frames_are_ignored_and_nothing_else_is_disturbed() {
     );
     assert!(buf.is_empty());
 }
+
+#[tokio::test]
+async fn requests_named_like_urls_reach_the_vsoa_route_table() {
+    use tether::{Method, Payload, Reply, Request, Status};
+    let server = tether::Server::builder().build();
+    server.route(
+        "/echo",
+        |req: Request| async move { Reply::ok(req.payload) },
+    );
+    server.route("/method", |req: Request| async move {
+        Reply::json(&json!(req.method == Method::Set)).unwrap()
+    });
+    server.route("/fail", |_req: Request| async move {
+        Reply::error(Status::ARGUMENTS, "bad input")
+    });
+    server.route("/binary", |_req: Request| async move {
+        Reply::ok(Payload {
+            param: Default::default(),
+            data: bytes::Bytes::from_static(b"\x00\x01"),
+        })
+    });
+    server.route("/dgram", |req: Request| async move {
+        let sent = req.client.datagram("/x", Payload::default()).await;
+        Reply::json(&json!(sent.is_err())).unwrap()
+    });
+    let node = Node::new();
+    node.routes(&server);
+    let l = node.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let drone = Node::new().connect(l.local_addr()).await.unwrap();
+    let ask = |name: &str, args: Vec<Value>, kwargs: Value| {
+        drone
+            .request(name)
+            .args(args)
+            .kwargs(kwargs.as_object().cloned().unwrap())
+            .send()
+    };
+    assert_eq!(
+        ask("/echo", vec![], json!({"a": 1})).await.unwrap(),
+        json!({"a": 1})
+    );
+    assert_eq!(
+        ask("/echo", vec![json!(2)], json!({"a": 1})).await.unwrap(),
+        json!({"args": [2], "kwargs": {"a": 1}})
+    );
+    assert_eq!(ask("/echo", vec![], json!({})).await.unwrap(), Value::Null);
+    assert_eq!(
+        ask("/method", vec![], json!({})).await.unwrap(),
+        json!(false)
+    );
+    assert_eq!(
+        ask("SET /method", vec![], json!({})).await.unwrap(),
+        json!(true)
+    );
+    // A datagram to a caller without a VSOA connection fails; it is not dropped silently.
+    assert_eq!(ask("/dgram", vec![], json!({})).await.unwrap(), json!(true));
+    let too_long = format!("/{}", "a".repeat(5000));
+    for (name, why) in [
+        (too_long.as_str(), "status 2"),
+        ("/fail", "/fail: status 2 (invalid arguments): bad input"),
+        ("/binary", "binary data"),
+        ("/missing", "status 3"),
+        ("plain", "no handler for request \"plain\""),
+    ] {
+        let e = ask(name, vec![], json!({})).await.unwrap_err();
+        assert!(e.to_string().contains(why), "{name}: {e}");
+    }
+}

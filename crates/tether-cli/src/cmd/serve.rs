@@ -96,7 +96,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let clever_show = match args.clever_show {
         Some(addr) => {
             let node = tether::clevershow::Node::new();
-            node.with_demo().files(files.clone());
+            node.with_demo().files(files.clone()).routes(&server);
             Some(node.bind(addr).await?)
         }
         None => None,

@@ -15,6 +15,7 @@
 //!   [`Peer`]); files move only inside a [`FileRoot`] (see [`Node::files`]); discovery
 //!   announcements go only where they are told to ([`discovery`]).
 
+mod bridge;
 pub mod discovery;
 mod files;
 mod peer;
@@ -49,6 +50,7 @@ pub(crate) struct Handlers {
     pub(crate) on_peer: Option<Arc<dyn Fn(Peer) + Send + Sync>>,
     pub(crate) files: Option<FileRoot>,
     pub(crate) max_message: usize,
+    pub(crate) routes: Option<crate::Server>,
 }
 
 impl Default for Handlers {
@@ -59,6 +61,7 @@ impl Default for Handlers {
             on_peer: None,
             files: None,
             max_message: DEFAULT_MAX_CONTENT,
+            routes: None,
         }
     }
 }
@@ -96,6 +99,17 @@ impl Node {
     /// refused and those requests get error responses.
     pub fn files(&self, root: FileRoot) -> &Self {
         self.handlers_mut().files = Some(root);
+        self
+    }
+
+    /// Serves requests named like a URL through `server`'s route table, the same handlers
+    /// VSOA clients reach: `/path` is a GET, `SET /path` a SET. The request's kwargs are the
+    /// JSON param (none when empty); with args, the param is `{"args": [...], "kwargs":
+    /// {...}}`. Status 0 answers the reply's JSON param as the value (null when empty); any
+    /// other status, or a reply with binary data, answers an error response. Handlers
+    /// registered on this node with the same name win.
+    pub fn routes(&self, server: &crate::Server) -> &Self {
+        self.handlers_mut().routes = Some(server.clone());
         self
     }
 

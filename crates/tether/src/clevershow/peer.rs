@@ -78,6 +78,8 @@ struct State {
 struct Inner {
     node: Node,
     addr: Mutex<SocketAddr>,
+    /// Our end of the latest link.
+    local: Mutex<Option<SocketAddr>>,
     /// How to redial; `None` for a peer that accepted us or that we connected to once.
     dial: Option<Dial>,
     state: Mutex<State>,
@@ -162,6 +164,7 @@ impl Peer {
             inner: Arc::new(Inner {
                 node,
                 addr: Mutex::new(addr),
+                local: Mutex::new(None),
                 dial,
                 state: Mutex::new(State::default()),
                 pending: Mutex::new(HashMap::new()),
@@ -231,6 +234,7 @@ impl Peer {
             .links
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
+        *self.inner.local.lock().unwrap_or_else(|e| e.into_inner()) = socket.local_addr().ok();
         let (rd, wr) = socket.into_split();
         let (outbound, writer) = Outbound::new(LINK_QUEUE, SEND_STALL);
         let writer = if self.inner.dial.is_some() {
@@ -271,6 +275,11 @@ impl Peer {
     /// change).
     pub fn addr(&self) -> SocketAddr {
         *self.inner.addr.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Our end of the current link, if one is up.
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        *self.inner.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn node(&self) -> &Node {
@@ -846,15 +855,23 @@ async fn dispatch(peer: &Peer, frame: Frame) {
                         Ok(value) => Frame::response(&name, &id, Content::Json(value)),
                         Err(reason) => Frame::error_response(&name, &id, &reason),
                     },
-                    None => match super::files::builtin_request(&node, &name, &kwargs).await {
-                        Some(Ok(content)) => Frame::response(&name, &id, content),
-                        Some(Err(reason)) => Frame::error_response(&name, &id, &reason),
-                        None => Frame::error_response(
-                            &name,
-                            &id,
-                            &format!("no handler for request {name:?}"),
-                        ),
-                    },
+                    None => {
+                        let answer = match super::files::builtin_request(&node, &name, &kwargs)
+                            .await
+                        {
+                            Some(answer) => Some(answer),
+                            None => super::bridge::route(&node, &peer, &name, args, kwargs).await,
+                        };
+                        match answer {
+                            Some(Ok(content)) => Frame::response(&name, &id, content),
+                            Some(Err(reason)) => Frame::error_response(&name, &id, &reason),
+                            None => Frame::error_response(
+                                &name,
+                                &id,
+                                &format!("no handler for request {name:?}"),
+                            ),
+                        }
+                    }
                 };
                 if let Err(e) = peer.send_frame(&response).await {
                     tracing::debug!(peer = %peer.addr(), "response {name:?} #{id} not sent: {e}");

@@ -203,6 +203,67 @@ impl Server {
         self
     }
 
+    /// Serves one RPC from a caller on another transport (clever-show, and later the
+    /// WebSocket gateway) through the same route table and execution modes as VSOA
+    /// clients. The handler sees a [`ClientHandle`] with id 0 and the caller's address;
+    /// it has no VSOA connection, so datagrams sent to it fail with an error (never
+    /// silently). Checks and statuses are the VSOA ones: a bad or too long URL gets
+    /// status 2, no route status 3.
+    pub async fn call_local(
+        &self,
+        url: &str,
+        method: Method,
+        payload: Payload,
+        from: SocketAddr,
+        local: SocketAddr,
+    ) -> Reply {
+        if tether_wire::url::check_url(url.as_bytes()).is_err()
+            || url.len() > self.shared.config.max_url_len
+        {
+            return Reply::error(Status::ARGUMENTS, format!("invalid URL {url:?}"));
+        }
+        let route = self
+            .shared
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .lookup(url)
+            .cloned();
+        let Some(route) = route else {
+            return Reply::error(Status::INVALID_URL, format!("no route for {url:?}"));
+        };
+        let (outbound, _writer) = Outbound::new(1, Duration::ZERO);
+        outbound.kill("this caller has no VSOA connection");
+        let req = Request {
+            method,
+            seqno: 0,
+            url: Bytes::copy_from_slice(url.as_bytes()),
+            payload,
+            client: ClientHandle {
+                id: 0,
+                addr: from,
+                local,
+                outbound,
+                quick: Arc::default(),
+                stream_tls: None,
+                peer_cert: Arc::default(),
+            },
+        };
+        match route.mode {
+            Mode::Queue(q) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                q.submit(Box::pin(async move {
+                    let _ = tx.send(handler::call_guarded(&*route.handler, req).await);
+                }))
+                .await;
+                rx.await.unwrap_or_else(|_| {
+                    Reply::error(Status::NO_RESPONDING, "the work queue stopped")
+                })
+            }
+            _ => handler::call_guarded(&*route.handler, req).await,
+        }
+    }
+
     /// Listens on `addr` and serves connections until [`Listening::shutdown`].
     pub async fn bind(
         &self,
