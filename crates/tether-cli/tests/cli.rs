@@ -584,6 +584,22 @@ async fn put_and_get_move_files_checked_with_plain_progress_off_a_terminal() {
     let back: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
     assert_eq!(back["sha256"], line["sha256"]);
 
+    // A partial copy left by a broken download (the first MiB, and the content it belongs
+    // to) is resumed by the next run.
+    let resumed = dir.join("resumed.bin");
+    std::fs::write(dir.join("resumed.bin.tether-part"), &data[..1 << 20]).unwrap();
+    std::fs::write(
+        dir.join("resumed.bin.tether-part.sha256"),
+        line["sha256"].as_str().unwrap(),
+    )
+    .unwrap();
+    let r = tether(&["get", &url, "-o", resumed.to_str().unwrap(), "-q"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let again: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(again["resumed_from"], 1 << 20);
+    assert_eq!(std::fs::read(&resumed).unwrap(), data);
+    assert!(!dir.join("resumed.bin.tether-part").exists());
+
     // Refusals: a clear message and exit code 1, nothing written.
     let bad = format!("vsoa://127.0.0.1:{}/files/../escape", s.port);
     let r = tether(&["put", src.to_str().unwrap(), &bad]).await;

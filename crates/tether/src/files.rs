@@ -159,6 +159,14 @@ pub fn sha256_file(path: &Path) -> io::Result<(u64, String)> {
     Ok((size, crate::auth::to_hex(&hasher.finalize())))
 }
 
+/// [`sha256_file`] on the blocking pool.
+pub async fn sha256_file_async(path: &Path) -> io::Result<(u64, String)> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || sha256_file(&path))
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)))
+}
+
 /// A temporary name beside `dest` (hidden, unique to this process and moment).
 pub(crate) fn temp_beside(dest: &Path) -> PathBuf {
     use std::hash::{BuildHasher, Hasher};

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use crate::files::{sha256_file, FileRoot, PathError, PARTS_DIR};
+use crate::files::{sha256_file_async, FileRoot, PathError, PARTS_DIR};
 use crate::{Client, DataStream, Error, Method, Reply, Request, Server, Status};
 
 /// Default largest file the service accepts or sends.
@@ -170,14 +170,9 @@ impl FileService {
             Ok(p) => p,
             Err(e) => return refusal(&e),
         };
-        let hashed = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || sha256_file(&path)).await
-        };
-        let (size, sha256) = match hashed {
-            Ok(Ok(h)) => h,
-            Ok(Err(e)) => return Reply::error(Status::ARGUMENTS, format!("{name:?}: {e}")),
-            Err(e) => return Reply::error(Status::NO_MEMORY, e.to_string()),
+        let (size, sha256) = match sha256_file_async(&path).await {
+            Ok(h) => h,
+            Err(e) => return Reply::error(Status::ARGUMENTS, format!("{name:?}: {e}")),
         };
         if size > self.max_size {
             return Reply::error(
@@ -359,11 +354,7 @@ async fn receive(
             args.size
         ));
     }
-    let owned = part.to_path_buf();
-    let (size, sha256) = tokio::task::spawn_blocking(move || sha256_file(&owned))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(io)?;
+    let (size, sha256) = sha256_file_async(part).await.map_err(io)?;
     if size != args.size || sha256 != args.sha256 {
         let _ = tokio::fs::remove_file(part).await;
         return Err(format!(
@@ -444,14 +435,7 @@ pub async fn put(
     progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<Transferred, Error> {
     let what = format!("upload of {} to {url}", local.display());
-    let owned = local.to_path_buf();
-    let (size, sha256) = tokio::task::spawn_blocking(move || sha256_file(&owned))
-        .await
-        .map_err(|e| Error::File {
-            what: what.clone(),
-            reason: e.to_string(),
-        })?
-        .map_err(file_error(&what))?;
+    let (size, sha256) = sha256_file_async(local).await.map_err(file_error(&what))?;
     let resp = client
         .call(url)
         .set()
@@ -578,14 +562,7 @@ pub async fn get(
             .into(),
         });
     }
-    let owned = part.clone();
-    let (size, sha256) = tokio::task::spawn_blocking(move || sha256_file(&owned))
-        .await
-        .map_err(|e| Error::File {
-            what: what.clone(),
-            reason: e.to_string(),
-        })?
-        .map_err(&io)?;
+    let (size, sha256) = sha256_file_async(&part).await.map_err(&io)?;
     if size != offer.size || sha256 != offer.sha256 {
         let _ = tokio::fs::remove_file(&part).await;
         let _ = tokio::fs::remove_file(&sidecar).await;

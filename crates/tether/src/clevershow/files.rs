@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use tether_wire::clevershow::{Content, Frame};
 
 use super::{Node, Peer};
-use crate::files::{sha256_file, write_atomically, FileRoot};
+use crate::files::{sha256_file, sha256_file_async, write_atomically, FileRoot};
 use crate::Error;
 
 /// What `filestat` answers: a file's size and SHA-256.
@@ -133,17 +133,10 @@ impl Peer {
     /// [`Peer::push_file`], then asks the peer's `filestat` (Tether peers answer it) and
     /// checks size and SHA-256 against the local file.
     pub async fn push_file_verified(&self, local: &Path, remote: &str) -> Result<FileStat, Error> {
-        let owned = local.to_path_buf();
-        let (size, sha256) = tokio::task::spawn_blocking(move || sha256_file(&owned))
-            .await
-            .map_err(|e| Error::File {
-                what: local.display().to_string(),
-                reason: e.to_string(),
-            })?
-            .map_err(|e| Error::File {
-                what: local.display().to_string(),
-                reason: e.to_string(),
-            })?;
+        let (size, sha256) = sha256_file_async(local).await.map_err(|e| Error::File {
+            what: local.display().to_string(),
+            reason: e.to_string(),
+        })?;
         self.push_file(local, remote).await?;
         let mut kwargs = Map::new();
         kwargs.insert("filepath".into(), remote.into());

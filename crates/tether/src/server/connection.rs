@@ -296,14 +296,7 @@ impl Connection {
                     .await;
             }
         };
-        let route = self
-            .shared
-            .routes
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .lookup(url)
-            .cloned();
-        let Some(route) = route else {
+        let Some(route) = self.shared.route_for(url) else {
             return self
                 .send(Packet::reply_to(&packet, Status::INVALID_URL))
                 .await;

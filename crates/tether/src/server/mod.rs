@@ -99,6 +99,15 @@ struct Shared {
 }
 
 impl Shared {
+    /// The route serving `url`: exact, else the longest prefix, else `/`.
+    pub(crate) fn route_for(&self, url: &str) -> Option<Route> {
+        self.routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .lookup(url)
+            .cloned()
+    }
+
     /// Applies the admission rules of `admission.rs` to a new connection; registers it when
     /// it is taken.
     fn admit(&self, conn: &connection::Connection) -> bool {
@@ -222,14 +231,7 @@ impl Server {
         {
             return Reply::error(Status::ARGUMENTS, format!("invalid URL {url:?}"));
         }
-        let route = self
-            .shared
-            .routes
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .lookup(url)
-            .cloned();
-        let Some(route) = route else {
+        let Some(route) = self.shared.route_for(url) else {
             return Reply::error(Status::INVALID_URL, format!("no route for {url:?}"));
         };
         let (outbound, _writer) = Outbound::new(1, Duration::ZERO);
