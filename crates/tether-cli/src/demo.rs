@@ -3,7 +3,7 @@
 //! * `/stream/echo`: opens a stream that sends back everything written to it;
 //! * `/stream/blob` (param `{"size": N}`, N <= 1 GiB): opens a stream that sends N bytes,
 //!   byte i being `i % 251`, then closes;
-//! * `/publish` (SET): publishes `{"url", "param"?, "data"? (base64), "quick"?}`;
+//! * `/publish` (SET): publishes `{"url", "param"?, "data"? (base64), "quick"?, "count"?}`;
 //! * every datagram is sent back to its sender on the same URL, channel (TCP or quick UDP)
 //!   and payload.
 
@@ -22,6 +22,9 @@ struct PublishArgs {
     data: Option<String>,
     #[serde(default)]
     quick: bool,
+    /// Publish the message this many times (default 1; benchmarks use it).
+    #[serde(default)]
+    count: Option<u64>,
 }
 
 pub fn install(server: &Server) {
@@ -82,7 +85,7 @@ async fn publish(server: &Server, req: Request) -> Reply {
         Err(e) => {
             return Reply::error(
                 Status::ARGUMENTS,
-                format!("param must be {{\"url\": \"/x\", \"param\": any, \"data\": base64, \"quick\": false}}: {e}"),
+                format!("param must be {{\"url\": \"/x\", \"param\": any, \"data\": base64, \"quick\": false, \"count\": 1}}: {e}"),
             )
         }
     };
@@ -101,21 +104,48 @@ async fn publish(server: &Server, req: Request) -> Reply {
         None => Bytes::new(),
     };
     let payload = Payload { param, data };
+    let count = args.count.unwrap_or(1);
+    if count > MAX_PUBLISH_COUNT {
+        return Reply::error(
+            Status::ARGUMENTS,
+            format!("count is limited to {MAX_PUBLISH_COUNT}"),
+        );
+    }
     let reply = if args.quick {
-        server
-            .publish_quick(&args.url, payload)
-            .map(|r| serde_json::json!({ "quick": true, "sent": r.sent, "dropped": r.dropped }))
+        let (mut sent, mut dropped) = (0, 0);
+        let mut res = Ok(());
+        for _ in 0..count {
+            match server.publish_quick(&args.url, payload.clone()) {
+                Ok(r) => (sent, dropped) = (sent + r.sent, dropped + r.dropped),
+                Err(e) => {
+                    res = Err(e);
+                    break;
+                }
+            }
+        }
+        res.map(|()| serde_json::json!({ "quick": true, "sent": sent, "dropped": dropped }))
     } else {
-        server
-            .publish(&args.url, payload)
-            .await
-            .map(|r| serde_json::json!({ "delivered": r.delivered, "cut_off": r.cut_off }))
+        let (mut delivered, mut cut_off) = (0, 0);
+        let mut res = Ok(());
+        for _ in 0..count {
+            match server.publish(&args.url, payload.clone()).await {
+                Ok(r) => (delivered, cut_off) = (delivered + r.delivered, cut_off + r.cut_off),
+                Err(e) => {
+                    res = Err(e);
+                    break;
+                }
+            }
+        }
+        res.map(|()| serde_json::json!({ "delivered": delivered, "cut_off": cut_off }))
     };
     match reply {
         Ok(report) => Reply::json(&report).unwrap_or_default(),
         Err(e) => Reply::error(Status::ARGUMENTS, e.to_string()),
     }
 }
+
+/// Most messages one `/publish` call sends.
+const MAX_PUBLISH_COUNT: u64 = 10_000_000;
 
 /// Largest `/stream/blob` download.
 const MAX_BLOB: u64 = 1 << 30;

@@ -232,6 +232,7 @@ async fn bench_scenarios_run_in_a_tiny_configuration() {
         ("floor-tcp-copy", &["--bytes", "1000000"]),
         ("stream", &["--bytes", "1000000"]),
         ("reconnect", &["--count", "2"]),
+        ("connections", &["--count", "50", "--hold-secs", "0"]),
     ] {
         let args: Vec<&str> = ["bench", scenario].iter().chain(extra).copied().collect();
         let r = tether(&args).await;
@@ -253,9 +254,55 @@ async fn bench_scenarios_run_in_a_tiny_configuration() {
             // UDP may lose on a busy machine; what matters is that loss is reported.
             "floor-udp" | "quick-rate" => assert!(v["lost"].as_u64().is_some(), "{v}"),
             "floor-tcp-copy" | "stream" => assert_eq!(v["count"].as_u64(), Some(1_000_000), "{v}"),
+            "connections" => assert!(v["bytes_per_connection"].as_f64().is_some(), "{v}"),
             _ => assert!(v["latency_us"]["p50"].as_f64().unwrap() > 0.0, "{v}"),
         }
     }
+    // The same load generator against another server (here a `tether serve`), over
+    // several connections.
+    let s = tether_serve(&[]).await;
+    let url = format!("vsoa://127.0.0.1:{}", s.port);
+    for args in [
+        &["bench", "rpc-latency", "--count", "100", "--url", &url][..],
+        &[
+            "bench",
+            "rpc-throughput",
+            "--count",
+            "400",
+            "--in-flight",
+            "8",
+            "--connections",
+            "2",
+            "--url",
+            &url,
+        ],
+        &[
+            "bench",
+            "pub-throughput",
+            "--count",
+            "3000",
+            "--subscribers",
+            "2",
+            "--url",
+            &url,
+        ],
+    ] {
+        let r = tether(args).await;
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("one JSON object");
+        assert_eq!(v["params"]["server"], "external", "{v}");
+        if args[1] == "pub-throughput" {
+            assert_eq!(
+                (v["lost"].as_u64(), v["count"].as_u64()),
+                (Some(0), Some(6000)),
+                "{v}"
+            );
+        } else {
+            assert!(v["latency_us"]["p99"].as_f64().unwrap() > 0.0, "{v}");
+        }
+    }
+    let r = tether(&["bench", "floor-tcp", "--url", &url]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
 }
 
 #[tokio::test]

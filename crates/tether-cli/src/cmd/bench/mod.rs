@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::Failure;
 
+mod conns;
 mod transfer;
 
 #[derive(clap::Args)]
@@ -44,6 +45,8 @@ enum Scenario {
     Stream(transfer::Bulk),
     /// Time for a robot to be back after its server restarts.
     Reconnect(transfer::Reconnect),
+    /// Resident memory of a `tether serve` process per idle, logged-in connection.
+    Connections(conns::Connections),
 }
 
 #[derive(clap::Args)]
@@ -57,6 +60,10 @@ struct Latency {
     /// Stop after this many seconds even if count is not reached.
     #[arg(long, default_value_t = 30)]
     max_secs: u64,
+    /// Measure this server (any VSOA server with an `/echo` route) instead of one of our
+    /// own in this process (rpc-latency only).
+    #[arg(long, value_name = "vsoa://HOST:PORT")]
+    url: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -64,9 +71,16 @@ struct Throughput {
     /// Calls to make.
     #[arg(long, default_value_t = 200_000)]
     count: u64,
-    /// Calls in flight at once.
+    /// Calls in flight at once, spread over the connections.
     #[arg(long, default_value_t = 256)]
     in_flight: u64,
+    /// Client connections.
+    #[arg(long, default_value_t = 1)]
+    connections: u64,
+    /// Measure this server (any VSOA server with an `/echo` route) instead of one of our
+    /// own in this process.
+    #[arg(long, value_name = "vsoa://HOST:PORT")]
+    url: Option<String>,
     /// Param bytes per call.
     #[arg(long, default_value_t = 64)]
     size: usize,
@@ -89,6 +103,11 @@ struct Publish {
     /// Stop after this many seconds even if count is not reached.
     #[arg(long, default_value_t = 30)]
     max_secs: u64,
+    /// Measure this server instead of one of our own: it is asked to publish with
+    /// SET `/publish` `{"url": "/bench/x", "count": N}` (the Python interop server and
+    /// `tether serve` both answer that; the message size is then the server's).
+    #[arg(long, value_name = "vsoa://HOST:PORT")]
+    url: Option<String>,
 }
 
 pub async fn run(args: Args) -> Result<(), Failure> {
@@ -102,6 +121,7 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         Scenario::FloorTcpCopy(a) => transfer::floor_tcp_copy(a).await,
         Scenario::Stream(a) => transfer::stream(a).await,
         Scenario::Reconnect(a) => transfer::reconnect(a).await,
+        Scenario::Connections(a) => conns::connections(a).await,
     }?;
     let mut result = result;
     result["params"]["threads"] = json!(args.threads);
@@ -116,20 +136,41 @@ pub(super) fn io_failure(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ 
     }
 }
 
-/// Latency summary in microseconds from samples in nanoseconds.
-pub(super) fn latency_json(mut ns: Vec<u64>) -> serde_json::Value {
-    ns.sort_unstable();
-    let pick = |q: f64| {
-        if ns.is_empty() {
-            return 0.0;
-        }
-        let i = ((ns.len() as f64 * q).ceil() as usize).clamp(1, ns.len()) - 1;
-        ns[i] as f64 / 1000.0
-    };
-    json!({
-        "p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99), "p99.9": pick(0.999),
-        "max": ns.last().map_or(0.0, |&m| m as f64 / 1000.0),
-    })
+/// Latency samples in an HDR histogram: 1 ns to 100 s, 3 significant digits, so memory
+/// stays fixed however many samples a run takes.
+pub(super) struct Latencies(hdrhistogram::Histogram<u64>);
+
+impl Latencies {
+    pub(super) fn new() -> Self {
+        Latencies(
+            hdrhistogram::Histogram::new_with_bounds(1, 100_000_000_000, 3)
+                .expect("constant, valid bounds"),
+        )
+    }
+
+    pub(super) fn record(&mut self, d: Duration) {
+        self.0
+            .saturating_record(d.as_nanos().min(u64::MAX as u128) as u64);
+    }
+
+    pub(super) fn add(&mut self, other: &Latencies) {
+        // Same bounds on both sides, so this cannot fail.
+        let _ = self.0.add(&other.0);
+    }
+
+    pub(super) fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// p50, p90, p99, p99.9 and max, in microseconds.
+    pub(super) fn json(&self) -> serde_json::Value {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        let q = |q: f64| us(self.0.value_at_quantile(q));
+        json!({
+            "p50": q(0.50), "p90": q(0.90), "p99": q(0.99), "p99.9": q(0.999),
+            "max": us(self.0.max()),
+        })
+    }
 }
 
 pub(super) fn report(
@@ -153,16 +194,16 @@ async fn time_round_trips(
     count: u64,
     max: Duration,
     mut trip: impl AsyncFnMut() -> Result<(), Failure>,
-) -> Result<(Vec<u64>, Duration), Failure> {
+) -> Result<(Latencies, Duration), Failure> {
     for _ in 0..count / 10 {
         trip().await?;
     }
-    let mut samples = Vec::with_capacity(count as usize);
+    let mut samples = Latencies::new();
     let start = Instant::now();
     for _ in 0..count {
         let t = Instant::now();
         trip().await?;
-        samples.push(t.elapsed().as_nanos() as u64);
+        samples.record(t.elapsed());
         if start.elapsed() > max {
             break;
         }
@@ -171,6 +212,11 @@ async fn time_round_trips(
 }
 
 async fn floor_tcp(a: Latency) -> Result<serde_json::Value, Failure> {
+    if a.url.is_some() {
+        return Err(Failure::usage(
+            "floor-tcp measures raw sockets; --url does not apply",
+        ));
+    }
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(io_failure("bind"))?;
@@ -202,14 +248,12 @@ async fn floor_tcp(a: Latency) -> Result<serde_json::Value, Failure> {
         time_round_trips(a.count, Duration::from_secs(a.max_secs), trip).await?;
     drop(c);
     let _ = echo.await;
-    let mut out = report(
+    Ok(latency_report(
         "floor-tcp",
         json!({"size": a.size}),
-        samples.len() as u64,
+        &samples,
         elapsed,
-    );
-    out["latency_us"] = latency_json(samples);
-    Ok(out)
+    ))
 }
 
 /// A server with an inline `/echo`, on a free loopback port.
@@ -222,9 +266,34 @@ async fn echo_server() -> Result<(Server, tether::Listening), Failure> {
     Ok((server, listening))
 }
 
+/// The server to measure: `--url` (any VSOA server with `/echo`), or our own in-process.
+async fn echo_target(
+    url: &Option<String>,
+) -> Result<(String, Option<(Server, tether::Listening)>), Failure> {
+    match url {
+        Some(u) => Ok((u.clone(), None)),
+        None => {
+            let (server, l) = echo_server().await?;
+            Ok((format!("vsoa://{}", l.local_addr()), Some((server, l))))
+        }
+    }
+}
+
+/// A scenario's report with its latency distribution.
+fn latency_report(
+    scenario: &str,
+    params: serde_json::Value,
+    samples: &Latencies,
+    elapsed: Duration,
+) -> serde_json::Value {
+    let mut out = report(scenario, params, samples.len(), elapsed);
+    out["latency_us"] = samples.json();
+    out
+}
+
 async fn rpc_latency(a: Latency) -> Result<serde_json::Value, Failure> {
-    let (_server, l) = echo_server().await?;
-    let client = Client::connect(&format!("vsoa://{}", l.local_addr())).await?;
+    let (url, _own) = echo_target(&a.url).await?;
+    let client = Client::connect(&url).await?;
     let param = bytes::Bytes::from(vec![b'x'; a.size]);
     let client = &client;
     let param = &param;
@@ -240,62 +309,83 @@ async fn rpc_latency(a: Latency) -> Result<serde_json::Value, Failure> {
     };
     let (samples, elapsed) =
         time_round_trips(a.count, Duration::from_secs(a.max_secs), trip).await?;
-    let mut out = report(
+    let target = if a.url.is_some() {
+        "external"
+    } else {
+        "tether"
+    };
+    Ok(latency_report(
         "rpc-latency",
-        json!({"size": a.size}),
-        samples.len() as u64,
+        json!({"size": a.size, "server": target}),
+        &samples,
         elapsed,
-    );
-    out["latency_us"] = latency_json(samples);
-    Ok(out)
+    ))
 }
 
 async fn rpc_throughput(a: Throughput) -> Result<serde_json::Value, Failure> {
-    let (_server, l) = echo_server().await?;
-    let client = Client::connect(&format!("vsoa://{}", l.local_addr())).await?;
+    let (url, _own) = echo_target(&a.url).await?;
+    let mut clients = Vec::new();
+    for _ in 0..a.connections.max(1) {
+        clients.push(Client::connect(&url).await?);
+    }
     let param = bytes::Bytes::from(vec![b'x'; a.size]);
     let workers = a.in_flight.max(1);
     let per_worker = a.count / workers;
     let deadline = Instant::now() + Duration::from_secs(a.max_secs);
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..workers {
-        let (client, param) = (client.clone(), param.clone());
+    for w in 0..workers {
+        let client = clients[(w % clients.len() as u64) as usize].clone();
+        let param = param.clone();
         tasks.push(tokio::spawn(async move {
             let mut done = 0u64;
-            let mut lat = Vec::with_capacity(per_worker as usize);
+            let mut lat = Latencies::new();
             while done < per_worker && Instant::now() < deadline {
                 let t = Instant::now();
-                client.call("/echo").param(param.clone()).await?;
-                lat.push(t.elapsed().as_nanos() as u64);
+                let r = client.call("/echo").param(param.clone()).await?;
+                if !r.status.is_success() {
+                    return Err(Failure {
+                        message: format!("/echo answered status {}", r.status),
+                        code: 1,
+                    });
+                }
+                lat.record(t.elapsed());
                 done += 1;
             }
-            Ok::<_, tether::Error>(lat)
+            Ok::<_, Failure>(lat)
         }));
     }
-    let mut samples = Vec::new();
+    let mut samples = Latencies::new();
     for t in tasks {
         let lat = t.await.map_err(|e| Failure {
             message: e.to_string(),
             code: 1,
         })??;
-        samples.extend(lat);
+        samples.add(&lat);
     }
     let elapsed = start.elapsed();
-    let mut out = report(
+    let target = if a.url.is_some() {
+        "external"
+    } else {
+        "tether"
+    };
+    Ok(latency_report(
         "rpc-throughput",
-        json!({"size": a.size, "in_flight": workers, "connections": 1}),
-        samples.len() as u64,
+        json!({"size": a.size, "in_flight": workers, "connections": clients.len(), "server": target}),
+        &samples,
         elapsed,
-    );
-    out["latency_us"] = latency_json(samples);
-    Ok(out)
+    ))
 }
 
 async fn pub_throughput(a: Publish) -> Result<serde_json::Value, Failure> {
     let server = Server::builder().build();
-    let l = server.bind("127.0.0.1:0").await?;
-    let url = format!("vsoa://{}", l.local_addr());
+    let (url, _listening) = match &a.url {
+        Some(u) => (u.clone(), None),
+        None => {
+            let l = server.bind("127.0.0.1:0").await?;
+            (format!("vsoa://{}", l.local_addr()), Some(l))
+        }
+    };
     let max = Duration::from_secs(a.max_secs);
     let mut receivers = Vec::new();
     for _ in 0..a.subscribers.max(1) {
@@ -323,7 +413,23 @@ async fn pub_throughput(a: Publish) -> Result<serde_json::Value, Failure> {
     let start = Instant::now();
     let mut published = 0u64;
     let mut cut_off = 0usize;
-    while published < a.count && start.elapsed() < max {
+    if a.url.is_some() {
+        let trigger = Client::connect(&url).await?;
+        let r = trigger
+            .call("/publish")
+            .set()
+            .json(&json!({"url": "/bench/x", "count": a.count}))?
+            .timeout(max + Duration::from_secs(5))
+            .await?;
+        if !r.status.is_success() {
+            return Err(Failure {
+                message: format!("{url}/publish answered status {}", r.status),
+                code: 1,
+            });
+        }
+        published = a.count;
+    }
+    while a.url.is_none() && published < a.count && start.elapsed() < max {
         let r = server.publish("/bench/x", payload.clone()).await?;
         cut_off += r.cut_off;
         published += 1;
@@ -343,7 +449,11 @@ async fn pub_throughput(a: Publish) -> Result<serde_json::Value, Failure> {
     let expected = published * a.subscribers.max(1);
     let mut out = report(
         "pub-throughput",
-        json!({"size": a.size, "subscribers": a.subscribers.max(1)}),
+        json!({
+            "size": if a.url.is_some() { json!("server's") } else { json!(a.size) },
+            "subscribers": a.subscribers.max(1),
+            "server": if a.url.is_some() { "external" } else { "tether" },
+        }),
         delivered,
         elapsed,
     );

@@ -10,7 +10,7 @@ use tether::{Client, Datagram, Payload, Reply, Request, Robot, RobotEvent, Serve
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-use super::{io_failure, latency_json, report, Failure};
+use super::{io_failure, latency_report, report, Failure, Latencies};
 
 /// How long a receiver may see nothing before the rest is counted as lost.
 const IDLE: Duration = Duration::from_millis(500);
@@ -236,21 +236,19 @@ pub async fn reconnect(a: Reconnect) -> Result<serde_json::Value, Failure> {
             }
         };
     connected(&mut events).await?;
-    let mut samples = Vec::new();
+    let mut samples = Latencies::new();
     let start = Instant::now();
     for _ in 0..a.count {
         listening.shutdown().await;
         listening = server.bind(addr).await?;
         let t = Instant::now();
         connected(&mut events).await?;
-        samples.push(t.elapsed().as_nanos() as u64);
+        samples.record(t.elapsed());
     }
-    let mut out = report(
+    Ok(latency_report(
         "reconnect",
         json!({"backoff_initial_ms": 10}),
-        samples.len() as u64,
+        &samples,
         start.elapsed(),
-    );
-    out["latency_us"] = latency_json(samples);
-    Ok(out)
+    ))
 }
