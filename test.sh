@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every Tether test on a fresh machine: installs the pinned real peers (Python vsoa,
-# npm vsoa) the interop tests drive, checks formatting and lints, then runs all tests.
+# npm vsoa) the interop tests drive, checks formatting and lints, runs all tests, then runs
+# every benchmark scenario once in a tiny configuration (which installs Debian's
+# nats-server, the NATS peer of bench/compare.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
@@ -11,6 +13,8 @@ interop/setup.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== benchmark smoke test (every scenario and peer once, tiny; nothing is measured)"
+QUICK=1 bench/compare.sh 1

@@ -14,6 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 use super::Failure;
 
 mod conns;
+#[cfg(feature = "nats")]
+mod nats;
 mod transfer;
 
 #[derive(clap::Args)]
@@ -47,6 +49,12 @@ enum Scenario {
     Reconnect(transfer::Reconnect),
     /// Resident memory of a `tether serve` process per idle, logged-in connection.
     Connections(conns::Connections),
+    /// NATS request-reply through a nats-server (built with --features nats).
+    #[cfg(feature = "nats")]
+    NatsRpc(nats::NatsRpc),
+    /// NATS pub/sub through a nats-server (built with --features nats).
+    #[cfg(feature = "nats")]
+    NatsPub(nats::NatsPub),
 }
 
 #[derive(clap::Args)]
@@ -122,6 +130,10 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         Scenario::Stream(a) => transfer::stream(a).await,
         Scenario::Reconnect(a) => transfer::reconnect(a).await,
         Scenario::Connections(a) => conns::connections(a).await,
+        #[cfg(feature = "nats")]
+        Scenario::NatsRpc(a) => nats::rpc(a).await,
+        #[cfg(feature = "nats")]
+        Scenario::NatsPub(a) => nats::publish(a).await,
     }?;
     let mut result = result;
     result["params"]["threads"] = json!(args.threads);

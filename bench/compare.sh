@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Measures Tether side by side with its floors (raw TCP/UDP written on the same runtime),
+# NATS (nats-server driven by async-nats) and the Python vsoa server (driven by the same
+# Tether load generator), and writes docs/benchmarks.md.
+#
+# Usage: bench/compare.sh [RUNS]        RUNS interleaved runs (default 3), median reported
+#        QUICK=1 bench/compare.sh 1     tiny configuration: a smoke test that every scenario
+#                                       and peer works (writes target/bench-smoke.md instead)
+#
+# Installs what it needs: Debian's nats-server (apt-get, as root) and the pinned Python
+# peers (interop/setup.sh). Every server it starts listens on 127.0.0.1 only and is
+# stopped by its process id on exit; every run is bounded in count and time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs="${1:-3}"
+quick="${QUICK:-0}"
+
+if ! command -v nats-server >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "compare: installing Debian's nats-server" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >&2 \
+      || { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >&2; }
+  else
+    echo "compare: nats-server is missing; install Debian's nats-server (needs root)" >&2
+    exit 1
+  fi
+fi
+interop/setup.sh >&2
+py="$PWD/target/interop-venv/bin/python"
+
+if [ "$quick" = 1 ]; then
+  cargo build -p tether-cli --features nats -j2 >&2
+  bin=target/debug/tether
+  report=target/bench-smoke.md
+  lat=(--count 300); thr=(--count 3000); pub=(--count 5000); fan=(--count 500)
+  pylat=(--count 100); pythr=(--count 500); pypub=(--count 500)
+  dg=(--count 2000); bulk=(--bytes 4194304); rc=(--count 2); conns=(--count 200 --hold-secs 0)
+else
+  cargo build --release -p tether-cli --features nats -j2 >&2
+  bin=target/release/tether
+  report=docs/benchmarks.md
+  lat=(--count 20000); thr=(--count 200000); pub=(--count 1000000); fan=(--count 30000)
+  pylat=(--count 5000); pythr=(--count 20000); pypub=(--count 100000)
+  dg=(--count 200000); bulk=(--bytes 1073741824); rc=(--count 20); conns=(--count 10000 --hold-secs 2)
+fi
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+nats_port=$(free_port)
+nats-server -a 127.0.0.1 -p "$nats_port" >"$tmp/nats.log" 2>&1 &
+pids+=($!)
+nats="nats://127.0.0.1:$nats_port"
+
+# The Python vsoa server serves until its stdin closes; a `sleep` holding the fifo open
+# keeps it serving, and both are stopped on exit.
+mkfifo "$tmp/py-in"
+(cd interop/py && exec "$py" server.py '' 0 <"$tmp/py-in" >"$tmp/py.out" 2>"$tmp/py.err") &
+pids+=($!)
+sleep 7200 >"$tmp/py-in" &
+pids+=($!)
+for _ in $(seq 100); do grep -q '^READY' "$tmp/py.out" 2>/dev/null && break; sleep 0.1; done
+py_port=$(sed -n 's/^READY \([0-9]*\).*/\1/p' "$tmp/py.out")
+[ -n "$py_port" ] || { echo "compare: the Python vsoa server did not start:" >&2; cat "$tmp/py.err" >&2; exit 1; }
+pyurl="vsoa://127.0.0.1:$py_port"
+for _ in $(seq 50); do grep -q 'Server is ready' "$tmp/nats.log" && break; sleep 0.1; done
+
+out="$tmp/results.jsonl"
+run() { echo "+ tether bench $*" >&2; "$bin" bench "$@" >>"$out"; }
+for _ in $(seq "$runs"); do
+  for t in 1 2; do
+    run --threads "$t" floor-tcp --size 64 "${lat[@]}"
+    run --threads "$t" rpc-latency --size 64 "${lat[@]}"
+    run --threads "$t" rpc-throughput --size 64 --in-flight 256 "${thr[@]}"
+    run --threads "$t" pub-throughput --size 32 --subscribers 1 "${pub[@]}"
+    run --threads "$t" pub-throughput --size 32 --subscribers 100 "${fan[@]}"
+    run --threads "$t" floor-udp --size 64 "${dg[@]}"
+    run --threads "$t" quick-rate --size 64 "${dg[@]}"
+    run --threads "$t" floor-tcp-copy "${bulk[@]}"
+    run --threads "$t" stream "${bulk[@]}"
+    run --threads "$t" reconnect "${rc[@]}"
+  done
+  run nats-rpc --url "$nats" --size 64 --in-flight 1 "${lat[@]}"
+  run nats-rpc --url "$nats" --size 64 --in-flight 256 "${thr[@]}"
+  run nats-pub --url "$nats" --size 32 --subscribers 1 "${pub[@]}"
+  run nats-pub --url "$nats" --size 32 --subscribers 100 "${fan[@]}"
+  run rpc-latency --url "$pyurl" --size 64 "${pylat[@]}"
+  run rpc-throughput --url "$pyurl" --size 64 --in-flight 256 "${pythr[@]}"
+  run pub-throughput --url "$pyurl" --subscribers 1 "${pypub[@]}"
+  run connections "${conns[@]}"
+done
+
+mkdir -p "$(dirname "$report")"
+python3 bench/report.py "$out" "$runs" "$quick" >"$report"
+echo "compare: wrote $report" >&2

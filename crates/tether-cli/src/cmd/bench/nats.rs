@@ -1,0 +1,213 @@
+//! NATS as a peer in the same run (`--features nats`): request-reply and pub/sub through a
+//! `nats-server`, driven by async-nats with the same counts, sizes and histograms as the
+//! Tether scenarios. The responder and subscribers run in this process, like ours do.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::json;
+
+use super::{latency_report, report, Failure, Latencies};
+
+#[derive(clap::Args)]
+pub struct NatsRpc {
+    /// The nats-server to use.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    url: String,
+    /// Requests to make.
+    #[arg(long, default_value_t = 200_000)]
+    count: u64,
+    /// Requests in flight at once (1: sequential round trips).
+    #[arg(long, default_value_t = 256)]
+    in_flight: u64,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Stop after this many seconds even if count is not reached.
+    #[arg(long, default_value_t = 30)]
+    max_secs: u64,
+}
+
+#[derive(clap::Args)]
+pub struct NatsPub {
+    /// The nats-server to use.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    url: String,
+    /// Messages to publish.
+    #[arg(long, default_value_t = 1_000_000)]
+    count: u64,
+    /// Subscribers, each on its own connection.
+    #[arg(long, default_value_t = 1)]
+    subscribers: u64,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    /// Stop after this many seconds even if count is not reached.
+    #[arg(long, default_value_t = 30)]
+    max_secs: u64,
+}
+
+fn nats_failure(what: &str) -> impl Fn(Box<dyn std::error::Error + Send + Sync>) -> Failure + '_ {
+    move |e| Failure {
+        message: format!("NATS {what}: {e}"),
+        code: 3,
+    }
+}
+
+async fn connect(url: &str) -> Result<async_nats::Client, Failure> {
+    async_nats::ConnectOptions::new()
+        .subscription_capacity(1 << 16)
+        .request_timeout(Some(Duration::from_secs(10)))
+        .connect(url)
+        .await
+        .map_err(|e| nats_failure("connect")(e.into()))
+}
+
+/// Request-reply against an echo responder on its own connection.
+pub async fn rpc(a: NatsRpc) -> Result<serde_json::Value, Failure> {
+    let responder = connect(&a.url).await?;
+    let mut requests = responder
+        .subscribe("bench.echo")
+        .await
+        .map_err(|e| nats_failure("subscribe")(e.into()))?;
+    let echo = tokio::spawn(async move {
+        while let Some(m) = requests.next().await {
+            if let Some(reply) = m.reply {
+                if responder.publish(reply, m.payload).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let client = connect(&a.url).await?;
+    client
+        .flush()
+        .await
+        .map_err(|e| nats_failure("flush")(e.into()))?;
+    let payload = Bytes::from(vec![b'x'; a.size]);
+    let workers = a.in_flight.max(1);
+    let per_worker = a.count / workers;
+    let deadline = Instant::now() + Duration::from_secs(a.max_secs);
+    // Warm-up, as the Tether scenarios do.
+    for _ in 0..(a.count / 10).min(1000) {
+        client
+            .request("bench.echo", payload.clone())
+            .await
+            .map_err(|e| nats_failure("request")(e.into()))?;
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (client, payload) = (client.clone(), payload.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Latencies::new();
+            let mut done = 0;
+            while done < per_worker && Instant::now() < deadline {
+                let t = Instant::now();
+                let m = client
+                    .request("bench.echo", payload.clone())
+                    .await
+                    .map_err(|e| nats_failure("request")(e.into()))?;
+                if m.payload.len() != payload.len() {
+                    return Err(Failure {
+                        message: "NATS echo came back wrong".into(),
+                        code: 1,
+                    });
+                }
+                lat.record(t.elapsed());
+                done += 1;
+            }
+            Ok::<_, Failure>(lat)
+        }));
+    }
+    let mut samples = Latencies::new();
+    for t in tasks {
+        samples.add(&t.await.map_err(|e| Failure {
+            message: e.to_string(),
+            code: 1,
+        })??);
+    }
+    let elapsed = start.elapsed();
+    echo.abort();
+    Ok(latency_report(
+        if workers == 1 {
+            "nats-rpc-latency"
+        } else {
+            "nats-rpc-throughput"
+        },
+        json!({"size": a.size, "in_flight": workers, "connections": 1, "server": "nats-server"}),
+        &samples,
+        elapsed,
+    ))
+}
+
+/// One publisher, S subscribers, each on its own connection; loss is counted.
+pub async fn publish(a: NatsPub) -> Result<serde_json::Value, Failure> {
+    let max = Duration::from_secs(a.max_secs);
+    let mut receivers = Vec::new();
+    for _ in 0..a.subscribers.max(1) {
+        let c = connect(&a.url).await?;
+        let mut sub = c
+            .subscribe("bench.x")
+            .await
+            .map_err(|e| nats_failure("subscribe")(e.into()))?;
+        c.flush()
+            .await
+            .map_err(|e| nats_failure("flush")(e.into()))?;
+        let want = a.count;
+        receivers.push(tokio::spawn(async move {
+            let _keep = c;
+            let mut got = 0u64;
+            let mut last = Instant::now();
+            // Stop at the count, or when nothing more arrives (the rest was dropped).
+            while got < want {
+                match tokio::time::timeout(Duration::from_millis(1000), sub.next()).await {
+                    Ok(Some(_)) => {
+                        got += 1;
+                        last = Instant::now();
+                    }
+                    _ => break,
+                }
+            }
+            (got, last)
+        }));
+    }
+    let publisher = connect(&a.url).await?;
+    let payload = Bytes::from(vec![0u8; a.size]);
+    let start = Instant::now();
+    let mut published = 0u64;
+    while published < a.count && start.elapsed() < max {
+        publisher
+            .publish("bench.x", payload.clone())
+            .await
+            .map_err(|e| nats_failure("publish")(e.into()))?;
+        published += 1;
+    }
+    publisher
+        .flush()
+        .await
+        .map_err(|e| nats_failure("flush")(e.into()))?;
+    let publish_elapsed = start.elapsed();
+    let mut delivered = 0u64;
+    let mut last = start;
+    for r in receivers {
+        let (got, at) = r.await.map_err(|e| Failure {
+            message: e.to_string(),
+            code: 1,
+        })?;
+        delivered += got;
+        last = last.max(at);
+    }
+    let expected = published * a.subscribers.max(1);
+    let mut out = report(
+        "nats-pub-throughput",
+        json!({"size": a.size, "subscribers": a.subscribers.max(1), "server": "nats-server"}),
+        delivered,
+        last - start,
+    );
+    out["published"] = json!(published);
+    out["publish_rate_per_s"] = json!(published as f64 / publish_elapsed.as_secs_f64());
+    out["lost"] = json!(expected - delivered.min(expected));
+    Ok(out)
+}
