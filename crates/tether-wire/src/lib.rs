@@ -14,5 +14,6 @@
 #![warn(missing_docs)]
 
 pub mod clevershow;
+pub mod juggler;
 pub mod url;
 pub mod vsoa;
