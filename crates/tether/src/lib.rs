@@ -46,8 +46,9 @@ pub use client::{fetch, Client, Message, Response, Robot, RobotEvent, Subscripti
 pub use error::Error;
 pub use payload::Payload;
 pub use server::{
-    ClientEvent, ClientHandle, ClientSummary, Config, Datagram, Listening, Method, Mode,
-    PublishReport, QuickReport, QuickStats, Reply, Request, Server, ServerBuilder, WorkQueue,
+    ClientEvent, ClientHandle, ClientSummary, Config, Datagram, Listening, LocalSubscriber, Method,
+    Mode, PublishReport, Published, QuickReport, QuickStats, Reply, Request, Server, ServerBuilder,
+    WorkQueue,
 };
 pub use stream::{DataStream, PendingStream};
 pub use tether_wire::vsoa::Status;

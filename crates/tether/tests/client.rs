@@ -571,3 +571,75 @@ async fn publish_checks_size_even_without_subscribers() {
         Err(Error::Encode(_))
     ));
 }
+
+#[tokio::test]
+async fn local_subscribers_get_publishes_and_a_slow_one_is_cut_off() {
+    let server = tether::Server::builder().build();
+    let mut fast = server.local_subscriber(100);
+    assert!(fast.subscribe("/a/").unwrap());
+    assert!(!fast.subscribe("/a/").unwrap(), "already there");
+    assert!(fast.subscribe("no slash").is_err());
+    let r = server
+        .publish("/a/b", tether::Payload::json(&1).unwrap())
+        .await
+        .unwrap();
+    assert_eq!((r.delivered, r.cut_off), (1, 0));
+    let m = fast.next().await.unwrap();
+    assert_eq!((&*m.url, m.quick), ("/a/b", false));
+    assert_eq!(m.payload.param_value(), Some(serde_json::json!(1)));
+    // Not matching: nothing.
+    let r = server
+        .publish("/b", tether::Payload::empty())
+        .await
+        .unwrap();
+    assert_eq!(r.delivered, 0);
+    // A subscriber that does not read: its queue of 2 fills, the third publish cuts it off.
+    let mut slow = server.local_subscriber(2);
+    slow.subscribe("/s").unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            server
+                .publish("/s", tether::Payload::empty())
+                .await
+                .unwrap()
+                .delivered,
+            1
+        );
+    }
+    let r = server
+        .publish("/s", tether::Payload::empty())
+        .await
+        .unwrap();
+    assert_eq!((r.delivered, r.cut_off), (0, 1));
+    assert!(slow.is_cut_off());
+    assert!(slow.next().await.is_some());
+    assert!(slow.next().await.is_some());
+    assert!(
+        slow.next().await.is_none(),
+        "the stream ends after what was queued"
+    );
+    assert!(slow.subscribe("/t").is_err());
+    // Quick publishes to a full queue are skipped and counted, without a cut-off.
+    let mut q = server.local_subscriber(1);
+    q.subscribe("/q").unwrap();
+    let r1 = server
+        .publish_quick("/q", tether::Payload::empty())
+        .unwrap();
+    let r2 = server
+        .publish_quick("/q", tether::Payload::empty())
+        .unwrap();
+    assert_eq!((r1.sent, r2.sent, r2.dropped), (1, 0, 1));
+    assert!(!q.is_cut_off());
+    assert!(q.next().await.unwrap().quick);
+    // Unsubscribe and drop.
+    assert!(fast.unsubscribe("/a/"));
+    assert_eq!(
+        server
+            .publish("/a/b", tether::Payload::empty())
+            .await
+            .unwrap()
+            .delivered,
+        0
+    );
+    drop((fast, q));
+}

@@ -9,6 +9,7 @@ mod admission;
 mod config;
 mod connection;
 mod handler;
+mod local;
 pub mod login;
 mod quick;
 mod registry;
@@ -31,6 +32,7 @@ pub use handler::{
     BoxFuture, ClientHandle, Datagram, DatagramHandler, Handler, Method, Mode, Reply, Request,
     WorkQueue,
 };
+pub use local::{LocalSubscriber, Published};
 pub use quick::QuickStats;
 pub use registry::ClientSummary;
 
@@ -53,6 +55,8 @@ impl ServerBuilder {
                 next_id: AtomicU32::new(1),
                 quick: Arc::default(),
                 admission: Default::default(),
+                local: Default::default(),
+                has_local: Default::default(),
             }),
         }
     }
@@ -87,7 +91,7 @@ impl std::fmt::Debug for Hooks {
     }
 }
 
-struct Shared {
+pub(crate) struct Shared {
     config: Config,
     info_json: Bytes,
     hooks: Hooks,
@@ -96,6 +100,10 @@ struct Shared {
     next_id: AtomicU32,
     quick: Arc<quick::Counters>,
     admission: admission::Admission,
+    /// Subscribers on other transports, and whether there are any (checked first, so a
+    /// publish costs nothing extra without them).
+    local: local::LocalLock,
+    has_local: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -310,14 +318,15 @@ impl Server {
     /// highest priority first. The packet is encoded once. A client whose queue stays full
     /// for the send timeout is cut off (counted in the report), never silently skipped.
     pub async fn publish(&self, url: &str, payload: Payload) -> Result<PublishReport, Error> {
+        let mut report = PublishReport::default();
+        self.deliver_local(url, &payload, false, &mut report);
         let packet = payload.into_packet(PacketType::Publish, url, MAX_BODY_LEN)?;
         let mut targets = Vec::new();
         self.shared.registry().targets(url, &mut targets);
         if targets.is_empty() {
-            return Ok(PublishReport::default());
+            return Ok(report);
         }
         let bytes = packet.to_bytes()?;
-        let mut report = PublishReport::default();
         let mut waiting = Vec::new();
         for client in targets {
             let out = client.outbound;
@@ -343,10 +352,14 @@ impl Server {
     /// UDP port: one datagram each, encoded once, never waiting. What the socket cannot take
     /// now is dropped and counted (in the report and [`Server::quick_stats`]).
     pub fn publish_quick(&self, url: &str, payload: Payload) -> Result<QuickReport, Error> {
+        let mut report = QuickReport::default();
+        let mut local = PublishReport::default();
+        self.deliver_local(url, &payload, true, &mut local);
+        report.sent += local.delivered;
+        report.dropped += local.cut_off;
         let packet = payload.into_packet(PacketType::Publish, url, MAX_QUICK_BODY_LEN)?;
         let mut targets = Vec::new();
         self.shared.registry().targets(url, &mut targets);
-        let mut report = QuickReport::default();
         let mut bytes = None;
         for client in &targets {
             if let Some(path) = quick::path_of(client) {
@@ -362,6 +375,27 @@ impl Server {
             }
         }
         Ok(report)
+    }
+
+    /// A subscriber for a caller on another transport (the WebSocket gateway): publishes
+    /// matching its patterns queue up for it, at most `capacity`; if it falls that far
+    /// behind it is cut off (counted in [`PublishReport::cut_off`]).
+    pub fn local_subscriber(&self, capacity: usize) -> LocalSubscriber {
+        LocalSubscriber::new(self.shared.clone(), capacity)
+    }
+
+    fn deliver_local(&self, url: &str, payload: &Payload, quick: bool, report: &mut PublishReport) {
+        if self
+            .shared
+            .has_local
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.shared
+                .local
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .deliver(url, payload, quick, report);
+        }
     }
 
     /// Connections held now: (all, of which not yet logged in).
