@@ -1,10 +1,10 @@
-//! clever-show requests served by a VSOA route table (see [`super::Node::routes`]).
+//! clever-show requests served by a VSOA route table (see [`super::Node::routes`] and
+//! [`crate::server::bridge`]).
 
 use serde_json::{Map, Value};
 use tether_wire::clevershow::Content;
 
 use super::{Node, Peer};
-use crate::{Method, Payload};
 
 /// Answers a request named like a URL through the node's server, if it has one.
 pub(crate) async fn route(
@@ -20,40 +20,15 @@ pub(crate) async fn route(
         .unwrap_or_else(|e| e.into_inner())
         .routes
         .clone()?;
-    let (method, url) = match name.strip_prefix("SET ") {
-        Some(url) => (Method::Set, url),
-        None => (Method::Get, name),
-    };
-    if !url.starts_with('/') {
-        return None;
-    }
+    // kwargs are the param; with args, both travel.
     let param = match (args.is_empty(), kwargs.is_empty()) {
-        (true, true) => Vec::new(),
-        (true, false) => serde_json::to_vec(&kwargs).unwrap_or_default(),
-        (false, _) => serde_json::to_vec(&serde_json::json!({ "args": args, "kwargs": kwargs }))
-            .unwrap_or_default(),
-    };
-    let payload = Payload {
-        param: param.into(),
-        data: Default::default(),
+        (true, true) => None,
+        (true, false) => Some(Value::Object(kwargs)),
+        (false, _) => Some(serde_json::json!({ "args": args, "kwargs": kwargs })),
     };
     let local = peer.local_addr().unwrap_or_else(|| peer.addr());
-    let reply = server
-        .call_local(url, method, payload, peer.addr(), local)
-        .await;
-    let param = reply.payload.param_value();
-    if !reply.status.is_success() {
-        let reason = param
-            .as_ref()
-            .and_then(|v| v.get("error"))
-            .and_then(Value::as_str)
-            .unwrap_or("no reason given");
-        return Some(Err(format!("{url}: status {}: {reason}", reply.status)));
-    }
-    if !reply.payload.data.is_empty() || (param.is_none() && !reply.payload.param.is_empty()) {
-        return Some(Err(format!(
-            "{url} replied with binary data, which a clever-show response cannot carry"
-        )));
-    }
-    Some(Ok(Content::Json(param.unwrap_or(Value::Null))))
+    let answer = server
+        .call_json(name, param.as_ref(), peer.addr(), local)
+        .await?;
+    Some(answer.map(Content::Json))
 }

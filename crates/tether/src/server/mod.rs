@@ -6,6 +6,7 @@
 //! connection is served by the task in `connection.rs`.
 
 mod admission;
+pub mod bridge;
 mod config;
 mod connection;
 mod handler;
