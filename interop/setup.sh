@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the pinned real peers the interop tests drive:
-#   Python vsoa (interop/requirements.txt) into target/interop-venv,
+#   Python vsoa and hat-juggler (interop/requirements.txt) into target/interop-venv,
 #   npm vsoa (interop/package-lock.json) into interop/node_modules.
 # Idempotent and quick when already installed. Fails loudly with the reason.
 set -euo pipefail
@@ -22,8 +22,8 @@ if ! cmp -s "$req" "$venv/.installed-requirements" 2>/dev/null; then
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
   cp "$req" "$venv/.installed-requirements"
 fi
-"$venv/bin/python" -c 'import vsoa; assert vsoa.__version__ == "1.0.4", vsoa.__version__' \
-  || { echo "interop setup: Python vsoa 1.0.4 is not importable from $venv" >&2; exit 1; }
+"$venv/bin/python" -c 'import vsoa, importlib.metadata as m; assert vsoa.__version__ == "1.0.4", vsoa.__version__; assert m.version("hat-juggler") == "0.7.6", m.version("hat-juggler")' \
+  || { echo "interop setup: Python vsoa 1.0.4 and hat-juggler 0.7.6 are not importable from $venv" >&2; exit 1; }
 
 if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
   echo "interop setup: node and npm are required for the npm vsoa peer" >&2
@@ -38,4 +38,4 @@ if ! cmp -s "$lock" "$stamp" 2>/dev/null; then
 fi
 (cd "$root/interop" && node -e 'const v=require("vsoa/package.json"); if (v.version !== "1.5.1") { console.error("npm vsoa is " + v.version); process.exit(1) }') \
   || { echo "interop setup: npm vsoa 1.5.1 is not installed in interop/node_modules" >&2; exit 1; }
-echo "interop setup: Python vsoa 1.0.4 and npm vsoa 1.5.1 ready"
+echo "interop setup: Python vsoa 1.0.4, hat-juggler 0.7.6 and npm vsoa 1.5.1 ready"

@@ -809,3 +809,53 @@ async fn the_younger_serve_stops_clever_show_when_an_older_one_announces() {
         .expect_prefix("tether: clever-show stopped: server ")
         .await;
 }
+
+#[tokio::test]
+async fn serve_starts_the_gateway_with_the_demo_routes_and_publishes() {
+    // `tether serve` prints the gateway line second; read both.
+    let mut serve = Lines::spawn(tether_cmd(&["serve", "--listen", "127.0.0.1:0"]));
+    let vsoa = serve.expect_prefix("tether: VSOA server on vsoa://").await;
+    let vsoa = vsoa
+        .trim_start_matches("tether: VSOA server on ")
+        .to_string();
+    let gw = serve.expect_prefix("tether: gateway on ws://").await;
+    let port: u16 = gw
+        .trim_end_matches("/ws")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut py = Lines::spawn({
+        let mut c =
+            tokio::process::Command::new(workspace().join("target/interop-venv/bin/python"));
+        c.current_dir(workspace().join("interop/py"))
+            .arg("juggler_client.py")
+            .arg(port.to_string())
+            .arg("demo");
+        c
+    });
+    py.expect("READY").await;
+    let r = tether(&[
+        "call",
+        &format!("{vsoa}/publish"),
+        "--set",
+        "--param",
+        r#"{"url": "/demo/x", "param": {"k": 1}}"#,
+    ])
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains(r#""delivered":1"#), "{}", r.stdout);
+    py.expect("DONE").await;
+    // Turned off, and a taken port is a clear error.
+    let r = tether(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--gateway",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("--no-gateway"), "{}", r.stderr);
+}

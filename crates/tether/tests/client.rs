@@ -575,7 +575,7 @@ async fn publish_checks_size_even_without_subscribers() {
 #[tokio::test]
 async fn local_subscribers_get_publishes_and_a_slow_one_is_cut_off() {
     let server = tether::Server::builder().build();
-    let mut fast = server.local_subscriber(100);
+    let fast = server.local_subscriber(100);
     assert!(fast.subscribe("/a/").unwrap());
     assert!(!fast.subscribe("/a/").unwrap(), "already there");
     assert!(fast.subscribe("no slash").is_err());
@@ -594,7 +594,7 @@ async fn local_subscribers_get_publishes_and_a_slow_one_is_cut_off() {
         .unwrap();
     assert_eq!(r.delivered, 0);
     // A subscriber that does not read: its queue of 2 fills, the third publish cuts it off.
-    let mut slow = server.local_subscriber(2);
+    let slow = server.local_subscriber(2);
     slow.subscribe("/s").unwrap();
     for _ in 0..2 {
         assert_eq!(
@@ -620,7 +620,7 @@ async fn local_subscribers_get_publishes_and_a_slow_one_is_cut_off() {
     );
     assert!(slow.subscribe("/t").is_err());
     // Quick publishes to a full queue are skipped and counted, without a cut-off.
-    let mut q = server.local_subscriber(1);
+    let q = server.local_subscriber(1);
     q.subscribe("/q").unwrap();
     let r1 = server
         .publish_quick("/q", tether::Payload::empty())

@@ -43,6 +43,18 @@ pub struct Args {
     max_file_size: u64,
     #[command(flatten)]
     announce: AnnounceArgs,
+    /// Where the WebSocket gateway (hat-juggler protocol, `/ws`) listens.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        env = "TETHER_GATEWAY",
+        default_value = "127.0.0.1:8080",
+        conflicts_with = "no_gateway"
+    )]
+    gateway: String,
+    /// Do not start the WebSocket gateway.
+    #[arg(long)]
+    no_gateway: bool,
     #[command(flatten)]
     limits: Limits,
     /// Server name in the handshake info (and for --register).
@@ -106,11 +118,23 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         (None, Some(_)) => return Err(Failure::usage("--announce needs --clever-show")),
         _ => None,
     };
+    let gateway = if args.no_gateway {
+        None
+    } else {
+        let gw = tether_gateway::Gateway::builder(server.clone()).build();
+        Some(gw.bind(&args.gateway).await.map_err(|e| Failure {
+            message: format!("{e} (the WebSocket gateway; move it with --gateway HOST:PORT or turn it off with --no-gateway)"),
+            code: 1,
+        })?)
+    };
     // The first stdout line is the contract for scripts that start us on port 0.
     crate::output::print_line(&format!(
         "tether: VSOA server on vsoa://{}",
         listening.local_addr()
     ));
+    if let Some(gw) = &gateway {
+        crate::output::print_line(&format!("tether: gateway on ws://{}/ws", gw.local_addr()));
+    }
     if let Some(cs) = &clever_show {
         crate::output::print_line(&format!("tether: clever-show on {}", cs.local_addr()));
     }

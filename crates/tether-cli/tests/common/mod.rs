@@ -161,7 +161,10 @@ async fn start(mut cmd: Command, banner: &str) -> Proc {
 /// `files` folder lands there, not in the source tree).
 pub fn tether_cmd(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tether"));
-    cmd.args(args).current_dir(scratch_dir());
+    // Many servers run at once: their gateways take free ports.
+    cmd.args(args)
+        .current_dir(scratch_dir())
+        .env("TETHER_GATEWAY", "127.0.0.1:0");
     cmd
 }
 

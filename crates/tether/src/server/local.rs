@@ -90,11 +90,12 @@ impl LocalSinks {
     }
 }
 
-/// A subscriber on another transport (see the module docs). Dropping it unsubscribes.
+/// A subscriber on another transport (see the module docs). Share it in an `Arc` to read
+/// and (un)subscribe from different tasks. Dropping it unsubscribes.
 pub struct LocalSubscriber {
     id: u64,
     shared: Arc<Shared>,
-    rx: mpsc::Receiver<Published>,
+    rx: tokio::sync::Mutex<mpsc::Receiver<Published>>,
     cut_off: Arc<AtomicBool>,
 }
 
@@ -128,7 +129,7 @@ impl LocalSubscriber {
         LocalSubscriber {
             id,
             shared,
-            rx,
+            rx: tokio::sync::Mutex::new(rx),
             cut_off,
         }
     }
@@ -159,9 +160,10 @@ impl LocalSubscriber {
         sinks(&self.shared).subs.unsubscribe(self.id, pattern)
     }
 
-    /// The next publish; `None` once cut off (see [`LocalSubscriber::is_cut_off`]).
-    pub async fn next(&mut self) -> Option<Published> {
-        self.rx.recv().await
+    /// The next publish; `None` once cut off (see [`LocalSubscriber::is_cut_off`]). One
+    /// task should read; (un)subscribing from others meanwhile is fine.
+    pub async fn next(&self) -> Option<Published> {
+        self.rx.lock().await.recv().await
     }
 
     /// Whether the stream ended because this subscriber did not keep up.

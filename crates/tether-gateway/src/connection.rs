@@ -1,0 +1,350 @@
+//! One juggler connection: a reader that answers pings at once and keeps the peer alive, a
+//! writer that sends whole messages (pings and pongs may slip between segments), request
+//! handling in order or concurrently, and the forwarding of subscribed publishes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tether_wire::juggler::{self, Message, Package, Reassembler};
+use tokio::sync::{mpsc, Mutex};
+use tokio::time::Instant;
+
+use crate::Ctx;
+
+/// WebSocket close codes we use.
+const NORMAL: u16 = 1000;
+const TOO_BIG: u16 = 1009;
+
+/// What the writer sends.
+enum Control {
+    /// A pong or our ping: goes out before queued messages.
+    Frame(String),
+    /// Send a close frame and stop.
+    Close(u16, String),
+}
+
+/// The sending side, shared by the reader, the request workers and the notifier.
+#[derive(Clone)]
+struct Out {
+    messages: mpsc::Sender<Vec<String>>,
+    control: mpsc::UnboundedSender<Control>,
+    max_segment: usize,
+}
+
+impl Out {
+    /// Queues a message, cut into segments; waits while the queue is full. `false` once the
+    /// connection is closing.
+    async fn send(&self, msg: &Message) -> bool {
+        let frames = juggler::segments(&msg.to_json(), self.max_segment);
+        self.messages.send(frames).await.is_ok()
+    }
+
+    fn control(&self, c: Control) {
+        let _ = self.control.send(c);
+    }
+
+    fn close(&self, code: u16, reason: impl Into<String>) {
+        self.control(Control::Close(code, reason.into()));
+    }
+}
+
+pub(crate) async fn serve(socket: WebSocket, ctx: Arc<Ctx>, peer: SocketAddr) {
+    let (sink, stream) = socket.split();
+    let (msg_tx, msg_rx) = mpsc::channel(ctx.config.send_queue.max(1));
+    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+    let out = Out {
+        messages: msg_tx,
+        control: ctl_tx,
+        max_segment: ctx.config.max_segment,
+    };
+    let writer = tokio::spawn(write_loop(sink, msg_rx, ctl_rx));
+    tracing::debug!(%peer, "juggler connection open");
+    let reason = read_loop(stream, &ctx, peer, &out).await;
+    tracing::debug!(%peer, "juggler connection closed: {reason}");
+    out.close(NORMAL, "");
+    drop(out);
+    let _ = writer.await;
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, WsMessage>,
+    mut messages: mpsc::Receiver<Vec<String>>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) {
+    let send_control = async |sink: &mut SplitSink<WebSocket, WsMessage>, c: Control| -> bool {
+        match c {
+            Control::Frame(f) => sink.send(WsMessage::Text(f.into())).await.is_ok(),
+            Control::Close(code, reason) => {
+                let frame = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                let _ = sink.send(WsMessage::Close(Some(frame))).await;
+                false
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            biased;
+            c = control.recv() => match c {
+                Some(c) => if !send_control(&mut sink, c).await { return },
+                None => return,
+            },
+            m = messages.recv() => {
+                let Some(frames) = m else { return };
+                for frame in frames {
+                    while let Ok(c) = control.try_recv() {
+                        if !send_control(&mut sink, c).await {
+                            return;
+                        }
+                    }
+                    if sink.send(WsMessage::Text(frame.into())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Per-connection request state: the subscriber (created on the first `subscribe`).
+struct Session {
+    ctx: Arc<Ctx>,
+    peer: SocketAddr,
+    out: Out,
+    subscriber: Mutex<Option<Arc<tether::LocalSubscriber>>>,
+}
+
+async fn read_loop(
+    mut stream: SplitStream<WebSocket>,
+    ctx: &Arc<Ctx>,
+    peer: SocketAddr,
+    out: &Out,
+) -> String {
+    let session = Arc::new(Session {
+        ctx: ctx.clone(),
+        peer,
+        out: out.clone(),
+        subscriber: Mutex::new(None),
+    });
+    // In order: one worker takes the requests as they come; the reader stays free for pings.
+    let (ordered, mut queue) = mpsc::unbounded_channel::<(Value, Option<String>, Option<Value>)>();
+    let worker = {
+        let session = session.clone();
+        tokio::spawn(async move {
+            while let Some((id, name, data)) = queue.recv().await {
+                session.answer(id, name, data).await;
+            }
+        })
+    };
+    let _worker = AbortOnDrop(worker);
+    let mut joiner = Reassembler::new(ctx.config.max_message);
+    let delay = ctx.config.ping_delay;
+    let mut deadline = delay.map(|d| Instant::now() + d);
+    let mut pinged = false;
+    loop {
+        let wait = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let frame = tokio::select! {
+            f = stream.next() => f,
+            () = wait => {
+                if pinged {
+                    out.close(NORMAL, "ping timeout");
+                    return "no traffic after our ping".into();
+                }
+                out.control(Control::Frame(juggler::PING.into()));
+                pinged = true;
+                deadline = Some(Instant::now() + ctx.config.ping_timeout);
+                continue;
+            }
+        };
+        // Any frame counts as traffic.
+        pinged = false;
+        deadline = delay.map(|d| Instant::now() + d);
+        let text = match frame {
+            None => return "peer went away".into(),
+            Some(Err(e)) => {
+                let too_big =
+                    e.to_string().contains("too long") || e.to_string().contains("too big");
+                if too_big {
+                    out.close(TOO_BIG, "message too big");
+                }
+                return format!("WebSocket error: {e}");
+            }
+            Some(Ok(WsMessage::Text(t))) => t,
+            Some(Ok(WsMessage::Binary(_))) => {
+                out.close(NORMAL, "binary frames are not juggler");
+                return "binary frame".into();
+            }
+            Some(Ok(WsMessage::Close(_))) => return "peer closed".into(),
+            Some(Ok(_)) => continue, // WebSocket-level ping and pong
+        };
+        let package = match juggler::parse_frame(text.as_str()) {
+            Ok(p) => p,
+            Err(e) => {
+                out.close(NORMAL, e.to_string());
+                return e.to_string();
+            }
+        };
+        let value = match package {
+            Package::Ping(payload) => {
+                out.control(Control::Frame(juggler::pong(payload)));
+                continue;
+            }
+            Package::Pong(_) => continue,
+            Package::Segment { last, text } => match joiner.push(text, last) {
+                Ok(Some(v)) => v,
+                Ok(None) => continue,
+                Err(e) => {
+                    let code = if matches!(e, juggler::FrameError::TooLarge { .. }) {
+                        TOO_BIG
+                    } else {
+                        NORMAL
+                    };
+                    out.close(code, e.to_string());
+                    return e.to_string();
+                }
+            },
+        };
+        match Message::parse(value) {
+            Ok(Message::Request { id, name, data }) => {
+                if ctx.config.parallel_requests {
+                    let session = session.clone();
+                    tokio::spawn(async move { session.answer(id, name, data).await });
+                } else if ordered.send((id, name, data)).is_err() {
+                    return "request worker stopped".into();
+                }
+            }
+            Ok(other) => {
+                let why = format!("a client may only send requests, not {other:?}");
+                out.close(NORMAL, "unexpected message type");
+                return why;
+            }
+            Err(e) => {
+                out.close(NORMAL, e.to_string());
+                return e.to_string();
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Session {
+    async fn answer(self: &Arc<Self>, id: Value, name: Option<String>, data: Option<Value>) {
+        let result = match (name.as_deref(), data) {
+            // hat-juggler's echo for an empty or null name.
+            (None, data) => Ok(data.unwrap_or(Value::Null)),
+            (Some(name), None) => Err(format!("request {name:?} has no \"data\"")),
+            (Some(name @ ("subscribe" | "unsubscribe")), Some(data)) => {
+                self.subscription(name == "subscribe", data).await
+            }
+            (Some(name), Some(data)) => {
+                let server = &self.ctx.server;
+                match server
+                    .call_json(name, Some(&data), self.peer, self.peer)
+                    .await
+                {
+                    Some(answer) => answer,
+                    None => Err(format!(
+                        "no request {name:?}: name a route (\"/path\", \"SET /path\"), or \
+                         \"subscribe\"/\"unsubscribe\" with a list of URLs"
+                    )),
+                }
+            }
+        };
+        let response = match result {
+            Ok(data) => Message::Response {
+                id,
+                data,
+                success: true,
+            },
+            Err(reason) => Message::Response {
+                id,
+                data: Value::String(reason),
+                success: false,
+            },
+        };
+        self.out.send(&response).await;
+    }
+
+    /// `subscribe`/`unsubscribe` with a list of URL patterns (or one string).
+    async fn subscription(self: &Arc<Self>, add: bool, data: Value) -> Result<Value, String> {
+        let urls: Vec<String> = match data {
+            Value::String(s) => vec![s],
+            Value::Array(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    other => Err(format!("URLs must be strings, not {other}")),
+                })
+                .collect::<Result<_, _>>()?,
+            other => return Err(format!("data must be a list of URLs, not {other}")),
+        };
+        let mut slot = self.subscriber.lock().await;
+        if !add {
+            if let Some(sub) = slot.as_ref() {
+                for u in &urls {
+                    sub.unsubscribe(u);
+                }
+            }
+            return Ok(Value::Null);
+        }
+        let sub = match slot.as_ref() {
+            Some(s) => s.clone(),
+            None => {
+                let sub = Arc::new(
+                    self.ctx
+                        .server
+                        .local_subscriber(self.ctx.config.send_queue.max(1)),
+                );
+                self.forward(sub.clone());
+                slot.insert(sub).clone()
+            }
+        };
+        for u in &urls {
+            sub.subscribe(u).map_err(|e| e.to_string())?;
+        }
+        Ok(Value::Null)
+    }
+
+    /// Sends subscribed publishes as `notify` messages until the connection ends; a
+    /// subscriber cut off for falling behind closes the connection.
+    fn forward(self: &Arc<Self>, sub: Arc<tether::LocalSubscriber>) {
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            loop {
+                let published = tokio::select! {
+                    p = sub.next() => p,
+                    () = out.messages.closed() => return,
+                };
+                let Some(p) = published else { break };
+                let notify = Message::Notify {
+                    name: p.url.to_string(),
+                    data: p.payload.param_value().unwrap_or(Value::Null),
+                };
+                if !out.send(&notify).await {
+                    return;
+                }
+            }
+            if sub.is_cut_off() {
+                out.close(NORMAL, "did not keep up with its publishes");
+            }
+        });
+    }
+}

@@ -1,0 +1,257 @@
+//! Tether's WebSocket gateway: browsers and hat-juggler peers use the **same** routes and
+//! publishes as VSOA clients, over hat-juggler 0.7's protocol (protocols/juggler.md).
+//!
+//! One port serves HTTP and the WebSocket (`/ws` by default). On it:
+//!
+//! * a juggler request whose `name` is a route URL (`/echo`, or `SET /publish` for a SET) is
+//!   served by the server's route table, `data` as the JSON param; status 0 answers
+//!   `success: true` with the reply's JSON param, anything else `success: false` with a
+//!   readable reason (see [`tether::server::bridge`]);
+//! * the built-in requests `subscribe` and `unsubscribe` take a list of URL patterns (VSOA
+//!   matching); matching publishes then arrive as `notify` messages, `name` the URL and
+//!   `data` the JSON param (a connection that cannot keep up is closed, never silently
+//!   skipped);
+//! * a request with an empty or null name is echoed, as hat-juggler does;
+//! * pings (`2`) are answered at once, whatever requests are running, and the gateway pings
+//!   an idle peer itself (`ping_delay`, `ping_timeout`).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = tether::Server::builder().build();
+//! let gateway = tether_gateway::Gateway::builder(server).build();
+//! let listening = gateway.bind("127.0.0.1:8080").await?;
+//! println!("juggler on ws://{}/ws", listening.local_addr());
+//! # Ok(()) }
+//! ```
+
+mod connection;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::watch;
+
+pub use tether_wire::juggler::DEFAULT_MAX_SEGMENT;
+
+/// Gateway settings; the defaults are hat-juggler's.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Path of the WebSocket endpoint (default `/ws`).
+    pub ws_path: String,
+    /// Largest segment we send, in characters (default 65 536).
+    pub max_segment: usize,
+    /// Largest message we accept, after joining its segments, and largest WebSocket
+    /// frame (default 4 MiB, aiohttp's limit). Over it the connection closes with 1009.
+    pub max_message: usize,
+    /// Ping an idle peer after this long (default 30 s); `None`: never.
+    pub ping_delay: Option<Duration>,
+    /// Close the connection when a ping got no traffic back within this (default 30 s).
+    pub ping_timeout: Duration,
+    /// Serve a connection's requests concurrently (answers may come out of order); by
+    /// default one after another, in order.
+    pub parallel_requests: bool,
+    /// Messages queued for one connection (default 1 024); a connection whose queue stays
+    /// full is closed when publishes cannot reach it.
+    pub send_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ws_path: "/ws".into(),
+            max_segment: DEFAULT_MAX_SEGMENT,
+            max_message: 4 << 20,
+            ping_delay: Some(Duration::from_secs(30)),
+            ping_timeout: Duration::from_secs(30),
+            parallel_requests: false,
+            send_queue: 1024,
+        }
+    }
+}
+
+/// Builds a [`Gateway`].
+#[derive(Debug)]
+pub struct GatewayBuilder {
+    server: tether::Server,
+    config: Config,
+}
+
+impl GatewayBuilder {
+    /// Replaces every setting.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The WebSocket path.
+    pub fn ws_path(mut self, path: impl Into<String>) -> Self {
+        self.config.ws_path = path.into();
+        self
+    }
+
+    /// Keepalive: ping after `delay` without traffic (`None`: never), give up `timeout`
+    /// after the ping.
+    pub fn ping(mut self, delay: Option<Duration>, timeout: Duration) -> Self {
+        self.config.ping_delay = delay;
+        self.config.ping_timeout = timeout;
+        self
+    }
+
+    /// Largest segment sent.
+    pub fn max_segment(mut self, chars: usize) -> Self {
+        self.config.max_segment = chars.max(1);
+        self
+    }
+
+    /// Largest message accepted.
+    pub fn max_message(mut self, bytes: usize) -> Self {
+        self.config.max_message = bytes;
+        self
+    }
+
+    /// Requests of one connection run concurrently instead of in order.
+    pub fn parallel_requests(mut self, yes: bool) -> Self {
+        self.config.parallel_requests = yes;
+        self
+    }
+
+    /// The gateway.
+    pub fn build(self) -> Gateway {
+        Gateway {
+            ctx: Arc::new(Ctx {
+                server: self.server,
+                config: self.config,
+            }),
+        }
+    }
+}
+
+struct Ctx {
+    server: tether::Server,
+    config: Config,
+}
+
+/// The WebSocket gateway of one [`tether::Server`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    ctx: Arc<Ctx>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("config", &self.ctx.config)
+            .finish()
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    addr: String,
+    #[source]
+    source: std::io::Error,
+}
+
+impl Gateway {
+    /// Starts configuring a gateway for `server`.
+    pub fn builder(server: tether::Server) -> GatewayBuilder {
+        GatewayBuilder {
+            server,
+            config: Config::default(),
+        }
+    }
+
+    /// The routes (the WebSocket endpoint), to serve or to merge into a larger router;
+    /// serve it with connect info (`into_make_service_with_connect_info::<SocketAddr>`).
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(&self.ctx.config.ws_path, get(upgrade))
+            .with_state(self.ctx.clone())
+    }
+
+    /// Listens on `addr` until [`Listening::shutdown`] (or until the handle is dropped).
+    pub async fn bind(&self, addr: &str) -> Result<Listening, BindError> {
+        let err = |source| BindError {
+            addr: addr.to_string(),
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
+        let local_addr = listener.local_addr().map_err(err)?;
+        let (stop, mut stopped) = watch::channel(false);
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::warn!("gateway stopped: {e}");
+            }
+        });
+        tracing::info!(
+            "juggler gateway on ws://{local_addr}{}",
+            self.ctx.config.ws_path
+        );
+        Ok(Listening {
+            local_addr,
+            stop,
+            task: Some(task),
+        })
+    }
+}
+
+/// A running gateway listener.
+#[derive(Debug)]
+pub struct Listening {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Listening {
+    /// The address bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting; open connections are closed.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn upgrade(
+    ws: WebSocketUpgrade,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(ctx): State<Arc<Ctx>>,
+) -> Response {
+    let max = ctx.config.max_message;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| connection::serve(socket, ctx, peer))
+}

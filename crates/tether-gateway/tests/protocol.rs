@@ -1,0 +1,248 @@
+//! The gateway's reactions to good and bad input, with a raw WebSocket client that sends
+//! exactly the frames under test (protocols/juggler.md §8.2, §8.3).
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tether::{Reply, Request, Server};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message as Ws;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn gateway(
+    cfg: impl FnOnce(tether_gateway::GatewayBuilder) -> tether_gateway::GatewayBuilder,
+) -> tether_gateway::Listening {
+    let server = Server::builder().build();
+    server.route(
+        "/echo",
+        |req: Request| async move { Reply::ok(req.payload) },
+    );
+    server.route("/slow", |req: Request| async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Reply::ok(req.payload)
+    });
+    cfg(tether_gateway::Gateway::builder(server))
+        .build()
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap()
+}
+
+async fn connect(l: &tether_gateway::Listening) -> Socket {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", l.local_addr()))
+        .await
+        .unwrap();
+    ws
+}
+
+/// The next text frame (WebSocket-level pings skipped).
+async fn text(ws: &mut Socket) -> String {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+            Some(Ok(Ws::Text(t))) => return t.to_string(),
+            Some(Ok(Ws::Ping(_) | Ws::Pong(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// Waits for the server's close frame; returns its code.
+async fn closed(ws: &mut Socket) -> CloseCode {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+            Some(Ok(Ws::Close(Some(f)))) => return f.code,
+            Some(Ok(Ws::Text(t))) => panic!("expected a close, got {t}"),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+async fn send(ws: &mut Socket, frame: &str) {
+    ws.send(Ws::Text(frame.into())).await.unwrap();
+}
+
+fn response(frame: &str) -> Value {
+    assert!(frame.starts_with('0'), "{frame}");
+    serde_json::from_str(&frame[1..]).unwrap()
+}
+
+#[tokio::test]
+async fn requests_echo_and_pings_answered_at_once_during_a_slow_request() {
+    let l = gateway(|g| g).await;
+    let mut ws = connect(&l).await;
+    send(
+        &mut ws,
+        r#"0{"type": "request", "id": 1, "name": "/echo", "data": {"a": 1}}"#,
+    )
+    .await;
+    assert_eq!(
+        text(&mut ws).await,
+        r#"0{"type": "response", "id": 1, "data": {"a": 1}, "success": true}"#
+    );
+    // Empty and null names echo; a request without data fails; an unknown name fails.
+    send(
+        &mut ws,
+        r#"0{"type":"request","id":5,"name":null,"data":[1]}"#,
+    )
+    .await;
+    assert_eq!(
+        text(&mut ws).await,
+        r#"0{"type": "response", "id": 5, "data": [1], "success": true}"#
+    );
+    send(&mut ws, r#"0{"type":"request","id":6,"name":"/echo"}"#).await;
+    let r = response(&text(&mut ws).await);
+    assert_eq!(
+        (r["id"].clone(), r["success"].clone()),
+        (json!(6), json!(false))
+    );
+    assert!(r["data"].as_str().unwrap().contains("no \"data\""), "{r}");
+    // Segmented request with a ping in the middle (§8.2): the pong comes at once.
+    send(&mut ws, "1{\"type\": \"request\", \"id\": 7, ").await;
+    send(&mut ws, "1\"name\": \"/echo\", ").await;
+    send(&mut ws, "2mid").await;
+    assert_eq!(text(&mut ws).await, "3mid");
+    send(&mut ws, "0\"data\": \"č😀\"}").await;
+    assert_eq!(
+        text(&mut ws).await,
+        r#"0{"type": "response", "id": 7, "data": "\u010d\ud83d\ude00", "success": true}"#
+    );
+    // A slow request does not hold up pings (hat-juggler's does, §1.4).
+    send(
+        &mut ws,
+        r#"0{"type":"request","id":8,"name":"/slow","data":1}"#,
+    )
+    .await;
+    send(&mut ws, "2abc").await;
+    assert_eq!(text(&mut ws).await, "3abc");
+    send(&mut ws, "3ignored").await;
+    assert_eq!(response(&text(&mut ws).await)["id"], 8);
+}
+
+#[tokio::test]
+async fn bad_frames_close_the_connection_and_the_gateway_stays_up() {
+    let l = gateway(|g| g.max_message(1000)).await;
+    let big_segment = format!("1{}", "x".repeat(600));
+    for (what, frames, code) in [
+        ("binary frame", vec![None], CloseCode::Normal),
+        ("empty frame", vec![Some(String::new())], CloseCode::Normal),
+        (
+            "unknown header",
+            vec![Some("9hello".to_string())],
+            CloseCode::Normal,
+        ),
+        (
+            "0.6-style bare JSON",
+            vec![Some(
+                r#"{"type":"request","id":1,"name":"x","data":1}"#.to_string(),
+            )],
+            CloseCode::Normal,
+        ),
+        (
+            "invalid JSON",
+            vec![Some("0{not json".to_string())],
+            CloseCode::Normal,
+        ),
+        (
+            "request without id",
+            vec![Some(
+                r#"0{"type":"request","name":"x","data":1}"#.to_string(),
+            )],
+            CloseCode::Normal,
+        ),
+        (
+            "unknown type",
+            vec![Some(r#"0{"type":"foo","id":1}"#.to_string())],
+            CloseCode::Normal,
+        ),
+        (
+            "a response from a client",
+            vec![Some(
+                r#"0{"type":"response","id":1,"success":true,"data":null}"#.to_string(),
+            )],
+            CloseCode::Normal,
+        ),
+        (
+            "a message that never ends",
+            vec![Some(big_segment.clone()), Some(big_segment)],
+            CloseCode::Size,
+        ),
+    ] {
+        let mut ws = connect(&l).await;
+        for f in frames {
+            let msg = match f {
+                Some(t) => Ws::Text(t.into()),
+                None => Ws::Binary(b"0{}".to_vec().into()),
+            };
+            ws.send(msg).await.unwrap();
+        }
+        assert_eq!(closed(&mut ws).await, code, "{what}");
+        // The gateway serves the next connection.
+        let mut ok = connect(&l).await;
+        send(
+            &mut ok,
+            r#"0{"type":"request","id":1,"name":"/echo","data":1}"#,
+        )
+        .await;
+        assert_eq!(
+            response(&text(&mut ok).await)["success"],
+            true,
+            "after {what}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_peer_that_never_answers_pings_is_closed() {
+    let l = gateway(|g| g.ping(Some(Duration::from_millis(200)), Duration::from_millis(200))).await;
+    let mut ws = connect(&l).await;
+    assert_eq!(text(&mut ws).await, "2");
+    assert_eq!(closed(&mut ws).await, CloseCode::Normal);
+    // Any traffic keeps a connection alive: answer, and the next ping comes later.
+    let mut ws = connect(&l).await;
+    for _ in 0..3 {
+        assert_eq!(text(&mut ws).await, "2");
+        send(&mut ws, "3").await;
+    }
+}
+
+#[tokio::test]
+async fn large_responses_are_segmented_and_parallel_requests_may_overtake() {
+    let l = gateway(|g| g.max_segment(10).parallel_requests(true)).await;
+    let mut ws = connect(&l).await;
+    send(
+        &mut ws,
+        r#"0{"type":"request","id":1,"name":"/slow","data":1}"#,
+    )
+    .await;
+    send(
+        &mut ws,
+        &format!(
+            r#"0{{"type":"request","id":2,"name":"/echo","data":"{}"}}"#,
+            "x".repeat(25)
+        ),
+    )
+    .await;
+    let mut frames = Vec::new();
+    loop {
+        let f = text(&mut ws).await;
+        let last = f.starts_with('0');
+        frames.push(f);
+        if last {
+            break;
+        }
+    }
+    // Segments of 10 characters, the request that came second answered first.
+    assert!(
+        frames.len() > 5 && frames.iter().all(|f| f.chars().count() <= 11),
+        "{frames:?}"
+    );
+    let joined: String = frames.iter().map(|f| &f[1..]).collect();
+    let r: Value = serde_json::from_str(&joined).unwrap();
+    assert_eq!(r["id"], 2);
+}

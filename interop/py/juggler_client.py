@@ -1,0 +1,90 @@
+"""The Python hat-juggler 0.7.6 client against Tether's gateway.
+
+Usage: juggler_client.py PORT SCENARIO. Prints `OK <what>` per check, `READY` where the
+Rust side must act, `FAIL: <why>` (exit 1) on a mismatch. Scenarios:
+  requests  routes, failures, empty-name echo, SET, a message over 64 KiB
+  notify    subscribe to /news/, print READY, expect the publish the Rust side makes
+  demo      against `tether serve`: /echo, then subscribe to /demo/, READY, expect a
+            publish of {"k": 1} on /demo/x
+"""
+import asyncio
+import sys
+
+from hat import juggler
+
+WAIT = 10.0
+
+
+def check(cond, what):
+    if not cond:
+        print(f"FAIL: {what}", flush=True)
+        sys.exit(1)
+    print(f"OK {what}", flush=True)
+
+
+async def fails(client, name, data, needle):
+    try:
+        got = await asyncio.wait_for(client.send(name, data), WAIT)
+    except juggler.JugglerError as e:
+        check(needle in str(e.data), f"{name!r} fails with {e.data!r}")
+        return
+    check(False, f"{name!r} should fail, answered {got!r}")
+
+
+async def requests(client):
+    got = await asyncio.wait_for(client.send('/echo', {'a': 1, 'u': 'čž😀'}), WAIT)
+    check(got == {'a': 1, 'u': 'čž😀'}, f"/echo answered {got!r}")
+    got = await asyncio.wait_for(client.send('', {'ping': 1}), WAIT)
+    check(got == {'ping': 1}, f"empty name echoes, got {got!r}")
+    got = await asyncio.wait_for(client.send('SET /method', None), WAIT)
+    check(got == 'set', f"SET /method answered {got!r}")
+    got = await asyncio.wait_for(client.send('/method', None), WAIT)
+    check(got == 'get', f"/method answered {got!r}")
+    await fails(client, '/fail', 1, 'status 2')
+    await fails(client, '/missing', 1, 'status 3')
+    await fails(client, 'nonsense', 1, 'name a route')
+    await fails(client, 'subscribe', 7, 'list of URLs')
+    big = 'x' * 200_000
+    got = await asyncio.wait_for(client.send('/echo', big), WAIT)
+    check(got == big, "a 200 000-character message both ways")
+
+
+async def notify(client, inbox):
+    got = await asyncio.wait_for(client.send('subscribe', ['/news/']), WAIT)
+    check(got is None, "subscribed")
+    print("READY", flush=True)
+    name, data = await asyncio.wait_for(inbox.get(), WAIT)
+    check((name, data) == ('/news/a', {'n': 1}), f"notify {name} {data!r}")
+    got = await asyncio.wait_for(client.send('unsubscribe', ['/news/']), WAIT)
+    check(got is None, "unsubscribed")
+
+
+async def demo(client, inbox):
+    got = await asyncio.wait_for(client.send('/echo', {'a': 1}), WAIT)
+    check(got == {'a': 1}, f"/echo answered {got!r}")
+    await asyncio.wait_for(client.send('subscribe', ['/demo/']), WAIT)
+    print("READY", flush=True)
+    name, data = await asyncio.wait_for(inbox.get(), WAIT)
+    check((name, data) == ('/demo/x', {'k': 1}), f"notify {name} {data!r}")
+
+
+async def main():
+    port, scenario = sys.argv[1], sys.argv[2]
+    inbox = asyncio.Queue()
+    client = await juggler.connect(f'ws://127.0.0.1:{port}/ws',
+                                   notify_cb=lambda _c, name, data: inbox.put_nowait((name, data)))
+    try:
+        if scenario == 'requests':
+            await requests(client)
+        elif scenario == 'notify':
+            await notify(client, inbox)
+        elif scenario == 'demo':
+            await demo(client, inbox)
+        else:
+            check(False, f"unknown scenario {scenario}")
+    finally:
+        await client.async_close()
+    print("DONE", flush=True)
+
+
+asyncio.run(main())
