@@ -6,6 +6,8 @@ Rust side must act, `FAIL: <why>` (exit 1) on a mismatch. Scenarios:
   notify    subscribe to /news/, print READY, expect the publish the Rust side makes
   demo      against `tether serve`: /echo, then subscribe to /demo/, READY, expect a
             publish of {"k": 1} on /demo/x
+  state N   READY, then expect the mirrored state to become {"a": 3, "b": 2} after
+            exactly N changes (one per state message), with no more within 0.5 s
 """
 import asyncio
 import sys
@@ -68,11 +70,24 @@ async def demo(client, inbox):
     check((name, data) == ('/demo/x', {'k': 1}), f"notify {name} {data!r}")
 
 
+async def state(client, changes, expected):
+    print("READY", flush=True)
+    want = {'a': 3, 'b': 2}
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while client.state.data != want and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    check(client.state.data == want, f"state {client.state.data!r}")
+    await asyncio.sleep(0.5)
+    check(len(changes) == expected, f"{len(changes)} state messages, expected {expected}: {changes!r}")
+
+
 async def main():
     port, scenario = sys.argv[1], sys.argv[2]
     inbox = asyncio.Queue()
     client = await juggler.connect(f'ws://127.0.0.1:{port}/ws',
                                    notify_cb=lambda _c, name, data: inbox.put_nowait((name, data)))
+    changes = []
+    client.state.register_change_cb(lambda data: changes.append(data))
     try:
         if scenario == 'requests':
             await requests(client)
@@ -80,6 +95,8 @@ async def main():
             await notify(client, inbox)
         elif scenario == 'demo':
             await demo(client, inbox)
+        elif scenario == 'state':
+            await state(client, changes, int(sys.argv[3]))
         else:
             check(False, f"unknown scenario {scenario}")
     finally:

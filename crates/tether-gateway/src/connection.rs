@@ -29,8 +29,8 @@ enum Control {
 
 /// The sending side, shared by the reader, the request workers and the notifier.
 #[derive(Clone)]
-struct Out {
-    messages: mpsc::Sender<Vec<String>>,
+pub(crate) struct Out {
+    pub(crate) messages: mpsc::Sender<Vec<String>>,
     control: mpsc::UnboundedSender<Control>,
     max_segment: usize,
 }
@@ -38,7 +38,7 @@ struct Out {
 impl Out {
     /// Queues a message, cut into segments; waits while the queue is full. `false` once the
     /// connection is closing.
-    async fn send(&self, msg: &Message) -> bool {
+    pub(crate) async fn send(&self, msg: &Message) -> bool {
         let frames = juggler::segments(&msg.to_json(), self.max_segment);
         self.messages.send(frames).await.is_ok()
     }
@@ -63,6 +63,19 @@ pub(crate) async fn serve(socket: WebSocket, ctx: Arc<Ctx>, peer: SocketAddr) {
     };
     let writer = tokio::spawn(write_loop(sink, msg_rx, ctl_rx));
     tracing::debug!(%peer, "juggler connection open");
+    let state = ctx.state.clone().unwrap_or_default();
+    let _sync = AbortOnDrop(tokio::spawn(crate::state::sync(
+        state.clone(),
+        ctx.config.autoflush,
+        out.clone(),
+    )));
+    if let Some(hook) = &ctx.on_connection {
+        hook(Connection {
+            peer,
+            state,
+            out: out.clone(),
+        });
+    }
     let reason = read_loop(stream, &ctx, peer, &out).await;
     tracing::debug!(%peer, "juggler connection closed: {reason}");
     out.close(NORMAL, "");
@@ -234,6 +247,49 @@ async fn read_loop(
                 return e.to_string();
             }
         }
+    }
+}
+
+/// A juggler connection, as [`crate::GatewayBuilder::on_connection`] sees it.
+#[derive(Clone)]
+pub struct Connection {
+    peer: SocketAddr,
+    state: crate::State,
+    out: Out,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+impl Connection {
+    /// The peer's socket address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The state this connection syncs: the gateway's shared one, or its own.
+    pub fn state(&self) -> &crate::State {
+        &self.state
+    }
+
+    /// Sends a `notify` message; `false` once the connection is closed.
+    pub async fn notify(&self, name: &str, data: Value) -> bool {
+        self.out
+            .send(&Message::Notify {
+                name: name.into(),
+                data,
+            })
+            .await
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.out.messages.is_closed()
     }
 }
 

@@ -25,13 +25,17 @@
 //! ```
 
 mod connection;
+mod state;
+
+pub use connection::Connection;
+pub use state::{Autoflush, State};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, State as Shared};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -59,6 +63,8 @@ pub struct Config {
     /// Messages queued for one connection (default 1 024); a connection whose queue stays
     /// full is closed when publishes cannot reach it.
     pub send_queue: usize,
+    /// When state changes go out (default: within 200 ms of the first change).
+    pub autoflush: Autoflush,
 }
 
 impl Default for Config {
@@ -71,15 +77,27 @@ impl Default for Config {
             ping_timeout: Duration::from_secs(30),
             parallel_requests: false,
             send_queue: 1024,
+            autoflush: Autoflush::Within(Duration::from_millis(200)),
         }
     }
 }
 
 /// Builds a [`Gateway`].
-#[derive(Debug)]
 pub struct GatewayBuilder {
     server: tether::Server,
     config: Config,
+    state: Option<State>,
+    on_connection: Option<ConnectionHook>,
+}
+
+type ConnectionHook = Box<dyn Fn(Connection) + Send + Sync>;
+
+impl std::fmt::Debug for GatewayBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayBuilder")
+            .field("config", &self.config)
+            .finish()
+    }
 }
 
 impl GatewayBuilder {
@@ -121,12 +139,33 @@ impl GatewayBuilder {
         self
     }
 
+    /// Every connection syncs this one document (by default each gets its own, starting
+    /// at `null`, reachable through [`GatewayBuilder::on_connection`]).
+    pub fn shared_state(mut self, state: State) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// When state changes go out.
+    pub fn autoflush(mut self, mode: Autoflush) -> Self {
+        self.config.autoflush = mode;
+        self
+    }
+
+    /// Called with every new connection (its peer, its state, a way to notify it).
+    pub fn on_connection(mut self, f: impl Fn(Connection) + Send + Sync + 'static) -> Self {
+        self.on_connection = Some(Box::new(f));
+        self
+    }
+
     /// The gateway.
     pub fn build(self) -> Gateway {
         Gateway {
             ctx: Arc::new(Ctx {
                 server: self.server,
                 config: self.config,
+                state: self.state,
+                on_connection: self.on_connection,
             }),
         }
     }
@@ -135,6 +174,8 @@ impl GatewayBuilder {
 struct Ctx {
     server: tether::Server,
     config: Config,
+    state: Option<State>,
+    on_connection: Option<ConnectionHook>,
 }
 
 /// The WebSocket gateway of one [`tether::Server`]. Cheap to clone.
@@ -166,6 +207,8 @@ impl Gateway {
         GatewayBuilder {
             server,
             config: Config::default(),
+            state: None,
+            on_connection: None,
         }
     }
 
@@ -248,7 +291,7 @@ impl Drop for Listening {
 async fn upgrade(
     ws: WebSocketUpgrade,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    State(ctx): State<Arc<Ctx>>,
+    Shared(ctx): Shared<Arc<Ctx>>,
 ) -> Response {
     let max = ctx.config.max_message;
     ws.max_message_size(max)

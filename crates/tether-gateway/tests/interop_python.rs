@@ -63,16 +63,26 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    scenario_args(port, &[name], on_ready).await
+}
+
+async fn scenario_args<F, Fut>(port: u16, args: &[&str], on_ready: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let mut child = Command::new(python())
         .current_dir(workspace().join("interop/py"))
         .arg("juggler_client.py")
         .arg(port.to_string())
-        .arg(name)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
         .expect("start python");
+    let name = args.join(" ");
+    let name = name.as_str();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut on_ready = Some(on_ready);
     let mut oks = 0;
@@ -130,4 +140,34 @@ async fn python_client_gets_publishes_of_a_vsoa_client_as_notify() {
         );
     })
     .await;
+}
+
+/// hat-juggler's three autoflush modes against the real client: the server sets a=1, b=2,
+/// a=3 at once; the client must end at {"a": 3, "b": 2} after 3, 1 and 1 state messages.
+#[tokio::test]
+async fn python_client_mirrors_state_in_every_autoflush_mode() {
+    use tether_gateway::{Autoflush, State};
+    for (mode, messages) in [
+        (Autoflush::Each, "3"),
+        (Autoflush::Within(Duration::from_millis(200)), "1"),
+        (Autoflush::Manual, "1"),
+    ] {
+        let server = Server::builder().build();
+        let state = State::default();
+        let gw = tether_gateway::Gateway::builder(server)
+            .shared_state(state.clone())
+            .autoflush(mode)
+            .build();
+        let l = gw.bind("127.0.0.1:0").await.unwrap();
+        scenario_args(l.local_addr().port(), &["state", messages], || async move {
+            state.set("/a", json!(1));
+            state.set("/b", json!(2));
+            state.set("/a", json!(3));
+            if mode == Autoflush::Manual {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                state.flush();
+            }
+        })
+        .await;
+    }
 }

@@ -246,3 +246,87 @@ async fn large_responses_are_segmented_and_parallel_requests_may_overtake() {
     let r: Value = serde_json::from_str(&joined).unwrap();
     assert_eq!(r["id"], 2);
 }
+
+/// protocols/juggler.md §8.1: shared state `{"init": true}`, then a=1, b=2, a=3 at once.
+#[tokio::test]
+async fn state_sync_follows_each_autoflush_mode() {
+    use tether_gateway::{Autoflush, State};
+    let window = Autoflush::Within(Duration::from_millis(200));
+    for mode in [Autoflush::Each, window, Autoflush::Manual] {
+        let state = State::new(json!({"init": true}));
+        let l = gateway(|g| g.shared_state(state.clone()).autoflush(mode)).await;
+        let mut ws = connect(&l).await;
+        if mode != Autoflush::Manual {
+            // The whole document first, at once or within the window.
+            assert_eq!(
+                text(&mut ws).await,
+                r#"0{"type": "state", "diff": [{"op": "replace", "path": "", "value": {"init": true}}]}"#
+            );
+        }
+        state.set("/a", json!(1));
+        state.set("/b", json!(2));
+        state.set("/a", json!(3));
+        let want: &[&str] = match mode {
+            Autoflush::Each => &[
+                r#"0{"type": "state", "diff": [{"op": "add", "path": "/a", "value": 1}]}"#,
+                r#"0{"type": "state", "diff": [{"op": "add", "path": "/b", "value": 2}]}"#,
+                r#"0{"type": "state", "diff": [{"op": "replace", "path": "/a", "value": 3}]}"#,
+            ],
+            Autoflush::Within(_) => &[
+                r#"0{"type": "state", "diff": [{"op": "add", "path": "/a", "value": 3}, {"op": "add", "path": "/b", "value": 2}]}"#,
+            ],
+            Autoflush::Manual => {
+                // Nothing goes out until flush.
+                send(&mut ws, "2x").await;
+                assert_eq!(text(&mut ws).await, "3x");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                send(&mut ws, "2y").await;
+                assert_eq!(text(&mut ws).await, "3y");
+                state.flush();
+                &[
+                    r#"0{"type": "state", "diff": [{"op": "replace", "path": "", "value": {"init": true, "a": 3, "b": 2}}]}"#,
+                ]
+            }
+        };
+        for w in want {
+            assert_eq!(text(&mut ws).await, *w, "{mode:?}");
+        }
+        // Setting a value equal to the current one sends nothing; a flush with nothing
+        // pending neither.
+        state.set("/a", json!(3));
+        state.flush();
+        send(&mut ws, "2z").await;
+        assert_eq!(text(&mut ws).await, "3z", "{mode:?}: nothing but the pong");
+    }
+}
+
+#[tokio::test]
+async fn each_connection_has_its_own_state_unless_shared() {
+    let l = gateway(|g| {
+        g.autoflush(tether_gateway::Autoflush::Each)
+            .on_connection(|c| c.state().set("/peer", json!(c.peer().port())))
+    })
+    .await;
+    let mut a = connect(&l).await;
+    let mut b = connect(&l).await;
+    let sa: Value = serde_json::from_str(&text(&mut a).await[1..]).unwrap();
+    let sb: Value = serde_json::from_str(&text(&mut b).await[1..]).unwrap();
+    assert_ne!(sa["diff"][0]["value"], sb["diff"][0]["value"]);
+}
+
+#[test]
+fn state_paths_fill_in_parents_and_pad_arrays() {
+    let s = tether_gateway::State::default();
+    s.set("/l", json!(["a", "b"]));
+    s.set("/l/5", json!("x"));
+    assert_eq!(*s.get(), json!({"l": ["a", "b", null, null, null, "x"]}));
+    s.set("/n/k~1~0", json!(1));
+    assert_eq!(s.get()["n"], json!({"k/~": 1}));
+    s.remove("/l/0");
+    s.remove("/missing/deep");
+    assert_eq!(s.get()["l"], json!(["b", null, null, null, "x"]));
+    s.remove("");
+    assert_eq!(*s.get(), Value::Null);
+    s.set("", json!([1]));
+    assert_eq!(*s.get(), json!([1]));
+}
