@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod client;
 mod connection;
 mod state;
 

@@ -1,0 +1,361 @@
+//! A juggler client (hat-juggler 0.7 protocol): requests with results or
+//! [`JugglerError`]s, a stream of `notify` messages, the server's state mirrored with change
+//! notifications, and keepalive pings. Talks to Tether's gateway and to hat-juggler servers.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use tether_gateway::client::JugglerClient;
+//! let client = JugglerClient::builder("ws://127.0.0.1:8080/ws").connect().await?;
+//! let echo = client.send("/echo", serde_json::json!({"a": 1})).await?;
+//! client.send("subscribe", serde_json::json!(["/sensors/"])).await?;
+//! while let Some((name, data)) = client.next_notify().await {
+//!     println!("{name}: {data}");
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tether_wire::juggler::{self, Message, Package, Reassembler};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as Ws;
+
+/// Why a request did not succeed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JugglerError {
+    /// The server answered `success: false`; its `data` (a reason string from Tether and
+    /// hat-juggler servers).
+    #[error("request failed: {}", .0.as_str().map(str::to_string).unwrap_or_else(|| .0.to_string()))]
+    Failed(Value),
+    /// The connection closed before the answer.
+    #[error("juggler connection closed: {0}")]
+    Closed(String),
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Not a usable ws:// URL, or a bad header value.
+    #[error("invalid juggler address {0}")]
+    Address(String),
+    /// The TCP connect or the WebSocket handshake failed (a 401 for wrong credentials).
+    #[error("cannot connect to {url}: {source}")]
+    Handshake {
+        /// The address.
+        url: String,
+        /// What happened.
+        #[source]
+        source: Box<tokio_tungstenite::tungstenite::Error>,
+    },
+}
+
+/// How to connect (see [`JugglerClient::builder`]).
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    url: String,
+    auth: Option<(String, String)>,
+    ping_delay: Option<Duration>,
+    ping_timeout: Duration,
+    max_segment: usize,
+    max_message: usize,
+}
+
+impl ClientBuilder {
+    /// HTTP Basic credentials, sent with the upgrade request.
+    pub fn basic_auth(mut self, user: &str, password: &str) -> Self {
+        self.auth = Some((user.into(), password.into()));
+        self
+    }
+
+    /// Keepalive: ping after `delay` without traffic (`None`: never), give up `timeout`
+    /// after (defaults 30 s and 30 s, as hat-juggler's Python client).
+    pub fn ping(mut self, delay: Option<Duration>, timeout: Duration) -> Self {
+        self.ping_delay = delay;
+        self.ping_timeout = timeout;
+        self
+    }
+
+    /// Largest segment sent (default 65 536).
+    pub fn max_segment(mut self, chars: usize) -> Self {
+        self.max_segment = chars.max(1);
+        self
+    }
+
+    /// Connects.
+    pub async fn connect(self) -> Result<JugglerClient, ConnectError> {
+        let mut request = self
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| ConnectError::Address(format!("{}: {e}", self.url)))?;
+        if let Some((user, pw)) = &self.auth {
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
+            let value = format!("Basic {token}")
+                .parse()
+                .map_err(|_| ConnectError::Address("credentials are not a valid header".into()))?;
+            request.headers_mut().insert("authorization", value);
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| ConnectError::Handshake {
+                url: self.url.clone(),
+                source: Box::new(e),
+            })?;
+        Ok(JugglerClient::start(ws, self))
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, JugglerError>>>>>;
+
+/// A connection to a juggler server. Dropping it closes the connection.
+pub struct JugglerClient {
+    frames: mpsc::UnboundedSender<Outgoing>,
+    pending: Pending,
+    next_id: AtomicU64,
+    max_segment: usize,
+    state: watch::Receiver<Arc<Value>>,
+    notifies: tokio::sync::Mutex<mpsc::Receiver<(String, Value)>>,
+    closed: watch::Receiver<Option<String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for JugglerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JugglerClient").finish_non_exhaustive()
+    }
+}
+
+enum Outgoing {
+    Message(Vec<String>),
+    Close,
+}
+
+impl JugglerClient {
+    /// Starts configuring a connection to `url` (`ws://host:port/ws`).
+    pub fn builder(url: &str) -> ClientBuilder {
+        ClientBuilder {
+            url: url.into(),
+            auth: None,
+            ping_delay: Some(Duration::from_secs(30)),
+            ping_timeout: Duration::from_secs(30),
+            max_segment: juggler::DEFAULT_MAX_SEGMENT,
+            max_message: usize::MAX,
+        }
+    }
+
+    fn start(
+        ws: tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        cfg: ClientBuilder,
+    ) -> Self {
+        let (frames, outgoing) = mpsc::unbounded_channel();
+        let pending: Pending = Arc::default();
+        let (state_tx, state) = watch::channel(Arc::new(Value::Null));
+        let (notify_tx, notifies) = mpsc::channel(1024);
+        let (closed_tx, closed) = watch::channel(None);
+        let task = tokio::spawn(run(
+            ws,
+            cfg.clone(),
+            outgoing,
+            pending.clone(),
+            state_tx,
+            notify_tx,
+            closed_tx,
+        ));
+        JugglerClient {
+            frames,
+            pending,
+            next_id: AtomicU64::new(1),
+            max_segment: cfg.max_segment,
+            state,
+            notifies: tokio::sync::Mutex::new(notifies),
+            closed,
+            task,
+        }
+    }
+
+    fn closed_reason(&self) -> String {
+        self.closed
+            .borrow()
+            .clone()
+            .unwrap_or_else(|| "closed".into())
+    }
+
+    /// Sends the request `name` with `data`; its result, or why not.
+    pub async fn send(&self, name: &str, data: Value) -> Result<Value, JugglerError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        let request = Message::Request {
+            id: Value::from(id),
+            name: Some(name.to_string()),
+            data: Some(data),
+        };
+        let frames = juggler::segments(&request.to_json(), self.max_segment);
+        if self.frames.send(Outgoing::Message(frames)).is_err() {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            return Err(JugglerError::Closed(self.closed_reason()));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(JugglerError::Closed(self.closed_reason())))
+    }
+
+    /// The next `notify` message (name, data); `None` once the connection is closed.
+    pub async fn next_notify(&self) -> Option<(String, Value)> {
+        self.notifies.lock().await.recv().await
+    }
+
+    /// The server's state as last received (`null` until the first `state` message).
+    pub fn state(&self) -> Arc<Value> {
+        self.state.borrow().clone()
+    }
+
+    /// A receiver that sees every new state.
+    pub fn state_changes(&self) -> watch::Receiver<Arc<Value>> {
+        self.state.clone()
+    }
+
+    /// Whether the connection has ended, and why.
+    pub fn closed(&self) -> Option<String> {
+        self.closed.borrow().clone()
+    }
+
+    /// Closes the connection (code 1000).
+    pub async fn close(&self) {
+        let _ = self.frames.send(Outgoing::Close);
+        let mut closed = self.closed.clone();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), closed.wait_for(Option::is_some)).await;
+    }
+}
+
+impl Drop for JugglerClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    cfg: ClientBuilder,
+    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    pending: Pending,
+    state: watch::Sender<Arc<Value>>,
+    notify: mpsc::Sender<(String, Value)>,
+    closed: watch::Sender<Option<String>>,
+) {
+    let (mut sink, mut stream) = ws.split();
+    let mut joiner = Reassembler::new(cfg.max_message);
+    let mut deadline = cfg.ping_delay.map(|d| Instant::now() + d);
+    let mut pinged = false;
+    let reason: String = 'conn: loop {
+        let wait = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            out = outgoing.recv() => match out {
+                Some(Outgoing::Message(frames)) => {
+                    for f in frames {
+                        if let Err(e) = sink.send(Ws::Text(f.into())).await {
+                            break 'conn format!("send failed: {e}");
+                        }
+                    }
+                }
+                Some(Outgoing::Close) | None => {
+                    let _ = sink.close().await;
+                    break 'conn "closed by this side".into();
+                }
+            },
+            () = wait => {
+                if pinged {
+                    let _ = sink.close().await;
+                    break 'conn "ping timeout".into();
+                }
+                if sink.send(Ws::Text(juggler::PING.into())).await.is_err() {
+                    break 'conn "ping failed".into();
+                }
+                pinged = true;
+                deadline = Some(Instant::now() + cfg.ping_timeout);
+            },
+            frame = stream.next() => {
+                pinged = false;
+                deadline = cfg.ping_delay.map(|d| Instant::now() + d);
+                let text = match frame {
+                    Some(Ok(Ws::Text(t))) => t,
+                    Some(Ok(Ws::Close(f))) => break 'conn format!("server closed: {f:?}"),
+                    Some(Ok(Ws::Binary(_))) => break 'conn "binary frame from the server".into(),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => break 'conn format!("{e}"),
+                    None => break 'conn "server went away".into(),
+                };
+                let value = match juggler::parse_frame(text.as_str()) {
+                    Ok(Package::Ping(p)) => {
+                        let _ = sink.send(Ws::Text(juggler::pong(p).into())).await;
+                        continue;
+                    }
+                    Ok(Package::Pong(_)) => continue,
+                    Ok(Package::Segment { last, text }) => match joiner.push(text, last) {
+                        Ok(Some(v)) => v,
+                        Ok(None) => continue,
+                        Err(e) => break 'conn e.to_string(),
+                    },
+                    Err(e) => break 'conn e.to_string(),
+                };
+                match Message::parse(value) {
+                    Ok(Message::Response { id, data, success }) => {
+                        let waiter = id.as_u64().and_then(|id| {
+                            pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id)
+                        });
+                        // An unknown or settled id is ignored, as hat-juggler's clients do.
+                        if let Some(tx) = waiter {
+                            let _ = tx.send(if success { Ok(data) } else { Err(JugglerError::Failed(data)) });
+                        }
+                    }
+                    Ok(Message::Notify { name, data }) => {
+                        if notify.send((name, data)).await.is_err() {
+                            // Nobody reads notifications any more: the client was dropped.
+                            break 'conn "client dropped".into();
+                        }
+                    }
+                    Ok(Message::State { diff }) => {
+                        let current = state.borrow().clone();
+                        match juggler::patch(&current, &diff) {
+                            Ok(next) => {
+                                state.send_replace(Arc::new(next));
+                            }
+                            Err(e) => break 'conn format!("bad state diff: {e}"),
+                        }
+                    }
+                    Ok(Message::Request { .. }) => break 'conn "a request from the server".into(),
+                    Err(e) => break 'conn e.to_string(),
+                }
+            }
+        }
+    };
+    tracing::debug!("juggler client closed: {reason}");
+    closed.send_replace(Some(reason.clone()));
+    for (_, tx) in pending.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+        let _ = tx.send(Err(JugglerError::Closed(reason.clone())));
+    }
+}
