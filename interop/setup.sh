@@ -36,6 +36,6 @@ if ! cmp -s "$lock" "$stamp" 2>/dev/null; then
   (cd "$root/interop" && npm ci --no-audit --no-fund --loglevel=error)
   cp "$lock" "$stamp"
 fi
-(cd "$root/interop" && node -e 'const v=require("vsoa/package.json"); if (v.version !== "1.5.1") { console.error("npm vsoa is " + v.version); process.exit(1) }') \
-  || { echo "interop setup: npm vsoa 1.5.1 is not installed in interop/node_modules" >&2; exit 1; }
-echo "interop setup: Python vsoa 1.0.4, hat-juggler 0.7.6 and npm vsoa 1.5.1 ready"
+(cd "$root/interop" && node -e 'for (const [p, want] of [["vsoa", "1.5.1"], ["@hat-open/juggler", "0.7.0"]]) { const v = require(p + "/package.json").version; if (v !== want) { console.error(p + " is " + v); process.exit(1) } }') \
+  || { echo "interop setup: npm vsoa 1.5.1 and @hat-open/juggler 0.7.0 are not installed in interop/node_modules" >&2; exit 1; }
+echo "interop setup: Python vsoa 1.0.4 and hat-juggler 0.7.6, npm vsoa 1.5.1 and @hat-open/juggler 0.7.0 ready"

@@ -1,33 +1,17 @@
-//! The real Python hat-juggler 0.7.6 client (interop/requirements.txt, installed by
-//! interop/setup.sh) against our gateway.
+//! The real clients against our gateway: Python hat-juggler 0.7.6 and the JS
+//! @hat-open/juggler 0.7.0 (pinned in interop/, installed by interop/setup.sh).
 
-use std::path::PathBuf;
-use std::process::Stdio;
+mod common;
+
 use std::time::Duration;
+
+use common::*;
 
 use serde_json::json;
 use tether::{Client, Method, Payload, Reply, Request, Server, Status};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
-
-const WAIT: Duration = Duration::from_secs(20);
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn python() -> PathBuf {
-    let p = workspace().join("target/interop-venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: run interop/setup.sh (./test.sh does)",
-        p.display()
-    );
-    p
-}
 
 /// A server with the routes the scripts call, and its gateway on a free port.
-async fn gateway() -> (Server, tether_gateway::Listening) {
+pub async fn gateway() -> (Server, tether_gateway::Listening) {
     let server = Server::builder().build();
     server.route(
         "/echo",
@@ -71,44 +55,16 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let mut child = Command::new(python())
-        .current_dir(workspace().join("interop/py"))
-        .arg("juggler_client.py")
+    let mut cmd = python();
+    cmd.arg("juggler_client.py")
         .arg(port.to_string())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start python");
-    let name = args.join(" ");
-    let name = name.as_str();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut on_ready = Some(on_ready);
-    let mut oks = 0;
-    let run = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            assert!(!line.starts_with("FAIL"), "{name}: {line}");
-            if line == "READY" {
-                if let Some(f) = on_ready.take() {
-                    f().await;
-                }
-            }
-            if line.starts_with("OK ") {
-                oks += 1;
-            }
-            if line == "DONE" {
-                return;
-            }
-        }
-        panic!("{name}: the script ended without DONE");
-    };
-    tokio::time::timeout(WAIT, run)
-        .await
-        .unwrap_or_else(|_| panic!("{name}: no DONE within {WAIT:?}"));
-    assert!(oks > 0, "{name}: no checks ran");
-    let status = child.wait().await.unwrap();
-    assert!(status.success(), "{name}: exit {status}");
+        .args(args);
+    run_script(
+        cmd,
+        &format!("Python juggler client {}", args.join(" ")),
+        on_ready,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -170,4 +126,35 @@ async fn python_client_mirrors_state_in_every_autoflush_mode() {
         })
         .await;
     }
+}
+
+#[tokio::test]
+async fn js_client_requests_notify_state_and_keepalive() {
+    let server = Server::builder().build();
+    server.route(
+        "/echo",
+        |req: Request| async move { Reply::ok(req.payload) },
+    );
+    server.route("/fail", |_req: Request| async move {
+        Reply::error(Status::ARGUMENTS, "bad input")
+    });
+    let state = tether_gateway::State::new(json!({"list": [1, 2]}));
+    let l = tether_gateway::Gateway::builder(server.clone())
+        .shared_state(state)
+        .autoflush(tether_gateway::Autoflush::Each)
+        .build()
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let mut cmd = node();
+    cmd.arg("js/juggler_client.mjs")
+        .arg(l.local_addr().port().to_string());
+    run_script(cmd, "@hat-open/juggler 0.7.0 client", || async move {
+        let r = server
+            .publish("/news/a", Payload::json(&json!({"n": 1})).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(r.delivered, 1);
+    })
+    .await;
 }

@@ -1,26 +1,20 @@
 //! Our juggler client against the real Python hat-juggler 0.7.6 server
 //! (interop/py/juggler_server.py), and against our own gateway.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Stdio;
 use std::time::Duration;
+
+use common::*;
 
 use serde_json::json;
 use tether_gateway::client::{JugglerClient, JugglerError};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-const WAIT: Duration = Duration::from_secs(20);
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// Starts the Python server; returns it (stdin open: it serves until dropped) and its port.
 async fn python_server() -> (tokio::process::Child, u16) {
-    let python = workspace().join("target/interop-venv/bin/python");
-    assert!(python.exists(), "run interop/setup.sh (./test.sh does)");
-    let mut child = tokio::process::Command::new(python)
-        .current_dir(workspace().join("interop/py"))
+    let mut child = python()
         .arg("juggler_server.py")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
