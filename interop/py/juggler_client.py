@@ -6,6 +6,7 @@ Rust side must act, `FAIL: <why>` (exit 1) on a mismatch. Scenarios:
   notify    subscribe to /news/, print READY, expect the publish the Rust side makes
   demo      against `tether serve`: /echo, then subscribe to /demo/, READY, expect a
             publish of {"k": 1} on /demo/x
+  auth      Basic auth: alice/secret gets in and is served, alice/wrong gets 401
   state N   READY, then expect the mirrored state to become {"a": 3, "b": 2} after
             exactly N changes (one per state message), with no more within 0.5 s
 """
@@ -81,8 +82,25 @@ async def state(client, changes, expected):
     check(len(changes) == expected, f"{len(changes)} state messages, expected {expected}: {changes!r}")
 
 
+async def auth(port):
+    import aiohttp
+    url = f'ws://127.0.0.1:{port}/ws'
+    try:
+        await juggler.connect(url, auth=aiohttp.BasicAuth('alice', 'wrong'))
+        check(False, "a wrong password got in")
+    except aiohttp.WSServerHandshakeError as e:
+        check(e.status == 401, f"wrong password refused with {e.status}")
+    client = await juggler.connect(url, auth=aiohttp.BasicAuth('alice', 'secret'))
+    got = await asyncio.wait_for(client.send('/echo', [1]), WAIT)
+    check(got == [1], f"authenticated /echo answered {got!r}")
+    await client.async_close()
+    print("DONE", flush=True)
+
+
 async def main():
     port, scenario = sys.argv[1], sys.argv[2]
+    if scenario == 'auth':
+        return await auth(port)
     inbox = asyncio.Queue()
     client = await juggler.connect(f'ws://127.0.0.1:{port}/ws',
                                    notify_cb=lambda _c, name, data: inbox.put_nowait((name, data)))

@@ -52,7 +52,7 @@ impl Out {
     }
 }
 
-pub(crate) async fn serve(socket: WebSocket, ctx: Arc<Ctx>, peer: SocketAddr) {
+pub(crate) async fn serve(socket: WebSocket, ctx: Arc<Ctx>, peer: SocketAddr, remote: String) {
     let (sink, stream) = socket.split();
     let (msg_tx, msg_rx) = mpsc::channel(ctx.config.send_queue.max(1));
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
@@ -72,6 +72,7 @@ pub(crate) async fn serve(socket: WebSocket, ctx: Arc<Ctx>, peer: SocketAddr) {
     if let Some(hook) = &ctx.on_connection {
         hook(Connection {
             peer,
+            remote,
             state,
             out: out.clone(),
         });
@@ -254,6 +255,7 @@ async fn read_loop(
 #[derive(Clone)]
 pub struct Connection {
     peer: SocketAddr,
+    remote: String,
     state: crate::State,
     out: Out,
 }
@@ -270,6 +272,13 @@ impl Connection {
     /// The peer's socket address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The client's address: the socket's IP, or with
+    /// [`crate::GatewayBuilder::trust_forwarded`] what `Forwarded` / `X-Forwarded-For`
+    /// say (hat-juggler's `remote`).
+    pub fn remote(&self) -> &str {
+        &self.remote
     }
 
     /// The state this connection syncs: the gateway's shared one, or its own.

@@ -24,10 +24,13 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 pub mod client;
 mod connection;
+mod remote;
 mod state;
 
+pub use auth::{apr1, Htpasswd, HtpasswdError};
 pub use connection::Connection;
 pub use state::{Autoflush, State};
 
@@ -66,6 +69,16 @@ pub struct Config {
     pub send_queue: usize,
     /// When state changes go out (default: within 200 ms of the first change).
     pub autoflush: Autoflush,
+    /// Files served under `/` (none by default); paths cannot leave the folder.
+    pub static_dir: Option<std::path::PathBuf>,
+    /// Where `GET /` redirects (302), default `/index.html`; `None`: no redirect.
+    pub index_path: Option<String>,
+    /// `Cache-Control: no-cache` on every response (default on, as hat-juggler).
+    pub no_cache: bool,
+    /// Take the client's address from `Forwarded`, then a single `X-Forwarded-For`
+    /// (protocols/juggler.md §1.8), for [`Connection::remote`]; only behind a proxy you
+    /// trust (default off: the socket's address).
+    pub trust_forwarded: bool,
 }
 
 impl Default for Config {
@@ -79,6 +92,10 @@ impl Default for Config {
             parallel_requests: false,
             send_queue: 1024,
             autoflush: Autoflush::Within(Duration::from_millis(200)),
+            static_dir: None,
+            index_path: Some("/index.html".into()),
+            no_cache: true,
+            trust_forwarded: false,
         }
     }
 }
@@ -89,6 +106,8 @@ pub struct GatewayBuilder {
     config: Config,
     state: Option<State>,
     on_connection: Option<ConnectionHook>,
+    htpasswd: Option<Htpasswd>,
+    extra: Vec<Router>,
 }
 
 type ConnectionHook = Box<dyn Fn(Connection) + Send + Sync>;
@@ -153,6 +172,36 @@ impl GatewayBuilder {
         self
     }
 
+    /// Serves the files of `dir` under `/`.
+    pub fn static_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.config.static_dir = Some(dir.into());
+        self
+    }
+
+    /// Where `GET /` redirects; `None` for no redirect.
+    pub fn index_path(mut self, path: Option<&str>) -> Self {
+        self.config.index_path = path.map(String::from);
+        self
+    }
+
+    /// Requires HTTP Basic credentials from these users on every route.
+    pub fn htpasswd(mut self, users: Htpasswd) -> Self {
+        self.htpasswd = Some(users);
+        self
+    }
+
+    /// Trusts `Forwarded` / `X-Forwarded-For` for the client's address.
+    pub fn trust_forwarded(mut self, yes: bool) -> Self {
+        self.config.trust_forwarded = yes;
+        self
+    }
+
+    /// Adds routes of your own (pages, APIs), behind the same authentication and headers.
+    pub fn routes(mut self, router: Router) -> Self {
+        self.extra.push(router);
+        self
+    }
+
     /// Called with every new connection (its peer, its state, a way to notify it).
     pub fn on_connection(mut self, f: impl Fn(Connection) + Send + Sync + 'static) -> Self {
         self.on_connection = Some(Box::new(f));
@@ -167,6 +216,8 @@ impl GatewayBuilder {
                 config: self.config,
                 state: self.state,
                 on_connection: self.on_connection,
+                htpasswd: self.htpasswd,
+                extra: self.extra,
             }),
         }
     }
@@ -177,6 +228,8 @@ struct Ctx {
     config: Config,
     state: Option<State>,
     on_connection: Option<ConnectionHook>,
+    htpasswd: Option<Htpasswd>,
+    extra: Vec<Router>,
 }
 
 /// The WebSocket gateway of one [`tether::Server`]. Cheap to clone.
@@ -210,15 +263,48 @@ impl Gateway {
             config: Config::default(),
             state: None,
             on_connection: None,
+            htpasswd: None,
+            extra: Vec::new(),
         }
     }
 
     /// The routes (the WebSocket endpoint), to serve or to merge into a larger router;
     /// serve it with connect info (`into_make_service_with_connect_info::<SocketAddr>`).
     pub fn router(&self) -> Router {
-        Router::new()
-            .route(&self.ctx.config.ws_path, get(upgrade))
-            .with_state(self.ctx.clone())
+        let cfg = &self.ctx.config;
+        let mut router = Router::new()
+            .route(&cfg.ws_path, get(upgrade))
+            .with_state(self.ctx.clone());
+        if let Some(index) = cfg.index_path.clone() {
+            router = router.route(
+                "/",
+                get(move || async move {
+                    (
+                        axum::http::StatusCode::FOUND,
+                        [(axum::http::header::LOCATION, index)],
+                        "302: Found",
+                    )
+                }),
+            );
+        }
+        for extra in &self.ctx.extra {
+            router = router.merge(extra.clone());
+        }
+        if let Some(dir) = &cfg.static_dir {
+            router = router.fallback_service(tower_http::services::ServeDir::new(dir));
+        }
+        if let Some(users) = self.ctx.htpasswd.clone() {
+            router = router.layer(axum::middleware::from_fn(move |req, next| {
+                auth::require(users.clone(), req, next)
+            }));
+        }
+        if cfg.no_cache {
+            router = router.layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
+                axum::http::header::CACHE_CONTROL,
+                axum::http::HeaderValue::from_static("no-cache"),
+            ));
+        }
+        router
     }
 
     /// Listens on `addr` until [`Listening::shutdown`] (or until the handle is dropped).
@@ -292,10 +378,17 @@ impl Drop for Listening {
 async fn upgrade(
     ws: WebSocketUpgrade,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     Shared(ctx): Shared<Arc<Ctx>>,
 ) -> Response {
     let max = ctx.config.max_message;
+    let remote = if ctx.config.trust_forwarded {
+        remote::forwarded(&headers)
+    } else {
+        None
+    }
+    .unwrap_or_else(|| peer.ip().to_string());
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| connection::serve(socket, ctx, peer))
+        .on_upgrade(move |socket| connection::serve(socket, ctx, peer, remote))
 }

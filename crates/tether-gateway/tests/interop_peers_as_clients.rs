@@ -158,3 +158,22 @@ async fn js_client_requests_notify_state_and_keepalive() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn python_client_with_basic_auth_right_and_wrong() {
+    let server = Server::builder().build();
+    server.route(
+        "/echo",
+        |req: Request| async move { Reply::ok(req.payload) },
+    );
+    let users =
+        tether_gateway::Htpasswd::parse("alice:$apr1$xyzsalt1$mdDPSoZhouTDI1GHRla8E1\n", "t")
+            .unwrap();
+    let l = tether_gateway::Gateway::builder(server)
+        .htpasswd(users)
+        .build()
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    scenario(l.local_addr().port(), "auth", || async {}).await;
+}

@@ -1,0 +1,173 @@
+//! The gateway's HTTP side: index redirect, static files that no path escapes,
+//! `Cache-Control: no-cache` everywhere, Basic auth on every route (WebSocket included),
+//! and the client address from trusted proxy headers.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::json;
+use tether::Server;
+use tether_gateway::client::JugglerClient;
+use tether_gateway::{Gateway, Htpasswd};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One HTTP/1.1 GET with `headers`; (status, head, body).
+async fn get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+fn site() -> std::path::PathBuf {
+    let base = std::env::temp_dir().join(format!("tether-gw-site-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(base.join("site/sub")).unwrap();
+    std::fs::write(base.join("site/index.html"), "<h1>hi</h1>").unwrap();
+    std::fs::write(base.join("secret.txt"), "do not serve").unwrap();
+    base
+}
+
+#[tokio::test]
+async fn static_files_redirect_and_no_cache() {
+    let base = site();
+    let gw = Gateway::builder(Server::builder().build())
+        .static_dir(base.join("site"))
+        .build();
+    let l = gw.bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr();
+    let (status, head, _) = get(a, "/", &[]).await;
+    assert_eq!(status, 302);
+    assert!(
+        head.contains("location: /index.html") && head.contains("cache-control: no-cache"),
+        "{head}"
+    );
+    let (status, head, body) = get(a, "/index.html", &[]).await;
+    assert_eq!((status, body.as_str()), (200, "<h1>hi</h1>"));
+    assert!(
+        head.contains("text/html") && head.contains("cache-control: no-cache"),
+        "{head}"
+    );
+    for escape in [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/sub/../../secret.txt",
+        "/..%2fsecret.txt",
+    ] {
+        let (status, _, body) = get(a, escape, &[]).await;
+        assert!(
+            status >= 400 && !body.contains("do not serve"),
+            "{escape}: {status} {body}"
+        );
+    }
+    let (status, head, _) = get(a, "/missing", &[]).await;
+    assert_eq!(status, 404);
+    assert!(head.contains("cache-control: no-cache"), "404s too: {head}");
+    // A plain GET of the WebSocket path is refused.
+    let (status, _, _) = get(a, "/ws", &[]).await;
+    assert!(status >= 400, "{status}");
+}
+
+#[tokio::test]
+async fn basic_auth_guards_every_route_and_the_websocket() {
+    let base = site();
+    let users = Htpasswd::parse("alice:$apr1$xyzsalt1$mdDPSoZhouTDI1GHRla8E1\n", "test").unwrap();
+    let server = Server::builder().build();
+    server.route("/echo", |req: tether::Request| async move {
+        tether::Reply::ok(req.payload)
+    });
+    let gw = Gateway::builder(server)
+        .static_dir(base.join("site"))
+        .htpasswd(users)
+        .build();
+    let l = gw.bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr();
+    let basic = |s: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(s)
+        )
+    };
+    for (path, auth) in [
+        ("/index.html", None),
+        ("/", None),
+        ("/ws", None),
+        ("/index.html", Some(basic("alice:wrong"))),
+        ("/index.html", Some(basic("mallory:secret"))),
+        ("/index.html", Some("Basic !!!".to_string())),
+        ("/index.html", Some("Bearer token".to_string())),
+    ] {
+        let h: Vec<(&str, &str)> = auth.iter().map(|v| ("Authorization", v.as_str())).collect();
+        let (status, head, _) = get(a, path, &h).await;
+        assert_eq!(status, 401, "{path} {auth:?}");
+        assert!(
+            head.contains("www-authenticate: basic") && head.contains("cache-control: no-cache"),
+            "{head}"
+        );
+    }
+    let (status, _, body) = get(
+        a,
+        "/index.html",
+        &[("Authorization", &basic("alice:secret"))],
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "<h1>hi</h1>"));
+    // The WebSocket: refused without credentials, served with them.
+    let url = format!("ws://{a}/ws");
+    let e = JugglerClient::builder(&url).connect().await.unwrap_err();
+    assert!(e.to_string().contains("401"), "{e}");
+    let e = JugglerClient::builder(&url)
+        .basic_auth("alice", "nope")
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("401"), "{e}");
+    let c = JugglerClient::builder(&url)
+        .basic_auth("alice", "secret")
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(c.send("/echo", json!(1)).await, Ok(json!(1)));
+}
+
+#[tokio::test]
+async fn the_remote_address_comes_from_proxy_headers_only_when_trusted() {
+    for trust in [false, true] {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let gw = Gateway::builder(Server::builder().build())
+            .trust_forwarded(trust)
+            .on_connection(move |c| {
+                let _ = tx.send(c.remote().to_string());
+            })
+            .build();
+        let l = gw.bind("127.0.0.1:0").await.unwrap();
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                format!("ws://{}/ws", l.local_addr()),
+            )
+            .unwrap();
+        req.headers_mut()
+            .insert("x-forwarded-for", "10.0.0.1, 10.0.0.2".parse().unwrap());
+        let (_ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let remote = rx.recv().await.unwrap();
+        assert_eq!(remote, if trust { "10.0.0.2" } else { "127.0.0.1" });
+    }
+}
