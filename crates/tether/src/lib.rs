@@ -48,7 +48,7 @@ pub use payload::Payload;
 pub use server::{
     ClientEvent, ClientHandle, ClientSummary, Config, Datagram, Listening, LocalSubscriber, Method,
     Mode, PublishReport, Published, QuickReport, QuickStats, Reply, Request, Server, ServerBuilder,
-    WorkQueue,
+    Traffic, WorkQueue,
 };
 pub use stream::{DataStream, PendingStream};
 pub use tether_wire::vsoa::Status;

@@ -65,6 +65,7 @@ pub(crate) struct OutboundRx {
     rx: mpsc::UnboundedReceiver<Frame>,
     outbound: Outbound,
     keep_unsent: bool,
+    counters: Option<Arc<crate::server::traffic::Counters>>,
 }
 
 /// What the writer holds between writes.
@@ -105,6 +106,7 @@ impl Outbound {
             rx,
             outbound: outbound.clone(),
             keep_unsent: false,
+            counters: None,
         };
         (outbound, rx)
     }
@@ -225,6 +227,12 @@ impl OutboundRx {
         self
     }
 
+    /// Adds what this writer sends to `counters`.
+    pub(crate) fn count_into(mut self, counters: Arc<crate::server::traffic::Counters>) -> Self {
+        self.counters = Some(counters);
+        self
+    }
+
     /// Drains the queue into `w` until a close is requested, the connection is killed or
     /// the socket fails. A write that makes no progress for the send timeout kills the
     /// connection. The connection is always killed on return, so its reader stops too.
@@ -303,6 +311,8 @@ impl OutboundRx {
                 if self.keep_unsent {
                     st.originals.clone_from(batch);
                 }
+                let batch_bytes: usize = batch.iter().map(Bytes::len).sum();
+                let batch_packets = batch.len();
                 let write = write_all_vectored(w, batch, send_timeout);
                 let killed = out.killed();
                 tokio::select! {
@@ -318,6 +328,9 @@ impl OutboundRx {
                 batch.clear();
                 st.originals.clear();
                 out.shared.budget.add_permits(permits);
+                if let Some(c) = &self.counters {
+                    c.add_out(batch_packets as u64, batch_bytes as u64);
+                }
             }
             if closing {
                 let _ = tokio::time::timeout(send_timeout, w.shutdown()).await;

@@ -643,3 +643,21 @@ async fn local_subscribers_get_publishes_and_a_slow_one_is_cut_off() {
     );
     drop((fast, q));
 }
+
+#[tokio::test]
+async fn the_server_counts_its_traffic() {
+    let server = tether::Server::builder().build();
+    server.route("/echo", |req: tether::Request| async move { tether::Reply::ok(req.payload) });
+    let l = server.bind("127.0.0.1:0").await.unwrap();
+    assert_eq!(server.traffic(), tether::Traffic::default());
+    let c = tether::Client::connect(&format!("vsoa://{}", l.local_addr()))
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        c.call("/echo").param(vec![b'x'; 100]).await.unwrap();
+    }
+    let t = server.traffic();
+    // The handshake plus 10 calls in, and their replies out.
+    assert!(t.packets_in >= 11 && t.packets_out >= 11, "{t:?}");
+    assert!(t.bytes_in >= 10 * 100 && t.bytes_out >= 10 * 100, "{t:?}");
+}

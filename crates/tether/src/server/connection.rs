@@ -128,7 +128,7 @@ impl Connection {
         W: tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let writer = match self.writer.take() {
-            Some(w) => tokio::spawn(w.run(wr)),
+            Some(w) => tokio::spawn(w.count_into(self.shared.traffic.clone()).run(wr)),
             None => return,
         };
         // Admission registered this connection already (see `Shared::admit`).
@@ -139,10 +139,13 @@ impl Connection {
         let mut last_heard = Instant::now();
         let mut decoder = Decoder::new();
         let mut buf = BytesMut::new();
+        let traffic = self.shared.traffic.clone();
         let reason: String = 'conn: loop {
+            let mut packets = 0;
             loop {
                 match decoder.decode(&mut buf) {
                     Ok(Some(packet)) => {
+                        packets += 1;
                         if let Flow::Close(why) = self.handle(packet).await {
                             break 'conn why;
                         }
@@ -151,6 +154,7 @@ impl Connection {
                     Err(e) => break 'conn format!("protocol error: {e}"),
                 }
             }
+            traffic.add_in(packets, 0);
             if buf.capacity() - buf.len() < READ_RESERVE / 2 {
                 buf.reserve(READ_RESERVE);
             }
@@ -159,7 +163,10 @@ impl Connection {
                     Ok(0) if buf.is_empty() => break 'conn "peer closed the connection".into(),
                     Ok(0) => break 'conn format!(
                         "peer closed the connection in the middle of a packet ({} bytes unread)", buf.len()),
-                    Ok(_) => last_heard = Instant::now(),
+                    Ok(n) => {
+                        traffic.add_in(0, n as u64);
+                        last_heard = Instant::now();
+                    }
                     Err(e) => break 'conn format!("read failed: {e}"),
                 },
                 _ = tokio::time::sleep_until(last_heard + idle_timeout.unwrap_or_default()), if idle_timeout.is_some() => {

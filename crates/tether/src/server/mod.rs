@@ -14,6 +14,7 @@ mod local;
 pub mod login;
 mod quick;
 mod registry;
+pub(crate) mod traffic;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ pub use handler::{
 pub use local::{LocalSubscriber, Published};
 pub use quick::QuickStats;
 pub use registry::ClientSummary;
+pub use traffic::Traffic;
 
 use crate::outbound::Outbound;
 use crate::{Error, Payload};
@@ -58,6 +60,7 @@ impl ServerBuilder {
                 admission: Default::default(),
                 local: Default::default(),
                 has_local: Default::default(),
+                traffic: Default::default(),
             }),
         }
     }
@@ -105,6 +108,7 @@ pub(crate) struct Shared {
     /// publish costs nothing extra without them).
     local: local::LocalLock,
     has_local: std::sync::atomic::AtomicBool,
+    traffic: Arc<traffic::Counters>,
 }
 
 impl Shared {
@@ -397,6 +401,11 @@ impl Server {
                 .unwrap_or_else(|e| e.into_inner())
                 .deliver(url, payload, quick, report);
         }
+    }
+
+    /// Packets and bytes over all TCP connections since the server was built.
+    pub fn traffic(&self) -> Traffic {
+        self.shared.traffic.snapshot()
     }
 
     /// Connections held now: (all, of which not yet logged in).
