@@ -631,6 +631,17 @@ async fn local_subscribers_get_publishes_and_a_slow_one_is_cut_off() {
     assert_eq!((r1.sent, r2.sent, r2.dropped), (1, 0, 1));
     assert!(!q.is_cut_off());
     assert!(q.next().await.unwrap().quick);
+    // An observer is not counted, and skips instead of being cut off.
+    let tap = server.observer(1);
+    tap.subscribe("/").unwrap();
+    tap.subscribe("/o/").unwrap();
+    for _ in 0..3 {
+        let r = server.publish("/o/x", tether::Payload::empty()).await.unwrap();
+        assert_eq!((r.delivered, r.cut_off), (0, 0));
+    }
+    assert_eq!(tap.skipped(), 2);
+    assert!(!tap.is_cut_off());
+    assert_eq!(&*tap.next().await.unwrap().url, "/o/x");
     // Unsubscribe and drop.
     assert!(fast.unsubscribe("/a/"));
     assert_eq!(

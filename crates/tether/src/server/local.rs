@@ -27,6 +27,9 @@ pub struct Published {
 struct Sink {
     tx: mpsc::Sender<Published>,
     cut_off: Arc<AtomicBool>,
+    /// An observer (a monitoring tap): not counted in publish reports; when full, it skips
+    /// and counts here instead of being cut off.
+    observer: Option<Arc<AtomicU64>>,
 }
 
 #[derive(Default)]
@@ -60,6 +63,12 @@ impl LocalSinks {
                     payload: payload.clone(),
                     quick,
                 };
+                if let Some(skipped) = &sink.observer {
+                    if sink.tx.try_send(msg).is_err() {
+                        skipped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
                 match sink.tx.try_send(msg) {
                     Ok(()) => report.delivered += 1,
                     // Quick publishes may be dropped (and are counted); reliable ones may not.
@@ -97,6 +106,7 @@ pub struct LocalSubscriber {
     shared: Arc<Shared>,
     rx: tokio::sync::Mutex<mpsc::Receiver<Published>>,
     cut_off: Arc<AtomicBool>,
+    skipped: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for LocalSubscriber {
@@ -114,15 +124,17 @@ fn sinks(shared: &Shared) -> MutexGuard<'_, LocalSinks> {
 }
 
 impl LocalSubscriber {
-    pub(crate) fn new(shared: Arc<Shared>, capacity: usize) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, capacity: usize, observer: bool) -> Self {
         let id = NEXT_LOCAL.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let cut_off = Arc::new(AtomicBool::new(false));
+        let skipped = Arc::new(AtomicU64::new(0));
         sinks(&shared).sinks.insert(
             id,
             Sink {
                 tx,
                 cut_off: cut_off.clone(),
+                observer: observer.then(|| skipped.clone()),
             },
         );
         shared.has_local.store(true, Ordering::Relaxed);
@@ -131,6 +143,7 @@ impl LocalSubscriber {
             shared,
             rx: tokio::sync::Mutex::new(rx),
             cut_off,
+            skipped,
         }
     }
 
@@ -164,6 +177,11 @@ impl LocalSubscriber {
     /// task should read; (un)subscribing from others meanwhile is fine.
     pub async fn next(&self) -> Option<Published> {
         self.rx.lock().await.recv().await
+    }
+
+    /// For an observer: publishes skipped because its queue was full.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
     }
 
     /// Whether the stream ended because this subscriber did not keep up.

@@ -386,7 +386,15 @@ impl Server {
     /// matching its patterns queue up for it, at most `capacity`; if it falls that far
     /// behind it is cut off (counted in [`PublishReport::cut_off`]).
     pub fn local_subscriber(&self, capacity: usize) -> LocalSubscriber {
-        LocalSubscriber::new(self.shared.clone(), capacity)
+        LocalSubscriber::new(self.shared.clone(), capacity, false)
+    }
+
+    /// A monitoring tap (a dashboard's list of recent publishes): like
+    /// [`Server::local_subscriber`], but not counted in publish reports, and when it falls
+    /// behind it skips publishes and counts them ([`LocalSubscriber::skipped`]) instead of
+    /// being cut off.
+    pub fn observer(&self, capacity: usize) -> LocalSubscriber {
+        LocalSubscriber::new(self.shared.clone(), capacity, true)
     }
 
     fn deliver_local(&self, url: &str, payload: &Payload, quick: bool, report: &mut PublishReport) {
