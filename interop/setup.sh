@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the pinned real peers the interop tests drive:
 #   Python vsoa and hat-juggler (interop/requirements.txt) into target/interop-venv,
-#   npm vsoa (interop/package-lock.json) into interop/node_modules.
+#   npm vsoa, @hat-open/juggler and playwright-core (interop/package-lock.json) into
+#   interop/node_modules; Debian's chromium (apt-get, as root) if it is missing.
 # Idempotent and quick when already installed. Fails loudly with the reason.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -38,4 +39,17 @@ if ! cmp -s "$lock" "$stamp" 2>/dev/null; then
 fi
 (cd "$root/interop" && node -e 'for (const [p, want] of [["vsoa", "1.5.1"], ["@hat-open/juggler", "0.7.0"]]) { const v = require(p + "/package.json").version; if (v !== want) { console.error(p + " is " + v); process.exit(1) } }') \
   || { echo "interop setup: npm vsoa 1.5.1 and @hat-open/juggler 0.7.0 are not installed in interop/node_modules" >&2; exit 1; }
-echo "interop setup: Python vsoa 1.0.4 and hat-juggler 0.7.6, npm vsoa 1.5.1 and @hat-open/juggler 0.7.0 ready"
+# Debian's Chromium for the dashboard test (playwright-core drives it; nothing downloads
+# a browser of its own).
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "interop setup: installing Debian's chromium"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+      || { echo "interop setup: cannot install Debian's chromium" >&2; exit 1; }
+  else
+    echo "interop setup: chromium is missing; install Debian's chromium (needs root)" >&2
+    exit 1
+  fi
+fi
+echo "interop setup: Python vsoa 1.0.4 and hat-juggler 0.7.6, npm vsoa 1.5.1, @hat-open/juggler 0.7.0, playwright-core 1.64.1 and $(chromium --version 2>/dev/null | head -1) ready"

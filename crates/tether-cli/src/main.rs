@@ -4,6 +4,7 @@
 //! and `sub` are a contract other tools and tests rely on (see README).
 
 mod cmd;
+mod dashboard;
 mod demo;
 mod output;
 

@@ -859,3 +859,43 @@ async fn serve_starts_the_gateway_with_the_demo_routes_and_publishes() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("--no-gateway"), "{}", r.stderr);
 }
+
+/// The dashboard in Debian's headless Chromium: the page goes live, a VSOA client that
+/// connects during the test shows up, a call from the form returns the echo. The
+/// screenshot is kept in target/artifacts/dashboard.png.
+#[tokio::test]
+async fn dashboard_in_a_real_browser() {
+    let mut serve = Lines::spawn(tether_cmd(&["serve", "--listen", "127.0.0.1:0"]));
+    let vsoa = serve.expect_prefix("tether: VSOA server on vsoa://").await;
+    let vsoa = vsoa
+        .trim_start_matches("tether: VSOA server on ")
+        .to_string();
+    let gw = serve.expect_prefix("tether: gateway on ws://").await;
+    let port = gw
+        .trim_end_matches("/ws")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let artifacts = workspace().join("target/artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    let mut browser = Lines::spawn({
+        let mut c = tokio::process::Command::new("node");
+        c.current_dir(workspace().join("interop"))
+            .arg("js/dashboard.mjs")
+            .arg(&port)
+            .arg(&shot);
+        c
+    });
+    browser.expect("READY").await;
+    let client = tether::Client::connect(&vsoa).await.unwrap();
+    let shown = browser.expect_prefix("CLIENT ").await;
+    assert_eq!(shown, format!("CLIENT {}", client.id()));
+    browser.expect("DONE").await;
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "a real screenshot"
+    );
+}

@@ -202,6 +202,15 @@ impl GatewayBuilder {
         self
     }
 
+    /// Serves `body` at `path` with `content_type` (e.g. a page built into the binary).
+    pub fn page(self, path: &str, content_type: &'static str, body: &'static str) -> Self {
+        let route = Router::new().route(
+            path,
+            get(move || async move { ([(axum::http::header::CONTENT_TYPE, content_type)], body) }),
+        );
+        self.routes(route)
+    }
+
     /// Called with every new connection (its peer, its state, a way to notify it).
     pub fn on_connection(mut self, f: impl Fn(Connection) + Send + Sync + 'static) -> Self {
         self.on_connection = Some(Box::new(f));

@@ -636,7 +636,10 @@ async fn local_subscribers_get_publishes_and_a_slow_one_is_cut_off() {
     tap.subscribe("/").unwrap();
     tap.subscribe("/o/").unwrap();
     for _ in 0..3 {
-        let r = server.publish("/o/x", tether::Payload::empty()).await.unwrap();
+        let r = server
+            .publish("/o/x", tether::Payload::empty())
+            .await
+            .unwrap();
         assert_eq!((r.delivered, r.cut_off), (0, 0));
     }
     assert_eq!(tap.skipped(), 2);
@@ -658,7 +661,9 @@ async fn local_subscribers_get_publishes_and_a_slow_one_is_cut_off() {
 #[tokio::test]
 async fn the_server_counts_its_traffic() {
     let server = tether::Server::builder().build();
-    server.route("/echo", |req: tether::Request| async move { tether::Reply::ok(req.payload) });
+    server.route("/echo", |req: tether::Request| async move {
+        tether::Reply::ok(req.payload)
+    });
     let l = server.bind("127.0.0.1:0").await.unwrap();
     assert_eq!(server.traffic(), tether::Traffic::default());
     let c = tether::Client::connect(&format!("vsoa://{}", l.local_addr()))

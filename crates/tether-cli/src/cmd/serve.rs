@@ -121,11 +121,30 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     let gateway = if args.no_gateway {
         None
     } else {
-        let gw = tether_gateway::Gateway::builder(server.clone()).build();
-        Some(gw.bind(&args.gateway).await.map_err(|e| Failure {
+        let state = tether_gateway::State::default();
+        let ws: crate::dashboard::WsClients = Default::default();
+        let seen = ws.clone();
+        let gw = tether_gateway::Gateway::builder(server.clone())
+            .shared_state(state.clone())
+            .page(
+                "/index.html",
+                "text/html; charset=utf-8",
+                crate::dashboard::PAGE,
+            )
+            .on_connection(move |c| seen.lock().unwrap_or_else(|e| e.into_inner()).push(c))
+            .build();
+        let bound = gw.bind(&args.gateway).await.map_err(|e| Failure {
             message: format!("{e} (the WebSocket gateway; move it with --gateway HOST:PORT or turn it off with --no-gateway)"),
             code: 1,
-        })?)
+        })?;
+        let info = crate::dashboard::Info {
+            name: args.name.clone(),
+            vsoa: format!("vsoa://{}", listening.local_addr()),
+            gateway: format!("ws://{}/ws", bound.local_addr()),
+            clever_show: clever_show.as_ref().map(|c| c.local_addr().to_string()),
+        };
+        crate::dashboard::start(server.clone(), state, info, ws);
+        Some(bound)
     };
     // The first stdout line is the contract for scripts that start us on port 0.
     crate::output::print_line(&format!(

@@ -1,0 +1,37 @@
+// Drives the dashboard of `tether serve` in Debian's headless Chromium (playwright-core).
+// Usage: node dashboard.mjs GATEWAY_PORT SCREENSHOT_PATH
+// Prints OK lines; READY once the page is live (the Rust side then connects a VSOA client);
+// CLIENT <id> when that client shows up; DONE after a call from the form returned its echo.
+import { chromium } from 'playwright-core';
+
+const [port, shot] = process.argv.slice(2);
+const WAIT = 15000;
+const ok = what => console.log(`OK ${what}`);
+const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+           '--disable-component-update', '--disable-sync'],
+});
+try {
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${port}/`, { timeout: WAIT });
+    await page.waitForSelector('#link.up', { timeout: WAIT });
+    ok(`page live at ${page.url()}`);
+    console.log('READY');
+    const row = await page.waitForSelector('tr.client:has(td:text-is("vsoa"))', { timeout: WAIT });
+    console.log(`CLIENT ${await row.getAttribute('data-id')}`);
+    await page.fill('#route', '/echo');
+    await page.fill('#data', '{"from": "the dashboard"}');
+    await page.click('button[type=submit]');
+    await page.waitForFunction(() => document.getElementById('reply').textContent.includes('the dashboard'),
+                               null, { timeout: WAIT });
+    ok(`form call answered: ${await page.textContent('#reply')}`);
+    await page.screenshot({ path: shot, fullPage: true });
+    ok(`screenshot ${shot}`);
+    console.log('DONE');
+} catch (e) {
+    console.log(`FAIL: ${e.message.split('\n')[0]}`);
+    process.exitCode = 1;
+} finally {
+    await browser.close();
+}
