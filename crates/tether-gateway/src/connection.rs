@@ -3,6 +3,7 @@
 //! handling in order or concurrently, and the forwarding of subscribed publishes.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
@@ -33,6 +34,7 @@ pub(crate) struct Out {
     pub(crate) messages: mpsc::Sender<Vec<String>>,
     control: mpsc::UnboundedSender<Control>,
     max_segment: usize,
+    ctx: Arc<Ctx>,
 }
 
 impl Out {
@@ -40,7 +42,11 @@ impl Out {
     /// connection is closing.
     pub(crate) async fn send(&self, msg: &Message) -> bool {
         let frames = juggler::segments(&msg.to_json(), self.max_segment);
-        self.messages.send(frames).await.is_ok()
+        let queued = self.messages.send(frames).await.is_ok();
+        if queued {
+            self.ctx.stats.queued.fetch_add(1, Ordering::Relaxed);
+        }
+        queued
     }
 
     fn control(&self, c: Control) {
@@ -60,8 +66,11 @@ pub(crate) async fn serve(socket: WebSocket, ctx: Arc<Ctx>, peer: SocketAddr, re
         messages: msg_tx,
         control: ctl_tx,
         max_segment: ctx.config.max_segment,
+        ctx: ctx.clone(),
     };
-    let writer = tokio::spawn(write_loop(sink, msg_rx, ctl_rx));
+    ctx.stats.open.fetch_add(1, Ordering::Relaxed);
+    ctx.stats.accepted.fetch_add(1, Ordering::Relaxed);
+    let writer = tokio::spawn(write_loop(sink, msg_rx, ctl_rx, ctx.clone()));
     tracing::debug!(%peer, "juggler connection open");
     let state = ctx.state.clone().unwrap_or_default();
     let _sync = AbortOnDrop(tokio::spawn(crate::state::sync(
@@ -82,16 +91,35 @@ pub(crate) async fn serve(socket: WebSocket, ctx: Arc<Ctx>, peer: SocketAddr, re
     out.close(NORMAL, "");
     drop(out);
     let _ = writer.await;
+    ctx.stats.open.fetch_sub(1, Ordering::Relaxed);
 }
 
 async fn write_loop(
     mut sink: SplitSink<WebSocket, WsMessage>,
     mut messages: mpsc::Receiver<Vec<String>>,
+    control: mpsc::UnboundedReceiver<Control>,
+    ctx: Arc<Ctx>,
+) {
+    let stats = &ctx.stats;
+    write_frames(&mut sink, &mut messages, control, stats).await;
+    // What was queued and will never be written no longer counts as queued.
+    messages.close();
+    let left = std::iter::from_fn(|| messages.try_recv().ok()).count();
+    stats.queued.fetch_sub(left as i64, Ordering::Relaxed);
+}
+
+async fn write_frames(
+    sink: &mut SplitSink<WebSocket, WsMessage>,
+    messages: &mut mpsc::Receiver<Vec<String>>,
     mut control: mpsc::UnboundedReceiver<Control>,
+    stats: &crate::metrics::Stats,
 ) {
     let send_control = async |sink: &mut SplitSink<WebSocket, WsMessage>, c: Control| -> bool {
         match c {
-            Control::Frame(f) => sink.send(WsMessage::Text(f.into())).await.is_ok(),
+            Control::Frame(f) => {
+                stats.frame_out(f.len());
+                sink.send(WsMessage::Text(f.into())).await.is_ok()
+            }
             Control::Close(code, reason) => {
                 let frame = CloseFrame {
                     code,
@@ -106,17 +134,19 @@ async fn write_loop(
         tokio::select! {
             biased;
             c = control.recv() => match c {
-                Some(c) => if !send_control(&mut sink, c).await { return },
+                Some(c) => if !send_control(sink, c).await { return },
                 None => return,
             },
             m = messages.recv() => {
                 let Some(frames) = m else { return };
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
                 for frame in frames {
                     while let Ok(c) = control.try_recv() {
-                        if !send_control(&mut sink, c).await {
+                        if !send_control(sink, c).await {
                             return;
                         }
                     }
+                    stats.frame_out(frame.len());
                     if sink.send(WsMessage::Text(frame.into())).await.is_err() {
                         return;
                     }
@@ -194,8 +224,12 @@ async fn read_loop(
                 }
                 return format!("WebSocket error: {e}");
             }
-            Some(Ok(WsMessage::Text(t))) => t,
+            Some(Ok(WsMessage::Text(t))) => {
+                ctx.stats.frame_in(t.len());
+                t
+            }
             Some(Ok(WsMessage::Binary(_))) => {
+                ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 out.close(NORMAL, "binary frames are not juggler");
                 return "binary frame".into();
             }
@@ -205,6 +239,7 @@ async fn read_loop(
         let package = match juggler::parse_frame(text.as_str()) {
             Ok(p) => p,
             Err(e) => {
+                ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 out.close(NORMAL, e.to_string());
                 return e.to_string();
             }
@@ -219,6 +254,7 @@ async fn read_loop(
                 Ok(Some(v)) => v,
                 Ok(None) => continue,
                 Err(e) => {
+                    ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                     let code = if matches!(e, juggler::FrameError::TooLarge { .. }) {
                         TOO_BIG
                     } else {
@@ -239,11 +275,13 @@ async fn read_loop(
                 }
             }
             Ok(other) => {
+                ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 let why = format!("a client may only send requests, not {other:?}");
                 out.close(NORMAL, "unexpected message type");
                 return why;
             }
             Err(e) => {
+                ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 out.close(NORMAL, e.to_string());
                 return e.to_string();
             }
@@ -312,6 +350,7 @@ impl Drop for AbortOnDrop {
 
 impl Session {
     async fn answer(self: &Arc<Self>, id: Value, name: Option<String>, data: Option<Value>) {
+        let started = std::time::Instant::now();
         let result = match (name.as_deref(), data) {
             // hat-juggler's echo for an empty or null name.
             (None, data) => Ok(data.unwrap_or(Value::Null)),
@@ -346,6 +385,7 @@ impl Session {
             },
         };
         self.out.send(&response).await;
+        self.ctx.stats.requests.observe(started.elapsed());
     }
 
     /// `subscribe`/`unsubscribe` with a list of URL patterns (or one string).

@@ -13,7 +13,9 @@
 //!   skipped);
 //! * a request with an empty or null name is echoed, as hat-juggler does;
 //! * pings (`2`) are answered at once, whatever requests are running, and the gateway pings
-//!   an idle peer itself (`ping_delay`, `ping_timeout`).
+//!   an idle peer itself (`ping_delay`, `ping_timeout`);
+//! * state sync ([`State`], [`Autoflush`]), static files, an index redirect, Basic auth
+//!   ([`Htpasswd`]), `Cache-Control: no-cache`, and `/metrics` in Prometheus' format.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,6 +29,7 @@
 mod auth;
 pub mod client;
 mod connection;
+mod metrics;
 mod remote;
 mod state;
 
@@ -227,6 +230,7 @@ impl GatewayBuilder {
                 on_connection: self.on_connection,
                 htpasswd: self.htpasswd,
                 extra: self.extra,
+                stats: Default::default(),
             }),
         }
     }
@@ -239,6 +243,7 @@ struct Ctx {
     on_connection: Option<ConnectionHook>,
     htpasswd: Option<Htpasswd>,
     extra: Vec<Router>,
+    stats: metrics::Stats,
 }
 
 /// The WebSocket gateway of one [`tether::Server`]. Cheap to clone.
@@ -283,6 +288,7 @@ impl Gateway {
         let cfg = &self.ctx.config;
         let mut router = Router::new()
             .route(&cfg.ws_path, get(upgrade))
+            .route("/metrics", get(prometheus))
             .with_state(self.ctx.clone());
         if let Some(index) = cfg.index_path.clone() {
             router = router.route(
@@ -400,4 +406,14 @@ async fn upgrade(
     ws.max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| connection::serve(socket, ctx, peer, remote))
+}
+
+async fn prometheus(Shared(ctx): Shared<Arc<Ctx>>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        metrics::render(&ctx.server, &ctx.stats),
+    )
 }

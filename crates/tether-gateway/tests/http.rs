@@ -171,3 +171,84 @@ async fn the_remote_address_comes_from_proxy_headers_only_when_trusted() {
         assert_eq!(remote, if trust { "10.0.0.2" } else { "127.0.0.1" });
     }
 }
+
+#[tokio::test]
+async fn metrics_in_prometheus_format_for_both_sides() {
+    let server = Server::builder().build();
+    server.route("/echo", |req: tether::Request| async move {
+        tether::Reply::ok(req.payload)
+    });
+    let vsoa = server.bind("127.0.0.1:0").await.unwrap();
+    let gw = Gateway::builder(server.clone()).build();
+    let l = gw.bind("127.0.0.1:0").await.unwrap();
+    // Traffic on both sides.
+    let client = tether::Client::connect(&format!("vsoa://{}", vsoa.local_addr()))
+        .await
+        .unwrap();
+    client.call("/echo").param(&b"{}"[..]).await.unwrap();
+    let ws = JugglerClient::builder(&format!("ws://{}/ws", l.local_addr()))
+        .connect()
+        .await
+        .unwrap();
+    ws.send("/echo", json!(1)).await.unwrap();
+    let (status, head, body) = get(l.local_addr(), "/metrics", &[]).await;
+    assert_eq!(status, 200);
+    assert!(head.contains("text/plain"), "{head}");
+    let value = |line_start: &str| -> f64 {
+        body.lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or_else(|| panic!("no {line_start} in\n{body}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("tether_vsoa_connections{state=\"all\"}"), 1.0);
+    assert!(value("tether_vsoa_packets_total{direction=\"in\"}") >= 2.0);
+    assert!(value("tether_vsoa_bytes_total{direction=\"out\"}") > 0.0);
+    assert_eq!(
+        value("tether_rpc_duration_seconds_count"),
+        2.0,
+        "one VSOA and one WebSocket call"
+    );
+    assert_eq!(
+        value("tether_rpc_duration_seconds_bucket{le=\"+Inf\"}"),
+        2.0
+    );
+    assert_eq!(value("tether_ws_connections "), 1.0);
+    assert!(value("tether_ws_frames_total{direction=\"in\"}") >= 1.0);
+    assert_eq!(value("tether_ws_request_duration_seconds_count"), 1.0);
+    assert_eq!(value("tether_ws_queued_messages"), 0.0);
+    assert_eq!(value("tether_cut_off_total"), 0.0);
+    // Every sample line is `name{labels} value` or `name value`; every family has a TYPE.
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let (name, v) = line.rsplit_once(' ').unwrap();
+        assert!(
+            v.parse::<f64>().is_ok() && name.starts_with("tether_"),
+            "{line}"
+        );
+    }
+    assert_eq!(
+        body.matches("# TYPE").count(),
+        body.matches("# HELP").count()
+    );
+    // A protocol error is counted.
+    let (mut raw, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", l.local_addr()))
+        .await
+        .unwrap();
+    futures_util::SinkExt::send(
+        &mut raw,
+        tokio_tungstenite::tungstenite::Message::Text("9x".into()),
+    )
+    .await
+    .unwrap();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut raw),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, _, body) = get(l.local_addr(), "/metrics", &[]).await;
+    assert!(body.contains("tether_ws_protocol_errors_total 1"), "{body}");
+}

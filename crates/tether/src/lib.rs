@@ -46,9 +46,9 @@ pub use client::{fetch, Client, Message, Response, Robot, RobotEvent, Subscripti
 pub use error::Error;
 pub use payload::Payload;
 pub use server::{
-    ClientEvent, ClientHandle, ClientSummary, Config, Datagram, Listening, LocalSubscriber, Method,
-    Mode, PublishReport, Published, QuickReport, QuickStats, Reply, Request, Server, ServerBuilder,
-    Traffic, WorkQueue,
+    ClientEvent, ClientHandle, ClientSummary, Config, Datagram, LatencyHistogram, LatencySnapshot,
+    Listening, LocalSubscriber, Method, Mode, PublishReport, Published, QuickReport, QuickStats,
+    Reply, Request, Server, ServerBuilder, Traffic, WorkQueue,
 };
 pub use stream::{DataStream, PendingStream};
 pub use tether_wire::vsoa::Status;

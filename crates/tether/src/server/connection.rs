@@ -324,8 +324,11 @@ impl Connection {
             client: self.client.clone(),
         };
         let out = self.client.outbound.clone();
+        let traffic = self.shared.traffic.clone();
         let job = async move {
+            let started = std::time::Instant::now();
             let reply = call_guarded(&*route.handler, req).await;
+            traffic.rpc.observe(started.elapsed());
             let packet = Packet {
                 status: reply.status,
                 param: reply.payload.param,

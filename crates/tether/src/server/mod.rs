@@ -37,7 +37,7 @@ pub use handler::{
 pub use local::{LocalSubscriber, Published};
 pub use quick::QuickStats;
 pub use registry::ClientSummary;
-pub use traffic::Traffic;
+pub use traffic::{LatencyHistogram, LatencySnapshot, Traffic, LATENCY_BUCKETS};
 
 use crate::outbound::Outbound;
 use crate::{Error, Payload};
@@ -267,15 +267,24 @@ impl Server {
         match route.mode {
             Mode::Queue(q) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
+                let traffic = self.shared.traffic.clone();
                 q.submit(Box::pin(async move {
-                    let _ = tx.send(handler::call_guarded(&*route.handler, req).await);
+                    let t = std::time::Instant::now();
+                    let reply = handler::call_guarded(&*route.handler, req).await;
+                    traffic.rpc.observe(t.elapsed());
+                    let _ = tx.send(reply);
                 }))
                 .await;
                 rx.await.unwrap_or_else(|_| {
                     Reply::error(Status::NO_RESPONDING, "the work queue stopped")
                 })
             }
-            _ => handler::call_guarded(&*route.handler, req).await,
+            _ => {
+                let t = std::time::Instant::now();
+                let reply = handler::call_guarded(&*route.handler, req).await;
+                self.shared.traffic.rpc.observe(t.elapsed());
+                reply
+            }
         }
     }
 
@@ -346,7 +355,10 @@ impl Server {
         for res in join_all(sends).await {
             match res {
                 Ok(()) => report.delivered += 1,
-                Err(crate::outbound::SendError::SlowConsumer(_)) => report.cut_off += 1,
+                Err(crate::outbound::SendError::SlowConsumer(_)) => {
+                    report.cut_off += 1;
+                    self.shared.traffic.count_cut_off(1);
+                }
                 Err(crate::outbound::SendError::Closed(_)) => {}
             }
         }
@@ -414,6 +426,21 @@ impl Server {
     /// Packets and bytes over all TCP connections since the server was built.
     pub fn traffic(&self) -> Traffic {
         self.shared.traffic.snapshot()
+    }
+
+    /// How long RPC handlers took (VSOA clients and callers of other transports alike).
+    pub fn rpc_latency(&self) -> LatencySnapshot {
+        self.shared.traffic.rpc.snapshot()
+    }
+
+    /// Bytes queued for sending over all connections now.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared
+            .registry()
+            .clients
+            .values()
+            .map(|e| e.handle.outbound.queued_bytes())
+            .sum()
     }
 
     /// Connections held now: (all, of which not yet logged in).

@@ -9,6 +9,10 @@ pub(crate) struct Counters {
     pub(crate) bytes_in: AtomicU64,
     pub(crate) packets_out: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
+    /// Subscribers cut off because a publish found their queue full for too long.
+    pub(crate) cut_off: AtomicU64,
+    /// RPC handler time.
+    pub(crate) rpc: LatencyHistogram,
 }
 
 impl Counters {
@@ -18,6 +22,12 @@ impl Counters {
         }
         if bytes > 0 {
             self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn count_cut_off(&self, n: usize) {
+        if n > 0 {
+            self.cut_off.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 
@@ -32,6 +42,7 @@ impl Counters {
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             packets_out: self.packets_out.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            cut_off: self.cut_off.load(Ordering::Relaxed),
         }
     }
 }
@@ -48,4 +59,66 @@ pub struct Traffic {
     pub packets_out: u64,
     /// Bytes sent.
     pub bytes_out: u64,
+    /// Subscribers (VSOA or local) cut off as slow consumers by publishes.
+    pub cut_off: u64,
+}
+
+/// Upper bounds of the latency buckets, in seconds (Prometheus-style, cumulative).
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3,
+    1.0, 2.5, 5.0,
+];
+
+/// A latency histogram with fixed buckets ([`LATENCY_BUCKETS`], plus one for anything
+/// slower), updated with three relaxed atomic adds per observation.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+/// A [`LatencyHistogram`] read out.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LatencySnapshot {
+    /// (upper bound in seconds, observations at or below it), cumulative, ending with
+    /// `f64::INFINITY`.
+    pub buckets: Vec<(f64, u64)>,
+    /// Sum of all observations, in seconds.
+    pub sum_seconds: f64,
+    /// Observations.
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    /// Records one observation.
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts so far.
+    pub fn snapshot(&self) -> LatencySnapshot {
+        let mut total = 0;
+        let bounds = LATENCY_BUCKETS.iter().copied().chain([f64::INFINITY]);
+        let buckets = bounds
+            .zip(&self.buckets)
+            .map(|(b, n)| {
+                total += n.load(Ordering::Relaxed);
+                (b, total)
+            })
+            .collect();
+        LatencySnapshot {
+            buckets,
+            sum_seconds: self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            count: self.count.load(Ordering::Relaxed),
+        }
+    }
 }
