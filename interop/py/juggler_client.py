@@ -7,6 +7,8 @@ Rust side must act, `FAIL: <why>` (exit 1) on a mismatch. Scenarios:
   demo      against `tether serve`: /echo, then subscribe to /demo/, READY, expect a
             publish of {"k": 1} on /demo/x
   auth      Basic auth: alice/secret gets in and is served, alice/wrong gets 401
+  wss CA    over TLS: a context trusting CA (a PEM file) is served; a default verifying
+            context refuses the unknown certificate
   state N   READY, then expect the mirrored state to become {"a": 3, "b": 2} after
             exactly N changes (one per state message), with no more within 0.5 s
 """
@@ -97,10 +99,28 @@ async def auth(port):
     print("DONE", flush=True)
 
 
+async def wss(port, cafile):
+    import ssl
+    import aiohttp
+    url = f'wss://127.0.0.1:{port}/ws'
+    try:
+        await juggler.connect(url, ssl_ctx=ssl.create_default_context())
+        check(False, "an untrusted certificate was accepted")
+    except aiohttp.ClientConnectorCertificateError:
+        check(True, "an untrusted certificate is refused")
+    client = await juggler.connect(url, ssl_ctx=ssl.create_default_context(cafile=cafile))
+    got = await asyncio.wait_for(client.send('/echo', {'tls': True}), WAIT)
+    check(got == {'tls': True}, f"/echo over wss answered {got!r}")
+    await client.async_close()
+    print("DONE", flush=True)
+
+
 async def main():
     port, scenario = sys.argv[1], sys.argv[2]
     if scenario == 'auth':
         return await auth(port)
+    if scenario == 'wss':
+        return await wss(port, sys.argv[3])
     inbox = asyncio.Queue()
     client = await juggler.connect(f'ws://127.0.0.1:{port}/ws',
                                    notify_cb=lambda _c, name, data: inbox.put_nowait((name, data)))

@@ -111,6 +111,7 @@ pub struct GatewayBuilder {
     on_connection: Option<ConnectionHook>,
     htpasswd: Option<Htpasswd>,
     extra: Vec<Router>,
+    tls: Option<tether::tls::ServerTls>,
 }
 
 type ConnectionHook = Box<dyn Fn(Connection) + Send + Sync>;
@@ -199,6 +200,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// Serves HTTPS and `wss://` with this TLS setup (the same type, and so the same
+    /// certificates, as the VSOA listener's).
+    pub fn tls(mut self, tls: tether::tls::ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Adds routes of your own (pages, APIs), behind the same authentication and headers.
     pub fn routes(mut self, router: Router) -> Self {
         self.extra.push(router);
@@ -230,6 +238,7 @@ impl GatewayBuilder {
                 on_connection: self.on_connection,
                 htpasswd: self.htpasswd,
                 extra: self.extra,
+                tls: self.tls,
                 stats: Default::default(),
             }),
         }
@@ -243,6 +252,7 @@ struct Ctx {
     on_connection: Option<ConnectionHook>,
     htpasswd: Option<Htpasswd>,
     extra: Vec<Router>,
+    tls: Option<tether::tls::ServerTls>,
     stats: metrics::Stats,
 }
 
@@ -279,6 +289,7 @@ impl Gateway {
             on_connection: None,
             htpasswd: None,
             extra: Vec::new(),
+            tls: None,
         }
     }
 
@@ -331,20 +342,25 @@ impl Gateway {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
         let local_addr = listener.local_addr().map_err(err)?;
         let (stop, mut stopped) = watch::channel(false);
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::warn!("gateway stopped: {e}");
+        let task = match self.ctx.tls.clone() {
+            None => {
+                let app = self
+                    .router()
+                    .into_make_service_with_connect_info::<SocketAddr>();
+                tokio::spawn(async move {
+                    let shutdown = async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    };
+                    if let Err(e) = axum::serve(listener, app)
+                        .with_graceful_shutdown(shutdown)
+                        .await
+                    {
+                        tracing::warn!("gateway stopped: {e}");
+                    }
+                })
             }
-        });
+            Some(tls) => tokio::spawn(serve_tls(listener, tls, self.router(), stopped)),
+        };
         tracing::info!(
             "juggler gateway on ws://{local_addr}{}",
             self.ctx.config.ws_path
@@ -416,4 +432,45 @@ async fn prometheus(Shared(ctx): Shared<Arc<Ctx>>) -> impl axum::response::IntoR
         )],
         metrics::render(&ctx.server, &ctx.stats),
     )
+}
+
+/// The accept loop for HTTPS and `wss://`: a TLS handshake (10 s at most), then HTTP/1.1
+/// with upgrades on the router.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: tether::tls::ServerTls,
+    router: Router,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("gateway accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = async { let _ = stopped.wait_for(|s| *s).await; } => return,
+        };
+        let (tls, router) = (tls.clone(), router.clone());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => return tracing::debug!(%peer, "no TLS handshake within 10 s"),
+            };
+            let app = router.layer(axum::Extension(ConnectInfo(peer)));
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let served = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(%peer, "gateway connection ended: {e}");
+            }
+        });
+    }
 }

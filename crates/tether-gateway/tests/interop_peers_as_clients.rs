@@ -177,3 +177,22 @@ async fn python_client_with_basic_auth_right_and_wrong() {
         .unwrap();
     scenario(l.local_addr().port(), "auth", || async {}).await;
 }
+
+#[tokio::test]
+async fn python_client_over_wss() {
+    let (_dir, ca, cert, key) = pki();
+    let server = Server::builder().build();
+    server.route(
+        "/echo",
+        |req: Request| async move { Reply::ok(req.payload) },
+    );
+    let tls = tether::tls::ServerTls::from_pem_files(&cert, &key, None).unwrap();
+    let l = tether_gateway::Gateway::builder(server)
+        .tls(tls)
+        .build()
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let ca = ca.to_string_lossy().into_owned();
+    scenario_args(l.local_addr().port(), &["wss", &ca], || async {}).await;
+}

@@ -120,6 +120,15 @@ impl ServerTls {
         let ca = client_ca.map(read).transpose()?;
         Self::from_pem(&read(chain)?, &read(private_key)?, ca.as_deref())
     }
+
+    /// Runs the server side of a TLS handshake on `stream` (for other listeners of the same
+    /// server, such as the WebSocket gateway).
+    pub async fn accept<S>(&self, stream: S) -> std::io::Result<tokio_rustls::server::TlsStream<S>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        self.acceptor.accept(stream).await
+    }
 }
 
 /// A client's TLS setup.

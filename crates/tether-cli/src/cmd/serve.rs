@@ -21,7 +21,8 @@ pub struct Args {
     /// Refuse plain password logins: only challenge logins get in.
     #[arg(long, requires = "secret")]
     require_secret: bool,
-    /// Serve TLS with this certificate chain (PEM); needs --tls-key. Turns the quick channel off.
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key. Turns the quick channel
+    /// off; the gateway serves HTTPS and wss:// with the same certificate.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<std::path::PathBuf>,
     /// Private key (PEM) of --tls-cert.
@@ -74,9 +75,12 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     if let Some(pw) = &args.password {
         builder = builder.password(pw);
     }
+    let mut tls = None;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        let tls = tether::tls::ServerTls::from_pem_files(cert, key, args.tls_client_ca.as_deref())?;
-        builder = builder.tls(tls);
+        let server_tls =
+            tether::tls::ServerTls::from_pem_files(cert, key, args.tls_client_ca.as_deref())?;
+        builder = builder.tls(server_tls.clone());
+        tls = Some(server_tls);
     }
     if let Some(secret) = &args.secret {
         builder = builder.secret(secret).require_secret(args.require_secret);
@@ -124,7 +128,11 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         let state = tether_gateway::State::default();
         let ws: crate::dashboard::WsClients = Default::default();
         let seen = ws.clone();
-        let gw = tether_gateway::Gateway::builder(server.clone())
+        let mut gw = tether_gateway::Gateway::builder(server.clone());
+        if let Some(tls) = &tls {
+            gw = gw.tls(tls.clone());
+        }
+        let gw = gw
             .shared_state(state.clone())
             .page(
                 "/index.html",
@@ -137,10 +145,11 @@ pub async fn run(args: Args) -> Result<(), Failure> {
             message: format!("{e} (the WebSocket gateway; move it with --gateway HOST:PORT or turn it off with --no-gateway)"),
             code: 1,
         })?;
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
         let info = crate::dashboard::Info {
             name: args.name.clone(),
             vsoa: format!("vsoa://{}", listening.local_addr()),
-            gateway: format!("ws://{}/ws", bound.local_addr()),
+            gateway: format!("{scheme}://{}/ws", bound.local_addr()),
             clever_show: clever_show.as_ref().map(|c| c.local_addr().to_string()),
         };
         crate::dashboard::start(server.clone(), state, info, ws);
@@ -152,7 +161,11 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         listening.local_addr()
     ));
     if let Some(gw) = &gateway {
-        crate::output::print_line(&format!("tether: gateway on ws://{}/ws", gw.local_addr()));
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        crate::output::print_line(&format!(
+            "tether: gateway on {scheme}://{}/ws",
+            gw.local_addr()
+        ));
     }
     if let Some(cs) = &clever_show {
         crate::output::print_line(&format!("tether: clever-show on {}", cs.local_addr()));
