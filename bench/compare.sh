@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measures Tether side by side with its floors (raw TCP/UDP written on the same runtime),
-# NATS (nats-server driven by async-nats) and the Python vsoa server (driven by the same
-# Tether load generator), and writes docs/benchmarks.md.
+# NATS (nats-server driven by async-nats), the Python vsoa server and the Python
+# hat-juggler server (both driven by the same Tether load generator), and writes
+# docs/benchmarks.md.
 #
 # Usage: bench/compare.sh [RUNS]        RUNS interleaved runs (default 3), median reported
 #        QUICK=1 bench/compare.sh 1     tiny configuration: a smoke test that every scenario
@@ -34,6 +35,7 @@ if [ "$quick" = 1 ]; then
   report=target/bench-smoke.md
   lat=(--count 300); thr=(--count 3000); pub=(--count 5000); fan=(--count 500)
   pylat=(--count 100); pythr=(--count 500); pypub=(--count 500)
+  wsrpc=(--count 2000); pyws=(--count 300); fanout=(--clients 20 --rate 10 --secs 1)
   dg=(--count 2000); bulk=(--bytes 4194304); rc=(--count 2); conns=(--count 200 --hold-secs 0)
 else
   cargo build --release -p tether-cli --features nats -j2 >&2
@@ -41,6 +43,7 @@ else
   report=docs/benchmarks.md
   lat=(--count 20000); thr=(--count 200000); pub=(--count 1000000); fan=(--count 30000)
   pylat=(--count 5000); pythr=(--count 20000); pypub=(--count 100000)
+  wsrpc=(--count 100000); pyws=(--count 5000); fanout=(--clients 1000 --rate 10 --secs 10)
   dg=(--count 200000); bulk=(--bytes 1073741824); rc=(--count 20); conns=(--count 10000 --hold-secs 2)
 fi
 
@@ -72,6 +75,17 @@ py_port=$(sed -n 's/^READY \([0-9]*\).*/\1/p' "$tmp/py.out")
 pyurl="vsoa://127.0.0.1:$py_port"
 for _ in $(seq 50); do grep -q 'Server is ready' "$tmp/nats.log" && break; sleep 0.1; done
 
+# The Python hat-juggler server, the same way.
+mkfifo "$tmp/jug-in"
+(cd interop/py && exec "$py" juggler_server.py <"$tmp/jug-in" >"$tmp/jug.out" 2>"$tmp/jug.err") &
+pids+=($!)
+sleep 7200 >"$tmp/jug-in" &
+pids+=($!)
+for _ in $(seq 100); do grep -q '^READY' "$tmp/jug.out" 2>/dev/null && break; sleep 0.1; done
+jug_port=$(sed -n 's/^READY \([0-9]*\).*/\1/p' "$tmp/jug.out")
+[ -n "$jug_port" ] || { echo "compare: the Python hat-juggler server did not start:" >&2; cat "$tmp/jug.err" >&2; exit 1; }
+jugurl="ws://127.0.0.1:$jug_port/ws"
+
 out="$tmp/results.jsonl"
 run() { echo "+ tether bench $*" >&2; "$bin" bench "$@" >>"$out"; }
 for _ in $(seq "$runs"); do
@@ -86,7 +100,10 @@ for _ in $(seq "$runs"); do
     run --threads "$t" floor-tcp-copy "${bulk[@]}"
     run --threads "$t" stream "${bulk[@]}"
     run --threads "$t" reconnect "${rc[@]}"
+    run --threads "$t" ws-rpc --in-flight 64 "${wsrpc[@]}"
   done
+  run ws-rpc --url "$jugurl" --in-flight 64 "${pyws[@]}"
+  run ws-fanout "${fanout[@]}"
   run nats-rpc --url "$nats" --size 64 --in-flight 1 "${lat[@]}"
   run nats-rpc --url "$nats" --size 64 --in-flight 256 "${thr[@]}"
   run nats-pub --url "$nats" --size 32 --subscribers 1 "${pub[@]}"

@@ -233,6 +233,11 @@ async fn bench_scenarios_run_in_a_tiny_configuration() {
         ("stream", &["--bytes", "1000000"]),
         ("reconnect", &["--count", "2"]),
         ("connections", &["--count", "50", "--hold-secs", "0"]),
+        ("ws-rpc", &["--count", "200", "--in-flight", "4"]),
+        (
+            "ws-fanout",
+            &["--clients", "5", "--rate", "10", "--secs", "1"],
+        ),
     ] {
         let args: Vec<&str> = ["bench", scenario].iter().chain(extra).copied().collect();
         let r = tether(&args).await;
@@ -255,6 +260,7 @@ async fn bench_scenarios_run_in_a_tiny_configuration() {
             "floor-udp" | "quick-rate" => assert!(v["lost"].as_u64().is_some(), "{v}"),
             "floor-tcp-copy" | "stream" => assert_eq!(v["count"].as_u64(), Some(1_000_000), "{v}"),
             "connections" => assert!(v["bytes_per_connection"].as_f64().is_some(), "{v}"),
+            "ws-fanout" => assert_eq!(v["delivered"].as_u64(), Some(50), "{v}"),
             _ => assert!(v["latency_us"]["p50"].as_f64().unwrap() > 0.0, "{v}"),
         }
     }

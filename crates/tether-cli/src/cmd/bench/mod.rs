@@ -17,6 +17,7 @@ mod conns;
 #[cfg(feature = "nats")]
 mod nats;
 mod transfer;
+mod ws;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -49,6 +50,10 @@ enum Scenario {
     Reconnect(transfer::Reconnect),
     /// Resident memory of a `tether serve` process per idle, logged-in connection.
     Connections(conns::Connections),
+    /// Juggler requests through the WebSocket gateway (or any juggler server, --url).
+    WsRpc(ws::WsRpc),
+    /// State sync from the gateway to many WebSocket clients: update latency.
+    WsFanout(ws::WsFanout),
     /// NATS request-reply through a nats-server (built with --features nats).
     #[cfg(feature = "nats")]
     NatsRpc(nats::NatsRpc),
@@ -130,6 +135,8 @@ pub async fn run(args: Args) -> Result<(), Failure> {
         Scenario::Stream(a) => transfer::stream(a).await,
         Scenario::Reconnect(a) => transfer::reconnect(a).await,
         Scenario::Connections(a) => conns::connections(a).await,
+        Scenario::WsRpc(a) => ws::ws_rpc(a).await,
+        Scenario::WsFanout(a) => ws::ws_fanout(a).await,
         #[cfg(feature = "nats")]
         Scenario::NatsRpc(a) => nats::rpc(a).await,
         #[cfg(feature = "nats")]
@@ -150,6 +157,7 @@ pub(super) fn io_failure(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ 
 
 /// Latency samples in an HDR histogram: 1 ns to 100 s, 3 significant digits, so memory
 /// stays fixed however many samples a run takes.
+#[derive(Clone)]
 pub(super) struct Latencies(hdrhistogram::Histogram<u64>);
 
 impl Latencies {

@@ -1,0 +1,202 @@
+//! The WebSocket gateway under load: request throughput (`ws-rpc`, against our gateway or
+//! any juggler server with `--url`) and state-sync fan-out to many clients (`ws-fanout`).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tether_gateway::client::JugglerClient;
+
+use super::{latency_report, Failure, Latencies};
+
+#[derive(clap::Args)]
+pub struct WsRpc {
+    /// Requests to make.
+    #[arg(long, default_value_t = 100_000)]
+    count: u64,
+    /// Requests in flight at once, spread over the connections.
+    #[arg(long, default_value_t = 64)]
+    in_flight: u64,
+    /// WebSocket connections.
+    #[arg(long, default_value_t = 1)]
+    connections: u64,
+    /// Request name: "" is the juggler echo (every juggler server has it); "/echo" goes
+    /// through the route table.
+    #[arg(long, default_value = "")]
+    name: String,
+    /// Payload: a string of this many characters.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Measure this juggler server (ws://HOST:PORT/ws) instead of our gateway in-process.
+    #[arg(long)]
+    url: Option<String>,
+    /// Stop after this many seconds even if count is not reached.
+    #[arg(long, default_value_t = 30)]
+    max_secs: u64,
+}
+
+#[derive(clap::Args)]
+pub struct WsFanout {
+    /// WebSocket clients, each on its own connection.
+    #[arg(long, default_value_t = 1000)]
+    clients: u64,
+    /// State updates per second.
+    #[arg(long, default_value_t = 10)]
+    rate: u64,
+    /// Seconds of updates.
+    #[arg(long, default_value_t = 10)]
+    secs: u64,
+}
+
+fn failure(e: impl std::fmt::Display) -> Failure {
+    Failure {
+        message: e.to_string(),
+        code: 1,
+    }
+}
+
+/// Our gateway on a free port, with `/echo`; keep the handle alive while measuring.
+async fn own_gateway(
+    state: Option<tether_gateway::State>,
+) -> Result<(tether_gateway::Listening, String), Failure> {
+    let server = tether::Server::builder().build();
+    server.route_with(
+        "/echo",
+        tether::Mode::Inline,
+        |req: tether::Request| async move { tether::Reply::ok(req.payload) },
+    );
+    let mut gw =
+        tether_gateway::Gateway::builder(server).autoflush(tether_gateway::Autoflush::Each);
+    if let Some(s) = state {
+        gw = gw.shared_state(s);
+    }
+    let l = gw.build().bind("127.0.0.1:0").await.map_err(failure)?;
+    let url = format!("ws://{}/ws", l.local_addr());
+    Ok((l, url))
+}
+
+pub async fn ws_rpc(a: WsRpc) -> Result<serde_json::Value, Failure> {
+    let (_own, url) = match &a.url {
+        Some(u) => (None, u.clone()),
+        None => {
+            let (l, u) = own_gateway(None).await?;
+            (Some(l), u)
+        }
+    };
+    let mut clients = Vec::new();
+    for _ in 0..a.connections.max(1) {
+        clients.push(Arc::new(
+            JugglerClient::builder(&url)
+                .connect()
+                .await
+                .map_err(failure)?,
+        ));
+    }
+    let payload = json!("x".repeat(a.size));
+    let workers = a.in_flight.max(1);
+    let per_worker = a.count / workers;
+    let deadline = Instant::now() + Duration::from_secs(a.max_secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let client = clients[(w % clients.len() as u64) as usize].clone();
+        let (payload, name) = (payload.clone(), a.name.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Latencies::new();
+            let mut done = 0;
+            while done < per_worker && Instant::now() < deadline {
+                let t = Instant::now();
+                let got = client.send(&name, payload.clone()).await.map_err(failure)?;
+                if got != payload {
+                    return Err(failure("the echo came back wrong"));
+                }
+                lat.record(t.elapsed());
+                done += 1;
+            }
+            Ok::<_, Failure>(lat)
+        }));
+    }
+    let mut samples = Latencies::new();
+    for t in tasks {
+        samples.add(&t.await.map_err(failure)??);
+    }
+    let target = if a.url.is_some() {
+        "external"
+    } else {
+        "tether"
+    };
+    Ok(latency_report(
+        "ws-rpc",
+        json!({"size": a.size, "in_flight": workers, "connections": clients.len(), "name": a.name, "server": target}),
+        &samples,
+        start.elapsed(),
+    ))
+}
+
+pub async fn ws_fanout(a: WsFanout) -> Result<serde_json::Value, Failure> {
+    let state = tether_gateway::State::new(json!({"t": 0}));
+    let (_l, url) = own_gateway(Some(state.clone())).await?;
+    let latencies = Arc::new(Mutex::new(Latencies::new()));
+    let epoch = Instant::now();
+    let mut watchers = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..a.clients.max(1) {
+        let c = JugglerClient::builder(&url)
+            .connect()
+            .await
+            .map_err(failure)?;
+        let mut changes = c.state_changes();
+        let latencies = latencies.clone();
+        watchers.push(tokio::spawn(async move {
+            let mut seen = 0u64;
+            let mut mine = Latencies::new();
+            while changes.changed().await.is_ok() {
+                let sent_ns = changes.borrow_and_update()["t"].as_u64().unwrap_or(0);
+                if sent_ns == 0 {
+                    continue;
+                }
+                let now = epoch.elapsed().as_nanos() as u64;
+                mine.record(Duration::from_nanos(now.saturating_sub(sent_ns)));
+                seen += 1;
+            }
+            latencies
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(&mine);
+            seen
+        }));
+        clients.push(c);
+    }
+    // Let every client get the initial document first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let updates = a.rate.max(1) * a.secs.max(1);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / a.rate.max(1) as f64));
+    let start = Instant::now();
+    for _ in 0..updates {
+        tick.tick().await;
+        state.set("/t", json!(epoch.elapsed().as_nanos() as u64));
+    }
+    // The last update has a second to arrive everywhere.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for c in &clients {
+        c.close().await;
+    }
+    drop(clients);
+    let mut delivered = 0;
+    for w in watchers {
+        delivered += w.await.map_err(failure)?;
+    }
+    let expected = updates * a.clients.max(1);
+    let samples = latencies.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut out = latency_report(
+        "ws-fanout",
+        json!({"clients": a.clients, "updates_per_s": a.rate, "secs": a.secs}),
+        &samples,
+        start.elapsed(),
+    );
+    out["updates"] = json!(updates);
+    out["delivered"] = json!(delivered);
+    // A client's mirror may fold two updates that arrive together; none should be lost.
+    out["missed"] = json!(expected.saturating_sub(delivered));
+    Ok(out)
+}
