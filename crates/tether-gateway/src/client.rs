@@ -275,11 +275,25 @@ async fn run(
         };
         tokio::select! {
             out = outgoing.recv() => match out {
-                Some(Outgoing::Message(frames)) => {
-                    for f in frames {
-                        if let Err(e) = sink.send(Ws::Text(f.into())).await {
-                            break 'conn format!("send failed: {e}");
+                Some(Outgoing::Message(mut frames)) => {
+                    // Feed what is queued, flush once.
+                    loop {
+                        for f in frames {
+                            if let Err(e) = sink.feed(Ws::Text(f.into())).await {
+                                break 'conn format!("send failed: {e}");
+                            }
                         }
+                        match outgoing.try_recv() {
+                            Ok(Outgoing::Message(more)) => frames = more,
+                            Ok(Outgoing::Close) => {
+                                let _ = sink.close().await;
+                                break 'conn "closed by this side".into();
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(e) = sink.flush().await {
+                        break 'conn format!("send failed: {e}");
                     }
                 }
                 Some(Outgoing::Close) | None => {

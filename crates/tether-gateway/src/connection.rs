@@ -138,18 +138,29 @@ async fn write_frames(
                 None => return,
             },
             m = messages.recv() => {
-                let Some(frames) = m else { return };
-                stats.queued.fetch_sub(1, Ordering::Relaxed);
-                for frame in frames {
-                    while let Ok(c) = control.try_recv() {
-                        if !send_control(sink, c).await {
+                let Some(mut frames) = m else { return };
+                // Feed whatever is queued, then flush once: a burst of answers costs one
+                // write, not one per frame.
+                loop {
+                    stats.queued.fetch_sub(1, Ordering::Relaxed);
+                    for frame in frames {
+                        while let Ok(c) = control.try_recv() {
+                            if !send_control(sink, c).await {
+                                return;
+                            }
+                        }
+                        stats.frame_out(frame.len());
+                        if sink.feed(WsMessage::Text(frame.into())).await.is_err() {
                             return;
                         }
                     }
-                    stats.frame_out(frame.len());
-                    if sink.send(WsMessage::Text(frame.into())).await.is_err() {
-                        return;
+                    match messages.try_recv() {
+                        Ok(more) => frames = more,
+                        Err(_) => break,
                     }
+                }
+                if sink.flush().await.is_err() {
+                    return;
                 }
             }
         }
