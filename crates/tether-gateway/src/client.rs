@@ -46,6 +46,14 @@ pub enum ConnectError {
     /// Not a usable ws:// URL, or a bad header value.
     #[error("invalid juggler address {0}")]
     Address(String),
+    /// TCP or TLS failed before the WebSocket handshake.
+    #[error("cannot connect to {url}: {reason}")]
+    Transport {
+        /// The address.
+        url: String,
+        /// What happened.
+        reason: String,
+    },
     /// The TCP connect or the WebSocket handshake failed (a 401 for wrong credentials).
     #[error("cannot connect to {url}: {source}")]
     Handshake {
@@ -61,6 +69,7 @@ pub enum ConnectError {
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     url: String,
+    tls: Option<tether::tls::ClientTls>,
     auth: Option<(String, String)>,
     ping_delay: Option<Duration>,
     ping_timeout: Duration,
@@ -69,6 +78,13 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
+    /// The TLS setup for `wss://` URLs (the same type as for VSOA clients: trusted CAs, an
+    /// optional client certificate, the name to verify).
+    pub fn tls(mut self, tls: tether::tls::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// HTTP Basic credentials, sent with the upgrade request.
     pub fn basic_auth(mut self, user: &str, password: &str) -> Self {
         self.auth = Some((user.into(), password.into()));
@@ -103,12 +119,46 @@ impl ClientBuilder {
                 .map_err(|_| ConnectError::Address("credentials are not a valid header".into()))?;
             request.headers_mut().insert("authorization", value);
         }
-        let (ws, _) = tokio_tungstenite::connect_async(request)
+        let handshake = |source| ConnectError::Handshake {
+            url: self.url.clone(),
+            source: Box::new(source),
+        };
+        if !self.url.starts_with("wss://") {
+            let (ws, _) = tokio_tungstenite::connect_async(request)
+                .await
+                .map_err(handshake)?;
+            return Ok(JugglerClient::start(ws, self));
+        }
+        let transport = |reason: String| ConnectError::Transport {
+            url: self.url.clone(),
+            reason,
+        };
+        let tls = self
+            .tls
+            .clone()
+            .ok_or_else(|| transport("wss:// needs a TLS setup (ClientBuilder::tls)".into()))?;
+        let uri = request.uri();
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_string();
+        let port = uri.port_u16().unwrap_or(443);
+        let addr = tokio::net::lookup_host((host.as_str(), port))
             .await
-            .map_err(|e| ConnectError::Handshake {
-                url: self.url.clone(),
-                source: Box::new(e),
-            })?;
+            .map_err(|e| transport(e.to_string()))?
+            .next()
+            .ok_or_else(|| transport(format!("{host} resolves to nothing")))?;
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| transport(e.to_string()))?;
+        let stream = tls
+            .connect(tcp, addr)
+            .await
+            .map_err(|e| transport(e.to_string()))?;
+        let (ws, _) = tokio_tungstenite::client_async(request, stream)
+            .await
+            .map_err(handshake)?;
         Ok(JugglerClient::start(ws, self))
     }
 }
@@ -143,6 +193,7 @@ impl JugglerClient {
     pub fn builder(url: &str) -> ClientBuilder {
         ClientBuilder {
             url: url.into(),
+            tls: None,
             auth: None,
             ping_delay: Some(Duration::from_secs(30)),
             ping_timeout: Duration::from_secs(30),
@@ -151,12 +202,10 @@ impl JugglerClient {
         }
     }
 
-    fn start(
-        ws: tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-        cfg: ClientBuilder,
-    ) -> Self {
+    fn start<S>(ws: tokio_tungstenite::WebSocketStream<S>, cfg: ClientBuilder) -> Self
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (frames, outgoing) = mpsc::unbounded_channel();
         let pending: Pending = Arc::default();
         let (state_tx, state) = watch::channel(Arc::new(Value::Null));
@@ -251,17 +300,17 @@ impl Drop for JugglerClient {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn run(
-    ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+async fn run<S>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
     cfg: ClientBuilder,
     mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
     pending: Pending,
     state: watch::Sender<Arc<Value>>,
     notify: mpsc::Sender<(String, Value)>,
     closed: watch::Sender<Option<String>>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sink, mut stream) = ws.split();
     let mut joiner = Reassembler::new(cfg.max_message);
     let mut deadline = cfg.ping_delay.map(|d| Instant::now() + d);

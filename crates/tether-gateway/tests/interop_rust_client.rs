@@ -121,3 +121,37 @@ async fn our_client_against_our_gateway_with_keepalive() {
     let e = c.send("/missing", json!(1)).await.unwrap_err();
     assert!(e.to_string().contains("status 3"), "{e}");
 }
+
+#[tokio::test]
+async fn our_client_over_wss_trusts_only_the_configured_ca() {
+    let (_dir, ca, cert, key) = pki();
+    let (_other, other_ca, _, _) = pki();
+    let server = tether::Server::builder().build();
+    server.route("/echo", |req: tether::Request| async move {
+        tether::Reply::ok(req.payload)
+    });
+    let tls = tether::tls::ServerTls::from_pem_files(&cert, &key, None).unwrap();
+    let l = tether_gateway::Gateway::builder(server)
+        .tls(tls)
+        .build()
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let url = format!("wss://{}/ws", l.local_addr());
+    let trusted = tether::tls::ClientTls::from_pem_files(&ca, None).unwrap();
+    let c = JugglerClient::builder(&url)
+        .tls(trusted)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(c.send("/echo", json!("tls")).await, Ok(json!("tls")));
+    let wrong = tether::tls::ClientTls::from_pem_files(&other_ca, None).unwrap();
+    let e = JugglerClient::builder(&url)
+        .tls(wrong)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("invalid peer certificate"), "{e}");
+    let e = JugglerClient::builder(&url).connect().await.unwrap_err();
+    assert!(e.to_string().contains("needs a TLS setup"), "{e}");
+}

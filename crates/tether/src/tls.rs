@@ -188,6 +188,26 @@ impl ClientTls {
         self
     }
 
+    /// Runs the client side of a TLS handshake on `stream`, a connection to `addr` (for
+    /// other clients of the same deployment, such as the juggler client).
+    pub async fn connect<S>(
+        &self,
+        stream: S,
+        addr: std::net::SocketAddr,
+    ) -> Result<tokio_rustls::client::TlsStream<S>, Error>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let name = self.name_for(addr.ip())?;
+        self.connector
+            .connect(name, stream)
+            .await
+            .map_err(|e| Error::TlsHandshake {
+                addr,
+                detail: e.to_string(),
+            })
+    }
+
     pub(crate) fn name_for(&self, ip: IpAddr) -> Result<ServerName<'static>, Error> {
         match &self.server_name {
             Some(n) => ServerName::try_from(n.clone())
