@@ -62,29 +62,24 @@ nats-server -a 127.0.0.1 -p "$nats_port" >"$tmp/nats.log" 2>&1 &
 pids+=($!)
 nats="nats://127.0.0.1:$nats_port"
 
-# The Python vsoa server serves until its stdin closes; a `sleep` holding the fifo open
-# keeps it serving, and both are stopped on exit.
-mkfifo "$tmp/py-in"
-(cd interop/py && exec "$py" server.py '' 0 <"$tmp/py-in" >"$tmp/py.out" 2>"$tmp/py.err") &
-pids+=($!)
-sleep 7200 >"$tmp/py-in" &
-pids+=($!)
-for _ in $(seq 100); do grep -q '^READY' "$tmp/py.out" 2>/dev/null && break; sleep 0.1; done
-py_port=$(sed -n 's/^READY \([0-9]*\).*/\1/p' "$tmp/py.out")
-[ -n "$py_port" ] || { echo "compare: the Python vsoa server did not start:" >&2; cat "$tmp/py.err" >&2; exit 1; }
-pyurl="vsoa://127.0.0.1:$py_port"
+# Starts a Python peer script of interop/py that prints `READY <port>` and serves until its
+# stdin closes (a `sleep` holding a fifo keeps it open; both are stopped on exit). Sets $port.
+start_py() {
+  local name=$1; shift
+  mkfifo "$tmp/$name.in"
+  (cd interop/py && exec "$py" "$@" <"$tmp/$name.in" >"$tmp/$name.out" 2>"$tmp/$name.err") &
+  pids+=($!)
+  sleep 7200 >"$tmp/$name.in" &
+  pids+=($!)
+  for _ in $(seq 100); do grep -q '^READY' "$tmp/$name.out" 2>/dev/null && break; sleep 0.1; done
+  port=$(sed -n 's/^READY \([0-9]*\).*/\1/p' "$tmp/$name.out")
+  [ -n "$port" ] || { echo "compare: $name did not start:" >&2; cat "$tmp/$name.err" >&2; exit 1; }
+}
+start_py vsoa server.py '' 0
+pyurl="vsoa://127.0.0.1:$port"
+start_py juggler juggler_server.py
+jugurl="ws://127.0.0.1:$port/ws"
 for _ in $(seq 50); do grep -q 'Server is ready' "$tmp/nats.log" && break; sleep 0.1; done
-
-# The Python hat-juggler server, the same way.
-mkfifo "$tmp/jug-in"
-(cd interop/py && exec "$py" juggler_server.py <"$tmp/jug-in" >"$tmp/jug.out" 2>"$tmp/jug.err") &
-pids+=($!)
-sleep 7200 >"$tmp/jug-in" &
-pids+=($!)
-for _ in $(seq 100); do grep -q '^READY' "$tmp/jug.out" 2>/dev/null && break; sleep 0.1; done
-jug_port=$(sed -n 's/^READY \([0-9]*\).*/\1/p' "$tmp/jug.out")
-[ -n "$jug_port" ] || { echo "compare: the Python hat-juggler server did not start:" >&2; cat "$tmp/jug.err" >&2; exit 1; }
-jugurl="ws://127.0.0.1:$jug_port/ws"
 
 out="$tmp/results.jsonl"
 run() { echo "+ tether bench $*" >&2; "$bin" bench "$@" >>"$out"; }

@@ -15,5 +15,6 @@
 
 pub mod clevershow;
 pub mod juggler;
+pub mod python_json;
 pub mod url;
 pub mod vsoa;

@@ -78,47 +78,7 @@ pub enum DecodeError {
 #[error("clever-show header of {0} bytes is longer than the 65535 the framing allows")]
 pub struct HeaderTooLong(pub usize);
 
-/// Python's `json.dumps` separators: `", "` between items, `": "` after keys.
-struct PythonFormatter;
-
-impl serde_json::ser::Formatter for PythonFormatter {
-    fn begin_array_value<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            w.write_all(b", ")
-        }
-    }
-
-    fn begin_object_key<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            w.write_all(b", ")
-        }
-    }
-
-    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        w.write_all(b": ")
-    }
-}
-
-/// `value` as Python 3's `json.dumps(value, ensure_ascii=False)` would write it.
-pub fn python_json(value: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
-    // Serialising a Value into a Vec cannot fail.
-    let _ = serde::Serialize::serialize(value, &mut ser);
-    out
-}
+pub use crate::python_json::python_json;
 
 impl Frame {
     fn new(message_type: &str, extra: Map<String, Value>, content: Content) -> Self {

@@ -149,64 +149,9 @@ impl Reassembler {
     }
 }
 
-/// Python's `json.dumps` output: `", "` and `": "` separators and non-ASCII escaped as
-/// `\uXXXX` (astral characters as surrogate pairs), so the text is pure ASCII.
-struct AsciiPythonFormatter;
-
-impl serde_json::ser::Formatter for AsciiPythonFormatter {
-    fn begin_array_value<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            w.write_all(b", ")
-        }
-    }
-
-    fn begin_object_key<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        self.begin_array_value(w, first)
-    }
-
-    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        w.write_all(b": ")
-    }
-
-    fn write_string_fragment<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        fragment: &str,
-    ) -> std::io::Result<()> {
-        let mut start = 0;
-        for (i, c) in fragment.char_indices() {
-            if c.is_ascii() {
-                continue;
-            }
-            w.write_all(&fragment.as_bytes()[start..i])?;
-            let mut units = [0u16; 2];
-            for u in c.encode_utf16(&mut units) {
-                write!(w, "\\u{u:04x}")?;
-            }
-            start = i + c.len_utf8();
-        }
-        w.write_all(&fragment.as_bytes()[start..])
-    }
-}
-
 /// `value` as Python's `json.dumps(value)` writes it (pure ASCII).
 pub fn to_json(value: &Value) -> String {
-    let mut out = Vec::new();
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, AsciiPythonFormatter);
-    // Serialising a Value into a Vec cannot fail.
-    let _ = serde::Serialize::serialize(value, &mut ser);
-    // Only ASCII was written.
-    String::from_utf8(out).unwrap_or_default()
+    crate::python_json::python_json_ascii(value)
 }
 
 #[cfg(test)]

@@ -209,6 +209,45 @@ pub(super) fn report(
     })
 }
 
+/// Runs `workers` tasks at once, each making up to `per_worker` calls of `call(worker)`
+/// one after another until `deadline`; the latencies of all calls.
+pub(super) async fn in_flight<F, Fut>(
+    workers: u64,
+    per_worker: u64,
+    deadline: Instant,
+    call: F,
+) -> Result<Latencies, Failure>
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), Failure>> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| {
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut lat = Latencies::new();
+                let mut done = 0;
+                while done < per_worker && Instant::now() < deadline {
+                    let t = Instant::now();
+                    call(w).await?;
+                    lat.record(t.elapsed());
+                    done += 1;
+                }
+                Ok::<_, Failure>(lat)
+            })
+        })
+        .collect();
+    let mut all = Latencies::new();
+    for t in tasks {
+        let lat = t.await.map_err(|e| Failure {
+            message: e.to_string(),
+            code: 1,
+        })??;
+        all.add(&lat);
+    }
+    Ok(all)
+}
+
 /// Times `count` sequential round trips of `trip`, after a 10% warm-up.
 async fn time_round_trips(
     count: u64,
@@ -353,36 +392,21 @@ async fn rpc_throughput(a: Throughput) -> Result<serde_json::Value, Failure> {
     let per_worker = a.count / workers;
     let deadline = Instant::now() + Duration::from_secs(a.max_secs);
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..workers {
+    let samples = in_flight(workers, per_worker, deadline, move |w| {
         let client = clients[(w % clients.len() as u64) as usize].clone();
         let param = param.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut done = 0u64;
-            let mut lat = Latencies::new();
-            while done < per_worker && Instant::now() < deadline {
-                let t = Instant::now();
-                let r = client.call("/echo").param(param.clone()).await?;
-                if !r.status.is_success() {
-                    return Err(Failure {
-                        message: format!("/echo answered status {}", r.status),
-                        code: 1,
-                    });
-                }
-                lat.record(t.elapsed());
-                done += 1;
+        async move {
+            let r = client.call("/echo").param(param).await?;
+            if !r.status.is_success() {
+                return Err(Failure {
+                    message: format!("/echo answered status {}", r.status),
+                    code: 1,
+                });
             }
-            Ok::<_, Failure>(lat)
-        }));
-    }
-    let mut samples = Latencies::new();
-    for t in tasks {
-        let lat = t.await.map_err(|e| Failure {
-            message: e.to_string(),
-            code: 1,
-        })??;
-        samples.add(&lat);
-    }
+            Ok(())
+        }
+    })
+    .await?;
     let elapsed = start.elapsed();
     let target = if a.url.is_some() {
         "external"
@@ -391,7 +415,7 @@ async fn rpc_throughput(a: Throughput) -> Result<serde_json::Value, Failure> {
     };
     Ok(latency_report(
         "rpc-throughput",
-        json!({"size": a.size, "in_flight": workers, "connections": clients.len(), "server": target}),
+        json!({"size": a.size, "in_flight": workers, "connections": a.connections.max(1), "server": target}),
         &samples,
         elapsed,
     ))

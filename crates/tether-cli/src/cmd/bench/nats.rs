@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::json;
 
-use super::{latency_report, report, Failure, Latencies};
+use super::{in_flight, latency_report, report, Failure};
 
 #[derive(clap::Args)]
 pub struct NatsRpc {
@@ -97,37 +97,23 @@ pub async fn rpc(a: NatsRpc) -> Result<serde_json::Value, Failure> {
             .map_err(|e| nats_failure("request")(e.into()))?;
     }
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..workers {
+    let samples = in_flight(workers, per_worker, deadline, move |_| {
         let (client, payload) = (client.clone(), payload.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Latencies::new();
-            let mut done = 0;
-            while done < per_worker && Instant::now() < deadline {
-                let t = Instant::now();
-                let m = client
-                    .request("bench.echo", payload.clone())
-                    .await
-                    .map_err(|e| nats_failure("request")(e.into()))?;
-                if m.payload.len() != payload.len() {
-                    return Err(Failure {
-                        message: "NATS echo came back wrong".into(),
-                        code: 1,
-                    });
-                }
-                lat.record(t.elapsed());
-                done += 1;
+        async move {
+            let m = client
+                .request("bench.echo", payload.clone())
+                .await
+                .map_err(|e| nats_failure("request")(e.into()))?;
+            if m.payload.len() != payload.len() {
+                return Err(Failure {
+                    message: "NATS echo came back wrong".into(),
+                    code: 1,
+                });
             }
-            Ok::<_, Failure>(lat)
-        }));
-    }
-    let mut samples = Latencies::new();
-    for t in tasks {
-        samples.add(&t.await.map_err(|e| Failure {
-            message: e.to_string(),
-            code: 1,
-        })??);
-    }
+            Ok(())
+        }
+    })
+    .await?;
     let elapsed = start.elapsed();
     echo.abort();
     Ok(latency_report(

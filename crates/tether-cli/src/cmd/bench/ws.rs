@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tether_gateway::client::JugglerClient;
 
-use super::{latency_report, Failure, Latencies};
+use super::{in_flight, latency_report, Failure, Latencies};
 
 #[derive(clap::Args)]
 pub struct WsRpc {
@@ -97,29 +97,19 @@ pub async fn ws_rpc(a: WsRpc) -> Result<serde_json::Value, Failure> {
     let per_worker = a.count / workers;
     let deadline = Instant::now() + Duration::from_secs(a.max_secs);
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..workers {
+    let name = a.name.clone();
+    let samples = in_flight(workers, per_worker, deadline, move |w| {
         let client = clients[(w % clients.len() as u64) as usize].clone();
-        let (payload, name) = (payload.clone(), a.name.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Latencies::new();
-            let mut done = 0;
-            while done < per_worker && Instant::now() < deadline {
-                let t = Instant::now();
-                let got = client.send(&name, payload.clone()).await.map_err(failure)?;
-                if got != payload {
-                    return Err(failure("the echo came back wrong"));
-                }
-                lat.record(t.elapsed());
-                done += 1;
+        let (payload, name) = (payload.clone(), name.clone());
+        async move {
+            let got = client.send(&name, payload.clone()).await.map_err(failure)?;
+            if got != payload {
+                return Err(failure("the echo came back wrong"));
             }
-            Ok::<_, Failure>(lat)
-        }));
-    }
-    let mut samples = Latencies::new();
-    for t in tasks {
-        samples.add(&t.await.map_err(failure)??);
-    }
+            Ok(())
+        }
+    })
+    .await?;
     let target = if a.url.is_some() {
         "external"
     } else {
@@ -127,7 +117,7 @@ pub async fn ws_rpc(a: WsRpc) -> Result<serde_json::Value, Failure> {
     };
     Ok(latency_report(
         "ws-rpc",
-        json!({"size": a.size, "in_flight": workers, "connections": clients.len(), "name": a.name, "server": target}),
+        json!({"size": a.size, "in_flight": workers, "connections": a.connections.max(1), "name": a.name, "server": target}),
         &samples,
         start.elapsed(),
     ))
