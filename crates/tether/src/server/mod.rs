@@ -335,21 +335,16 @@ impl Server {
         let mut report = PublishReport::default();
         self.deliver_local(url, &payload, false, &mut report);
         let packet = payload.into_packet(PacketType::Publish, url, MAX_BODY_LEN)?;
-        let mut targets = Vec::new();
-        self.shared.registry().targets(url, &mut targets);
-        if targets.is_empty() {
-            return Ok(report);
-        }
-        let bytes = packet.to_bytes()?;
         let mut waiting = Vec::new();
-        for client in targets {
-            let out = client.outbound;
-            match out.try_send(&bytes) {
-                Ok(true) => report.delivered += 1,
-                Ok(false) => waiting.push(out),
-                Err(_) => {} // closing anyway; it was never going to receive this
-            }
-        }
+        let offered = self.shared.registry().offer(
+            url,
+            || packet.to_bytes(),
+            &mut report.delivered,
+            &mut waiting,
+        )?;
+        let Some(bytes) = offered else {
+            return Ok(report);
+        };
         // Full queues wait together, so one slow client costs at most one send timeout.
         let sends = waiting.iter().map(|out| out.send(bytes.clone()));
         for res in join_all(sends).await {

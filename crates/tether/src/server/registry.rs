@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 
 use tether_wire::url::SubscriptionIndex;
 
+use bytes::Bytes;
+
 use super::handler::ClientHandle;
+use crate::outbound::Outbound;
 
 pub(crate) struct Entry {
     pub(crate) handle: ClientHandle,
@@ -21,8 +24,9 @@ pub(crate) struct Registry {
     /// Ids of connections that have not logged in yet; the smallest is the oldest.
     pub(crate) pending: std::collections::BTreeSet<u32>,
     pub(crate) subs: SubscriptionIndex<u32>,
-    /// Scratch space for `targets`, reused so publishing does not allocate per call.
+    /// Scratch space for `order`, reused so publishing does not allocate per call.
     scratch: Vec<u32>,
+    ordered: Vec<(std::cmp::Reverse<u8>, u32)>,
 }
 
 /// A snapshot of one client, for listings.
@@ -41,24 +45,57 @@ pub struct ClientSummary {
 }
 
 impl Registry {
-    /// The logged-in, authed clients subscribed to `url`, highest priority first (ties by
-    /// id, i.e. connection order).
-    pub(crate) fn targets(&mut self, url: &str, out: &mut Vec<ClientHandle>) {
-        out.clear();
+    /// Ids of the logged-in, authed clients subscribed to `url`, highest priority first
+    /// (ties by id, i.e. connection order), into `self.ordered`.
+    fn order(&mut self, url: &str) {
         let mut ids = std::mem::take(&mut self.scratch);
+        ids.clear();
         self.subs.matching(url, &mut ids);
-        out.extend(
-            ids.iter()
-                .filter_map(|id| self.clients.get(id))
-                .filter(|e| e.logged_in && e.authed)
-                .map(|e| e.handle.clone()),
-        );
-        if out.len() > 1 {
-            // Stable sort on priority alone keeps the id order `matching` produced.
-            let prio = |h: &ClientHandle| self.clients.get(&h.id).map_or(0, |e| e.priority);
-            out.sort_by_key(|h| std::cmp::Reverse(prio(h)));
-        }
+        self.ordered.clear();
+        self.ordered.extend(ids.iter().filter_map(|id| {
+            let e = self.clients.get(id)?;
+            (e.logged_in && e.authed).then_some((std::cmp::Reverse(e.priority), *id))
+        }));
+        // Stable, and linear when priorities are all equal (one run).
+        self.ordered.sort_by_key(|k| k.0);
         self.scratch = ids;
+    }
+
+    /// The clients a publish on `url` goes to, in delivery order.
+    pub(crate) fn targets(&mut self, url: &str, out: &mut Vec<ClientHandle>) {
+        self.order(url);
+        out.clear();
+        out.extend(
+            self.ordered
+                .iter()
+                .filter_map(|(_, id)| self.clients.get(id).map(|e| e.handle.clone())),
+        );
+    }
+
+    /// Offers a publish to every client it goes to, in delivery order, without waiting:
+    /// counts the queued ones in `delivered` and hands back the full queues in `waiting`.
+    /// `encode` runs once, and only if there is a client. Returns the encoded packet.
+    pub(crate) fn offer<E>(
+        &mut self,
+        url: &str,
+        encode: impl FnOnce() -> Result<Bytes, E>,
+        delivered: &mut usize,
+        waiting: &mut Vec<Outbound>,
+    ) -> Result<Option<Bytes>, E> {
+        self.order(url);
+        if self.ordered.is_empty() {
+            return Ok(None);
+        }
+        let bytes = encode()?;
+        for (_, id) in &self.ordered {
+            let Some(e) = self.clients.get(id) else { continue };
+            match e.handle.outbound.try_send(&bytes) {
+                Ok(true) => *delivered += 1,
+                Ok(false) => waiting.push(e.handle.outbound.clone()),
+                Err(_) => {} // closing anyway; it was never going to receive this
+            }
+        }
+        Ok(Some(bytes))
     }
 
     /// Takes a new connection in, unless `max` connections exist already. Returns the
