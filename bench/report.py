@@ -44,7 +44,10 @@ def ratio(a, b):
 
 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-rev = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+# The report being written makes the tree dirty; only other changes count.
+if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ".", ":!docs/benchmarks.md"]).returncode:
+    rev += "-dirty"
 nats_version = subprocess.run(["nats-server", "--version"], capture_output=True, text=True).stdout.strip()
 
 print("# Benchmarks\n")
