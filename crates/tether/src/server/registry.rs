@@ -88,7 +88,9 @@ impl Registry {
         }
         let bytes = encode()?;
         for (_, id) in &self.ordered {
-            let Some(e) = self.clients.get(id) else { continue };
+            let Some(e) = self.clients.get(id) else {
+                continue;
+            };
             match e.handle.outbound.try_send(&bytes) {
                 Ok(true) => *delivered += 1,
                 Ok(false) => waiting.push(e.handle.outbound.clone()),
