@@ -816,22 +816,27 @@ async fn the_younger_serve_stops_clever_show_when_an_older_one_announces() {
         .await;
 }
 
-#[tokio::test]
-async fn serve_starts_the_gateway_with_the_demo_routes_and_publishes() {
-    // `tether serve` prints the gateway line second; read both.
+/// `tether serve` on free ports: the process, its `vsoa://` address and its gateway port
+/// (the first two lines it prints).
+async fn serve_with_gateway() -> (Lines, String, u16) {
     let mut serve = Lines::spawn(tether_cmd(&["serve", "--listen", "127.0.0.1:0"]));
     let vsoa = serve.expect_prefix("tether: VSOA server on vsoa://").await;
     let vsoa = vsoa
         .trim_start_matches("tether: VSOA server on ")
         .to_string();
     let gw = serve.expect_prefix("tether: gateway on ws://").await;
-    let port: u16 = gw
+    let port = gw
         .trim_end_matches("/ws")
         .rsplit(':')
         .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {gw:?}"));
+    (serve, vsoa, port)
+}
+
+#[tokio::test]
+async fn serve_starts_the_gateway_with_the_demo_routes_and_publishes() {
+    let (_serve, vsoa, port) = serve_with_gateway().await;
     let mut py = Lines::spawn({
         let mut c =
             tokio::process::Command::new(workspace().join("target/interop-venv/bin/python"));
@@ -871,18 +876,7 @@ async fn serve_starts_the_gateway_with_the_demo_routes_and_publishes() {
 /// screenshot is kept in target/artifacts/dashboard.png.
 #[tokio::test]
 async fn dashboard_in_a_real_browser() {
-    let mut serve = Lines::spawn(tether_cmd(&["serve", "--listen", "127.0.0.1:0"]));
-    let vsoa = serve.expect_prefix("tether: VSOA server on vsoa://").await;
-    let vsoa = vsoa
-        .trim_start_matches("tether: VSOA server on ")
-        .to_string();
-    let gw = serve.expect_prefix("tether: gateway on ws://").await;
-    let port = gw
-        .trim_end_matches("/ws")
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_string();
+    let (_serve, vsoa, port) = serve_with_gateway().await;
     let artifacts = workspace().join("target/artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let shot = artifacts.join("dashboard.png");
@@ -891,7 +885,7 @@ async fn dashboard_in_a_real_browser() {
         let mut c = tokio::process::Command::new("node");
         c.current_dir(workspace().join("interop"))
             .arg("js/dashboard.mjs")
-            .arg(&port)
+            .arg(port.to_string())
             .arg(&shot);
         c
     });

@@ -311,8 +311,14 @@ impl OutboundRx {
                 if self.keep_unsent {
                     st.originals.clone_from(batch);
                 }
-                let batch_bytes: usize = batch.iter().map(Bytes::len).sum();
-                let batch_packets = batch.len();
+                // What the traffic counters get, if anyone counts (before the write
+                // empties the buffers).
+                let counted = self.counters.as_ref().map(|_| {
+                    (
+                        batch.len() as u64,
+                        batch.iter().map(Bytes::len).sum::<usize>() as u64,
+                    )
+                });
                 let write = write_all_vectored(w, batch, send_timeout);
                 let killed = out.killed();
                 tokio::select! {
@@ -328,8 +334,8 @@ impl OutboundRx {
                 batch.clear();
                 st.originals.clear();
                 out.shared.budget.add_permits(permits);
-                if let Some(c) = &self.counters {
-                    c.add_out(batch_packets as u64, batch_bytes as u64);
+                if let (Some(c), Some((packets, bytes))) = (&self.counters, counted) {
+                    c.add_out(packets, bytes);
                 }
             }
             if closing {
