@@ -899,3 +899,37 @@ async fn dashboard_in_a_real_browser() {
         "a real screenshot"
     );
 }
+
+/// A busy server's dashboard lists the counts of both transports and only the newest 100
+/// VSOA clients: the state document stays small however many connections there are.
+#[tokio::test]
+async fn dashboard_shows_counts_and_the_newest_clients() {
+    let (_serve, vsoa, port) = serve_with_gateway().await;
+    let mut clients = Vec::new();
+    for _ in 0..103 {
+        clients.push(tether::Client::connect(&vsoa).await.unwrap());
+    }
+    let page = tether_gateway::client::JugglerClient::builder(&format!("ws://127.0.0.1:{port}/ws"))
+        .connect()
+        .await
+        .unwrap();
+    let mut changes = page.state_changes();
+    let state = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        changes.wait_for(|s| s["client_counts"]["vsoa"] == 103),
+    )
+    .await
+    .expect("the dashboard counted the clients")
+    .unwrap()
+    .clone();
+    assert_eq!(state["client_counts"]["websocket"], 1, "{state}");
+    let shown: Vec<u64> = state["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["transport"] == "vsoa")
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect();
+    let newest: Vec<u64> = clients[3..].iter().map(|c| c.id() as u64).collect();
+    assert_eq!(shown, newest);
+}

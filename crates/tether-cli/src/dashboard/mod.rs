@@ -3,7 +3,8 @@
 //! sync. The gateway's shared state is this document:
 //!
 //! `{"server": {name, vsoa, gateway, clever_show, uptime_s}, "clients": [{id, address,
-//! transport, priority, subscriptions}], "rates": {packets_in_per_s, bytes_in_per_s,
+//! transport, priority, subscriptions}] (the newest 100 of each transport), "client_counts":
+//! {vsoa, websocket}, "rates": {packets_in_per_s, bytes_in_per_s,
 //! packets_out_per_s, bytes_out_per_s, publishes_per_s}, "totals": {...}, "publishes":
 //! [{url, param, at}] (the last 20, newest first), "publishes_skipped": N}`.
 
@@ -20,6 +21,11 @@ pub const PAGE: &str = include_str!("index.html");
 
 /// Most recent publishes shown.
 const RECENT: usize = 20;
+
+/// Newest clients shown, per transport. A server holding thousands of connections shows
+/// the counts and the newest few: a longer table helps nobody, and the state document
+/// (kept twice, for diffs) would cost more memory than the connections themselves.
+const CLIENTS_SHOWN: usize = 100;
 
 /// Where the server can be reached, for the page's header.
 pub struct Info {
@@ -75,22 +81,24 @@ pub fn start(server: Server, state: State, info: Info, ws: WsClients) {
                         "publishes_per_s": published as f64 / secs,
                     });
                     (last, last_at, published) = (now, Instant::now(), 0);
-                    let mut clients: Vec<Value> = server
-                        .clients()
-                        .into_iter()
+                    let vsoa = server.clients();
+                    let mut clients: Vec<Value> = newest(&vsoa)
+                        .iter()
                         .map(|c| json!({
                             "id": c.id, "address": c.addr.to_string(), "transport": "vsoa",
                             "priority": c.priority, "subscriptions": c.subscriptions,
                         }))
                         .collect();
-                    {
+                    let websocket = {
                         let mut ws = ws.lock().unwrap_or_else(|e| e.into_inner());
                         ws.retain(|c| !c.is_closed());
-                        clients.extend(ws.iter().map(|c| json!({
+                        clients.extend(newest(&ws).iter().map(|c| json!({
                             "id": format!("ws {}", c.peer().port()), "address": c.remote(),
                             "transport": "websocket", "priority": null, "subscriptions": [],
                         })));
-                    }
+                        ws.len()
+                    };
+                    let counts = json!({"vsoa": vsoa.len(), "websocket": websocket});
                     let uptime = started.elapsed().as_secs();
                     let publishes: Vec<Value> = recent.iter().cloned().collect();
                     let skipped = tap.skipped();
@@ -99,6 +107,7 @@ pub fn start(server: Server, state: State, info: Info, ws: WsClients) {
                         doc["rates"] = rates;
                         doc["totals"] = json!(now);
                         doc["clients"] = Value::Array(clients);
+                        doc["client_counts"] = counts;
                         doc["publishes"] = Value::Array(publishes);
                         doc["publishes_skipped"] = json!(skipped);
                     });
@@ -106,6 +115,11 @@ pub fn start(server: Server, state: State, info: Info, ws: WsClients) {
             }
         }
     });
+}
+
+/// The last [`CLIENTS_SHOWN`] of `list` (connections are listed oldest first).
+fn newest<T>(list: &[T]) -> &[T] {
+    &list[list.len().saturating_sub(CLIENTS_SHOWN)..]
 }
 
 fn unix_now() -> f64 {
