@@ -96,8 +96,7 @@ pub async fn rpc(a: NatsRpc) -> Result<serde_json::Value, Failure> {
             .await
             .map_err(|e| nats_failure("request")(e.into()))?;
     }
-    let start = Instant::now();
-    let samples = in_flight(workers, per_worker, deadline, move |_| {
+    let (samples, elapsed) = in_flight(workers, per_worker, deadline, move |_| {
         let (client, payload) = (client.clone(), payload.clone());
         async move {
             let m = client
@@ -114,7 +113,6 @@ pub async fn rpc(a: NatsRpc) -> Result<serde_json::Value, Failure> {
         }
     })
     .await?;
-    let elapsed = start.elapsed();
     echo.abort();
     Ok(latency_report(
         if workers == 1 {

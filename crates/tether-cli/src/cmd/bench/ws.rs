@@ -96,9 +96,8 @@ pub async fn ws_rpc(a: WsRpc) -> Result<serde_json::Value, Failure> {
     let workers = a.in_flight.max(1);
     let per_worker = a.count / workers;
     let deadline = Instant::now() + Duration::from_secs(a.max_secs);
-    let start = Instant::now();
     let name = a.name.clone();
-    let samples = in_flight(workers, per_worker, deadline, move |w| {
+    let (samples, elapsed) = in_flight(workers, per_worker, deadline, move |w| {
         let client = clients[(w % clients.len() as u64) as usize].clone();
         let (payload, name) = (payload.clone(), name.clone());
         async move {
@@ -119,7 +118,7 @@ pub async fn ws_rpc(a: WsRpc) -> Result<serde_json::Value, Failure> {
         "ws-rpc",
         json!({"size": a.size, "in_flight": workers, "connections": a.connections.max(1), "name": a.name, "server": target}),
         &samples,
-        start.elapsed(),
+        elapsed,
     ))
 }
 
