@@ -151,6 +151,21 @@ impl Outbound {
 
     async fn send_frame(&self, bytes: Bytes, alone: bool) -> Result<(), SendError> {
         let n = self.permits_for(bytes.len());
+        // Room now is the common case: no timer for it.
+        match self.shared.budget.try_acquire_many(n) {
+            Ok(permit) => permit.forget(),
+            Err(TryAcquireError::Closed) => return Err(self.closed_error()),
+            Err(TryAcquireError::NoPermits) => self.wait_for_room(n).await?,
+        }
+        self.push(if alone {
+            Frame::Alone(bytes, n)
+        } else {
+            Frame::Data(bytes, n)
+        })
+    }
+
+    /// Waits up to the send timeout for `n` permits; kills the connection if none come.
+    async fn wait_for_room(&self, n: u32) -> Result<(), SendError> {
         let acquire = self.shared.budget.acquire_many(n);
         match tokio::time::timeout(self.shared.send_timeout, acquire).await {
             Ok(Ok(permit)) => permit.forget(),
@@ -161,11 +176,7 @@ impl Outbound {
                 return Err(err);
             }
         }
-        self.push(if alone {
-            Frame::Alone(bytes, n)
-        } else {
-            Frame::Data(bytes, n)
-        })
+        Ok(())
     }
 
     fn push(&self, frame: Frame) -> Result<(), SendError> {
@@ -265,6 +276,8 @@ impl OutboundRx {
     async fn write_loop<W: AsyncWrite + Unpin>(&mut self, w: &mut W, st: &mut Batch) -> String {
         let out = self.outbound.clone();
         let send_timeout = out.shared.send_timeout;
+        let killed = out.killed();
+        tokio::pin!(killed);
         loop {
             let first = match st.held.take() {
                 Some(f) => f,
@@ -275,7 +288,7 @@ impl OutboundRx {
                         Some(f) => f,
                         None => return "connection closed".into(),
                     },
-                    why = out.killed() => return why.to_string(),
+                    why = &mut killed => return why.to_string(),
                 },
             };
             let batch = &mut st.bufs;
@@ -320,7 +333,6 @@ impl OutboundRx {
                     )
                 });
                 let write = write_all_vectored(w, batch, send_timeout);
-                let killed = out.killed();
                 tokio::select! {
                     res = write => match res {
                         Ok(()) => {}
@@ -329,7 +341,7 @@ impl OutboundRx {
                         ),
                         Err(e) => return format!("write failed: {e}"),
                     },
-                    reason = killed => return reason.to_string(),
+                    reason = &mut killed => return reason.to_string(),
                 }
                 batch.clear();
                 st.originals.clear();

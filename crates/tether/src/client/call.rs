@@ -125,14 +125,14 @@ impl<'a> Call<'a> {
     pub async fn send(self) -> Result<Response, Error> {
         check_url(self.url.as_bytes())?;
         let mut packet = Packet::new(PacketType::Rpc)
-            .with_url(Bytes::from(self.url.clone().into_bytes()))
+            .with_url(Bytes::from(self.url.into_bytes()))
             .with_param(self.payload.param)
             .with_data(self.payload.data);
         if self.method == Method::Set {
             packet.flags = Flags::SET;
         }
-        let what = format!("RPC {}", self.url);
-        let reply = self.client.request(packet, &what, self.timeout).await?;
+        let what = |p: &Packet| format!("RPC {}", String::from_utf8_lossy(&p.url));
+        let reply = self.client.request(packet, what, self.timeout).await?;
         Ok(Response {
             status: reply.status,
             payload: Payload {

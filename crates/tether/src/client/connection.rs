@@ -20,6 +20,8 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
     mut buf: BytesMut,
 ) {
     let mut decoder = Decoder::new();
+    let killed = shared.outbound.killed();
+    tokio::pin!(killed);
     let reason: String = 'conn: loop {
         loop {
             match decoder.decode(&mut buf) {
@@ -39,7 +41,7 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
                 Ok(_) => {}
                 Err(e) => break 'conn format!("connection to vsoa://{} failed: {e}", shared.addr),
             },
-            why = shared.outbound.killed() => break 'conn why.to_string(),
+            why = &mut killed => break 'conn why.to_string(),
         }
     };
     tracing::debug!("client connection ended: {reason}");

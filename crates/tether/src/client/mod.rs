@@ -186,8 +186,12 @@ impl Client {
     /// Sends a PINGECHO and waits for its echo; returns the round-trip time.
     pub async fn ping(&self, timeout: Duration) -> Result<Duration, Error> {
         let start = Instant::now();
-        self.request(Packet::new(PacketType::PingEcho), "ping", timeout)
-            .await?;
+        self.request(
+            Packet::new(PacketType::PingEcho),
+            |_| "ping".into(),
+            timeout,
+        )
+        .await?;
         Ok(start.elapsed())
     }
 
@@ -277,10 +281,12 @@ impl Client {
     }
 
     /// Sends `packet` with a fresh seqno and waits for the reply with that seqno.
+    /// Sends `packet` with a fresh seqno and waits up to `timeout` for its reply. `what`
+    /// names the request in a timeout error; it is only called then.
     async fn request(
         &self,
         mut packet: Packet,
-        what: &str,
+        what: impl FnOnce(&Packet) -> String,
         timeout: Duration,
     ) -> Result<Packet, Error> {
         let shared = &self.inner.shared;
@@ -322,7 +328,7 @@ impl Client {
                 forget();
                 Err(Error::Timeout {
                     addr: shared.addr,
-                    what: what.to_string(),
+                    what: what(&packet),
                     timeout,
                 })
             }

@@ -273,7 +273,7 @@ pub(super) async fn subscribe(
     let id = lock(&client.inner.shared.subs).add(patterns.clone(), sink);
     let what = format!("subscribe {patterns:?}");
     let result = client
-        .request(packet, &what, super::DEFAULT_CALL_TIMEOUT)
+        .request(packet, |_| what.clone(), super::DEFAULT_CALL_TIMEOUT)
         .await;
     match result {
         Ok(reply) if reply.status.is_success() => Ok(Subscription {
@@ -354,7 +354,7 @@ impl Subscription {
         let packet = patterns_packet(PacketType::Unsubscribe, &gone)?;
         let reply = self
             .client
-            .request(packet, &what, Duration::from_secs(10))
+            .request(packet, |_| what.clone(), Duration::from_secs(10))
             .await?;
         if reply.status.is_success() {
             Ok(())

@@ -140,6 +140,11 @@ impl Connection {
         let mut decoder = Decoder::new();
         let mut buf = BytesMut::new();
         let traffic = self.shared.traffic.clone();
+        // Made once, not per read: each registers a waiter.
+        let outbound = self.client.outbound.clone();
+        let killed = outbound.killed();
+        let stop = stop_requested(&mut shutdown);
+        tokio::pin!(killed, stop);
         let reason: String = 'conn: loop {
             let mut packets = 0;
             loop {
@@ -176,12 +181,11 @@ impl Connection {
                     break 'conn format!(
                         "no handshake within {:?}", self.shared.config.handshake_timeout);
                 }
-                why = self.client.outbound.killed() => break 'conn why.to_string(),
-                _ = stop_requested(&mut shutdown) => break 'conn "server shutting down".into(),
+                why = &mut killed => break 'conn why.to_string(),
+                _ = &mut stop => break 'conn "server shutting down".into(),
             }
         };
 
-        let outbound = &self.client.outbound;
         let killed = outbound.is_killed();
         self.shared.registry().remove(self.client.id);
         if killed {
