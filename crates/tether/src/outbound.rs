@@ -151,11 +151,12 @@ impl Outbound {
 
     async fn send_frame(&self, bytes: Bytes, alone: bool) -> Result<(), SendError> {
         let n = self.permits_for(bytes.len());
-        // Room now is the common case: no timer for it.
+        // Room now is the common case: no timer for it. The waiting is boxed so that
+        // every send's future stays small (it is moved on each call).
         match self.shared.budget.try_acquire_many(n) {
             Ok(permit) => permit.forget(),
             Err(TryAcquireError::Closed) => return Err(self.closed_error()),
-            Err(TryAcquireError::NoPermits) => self.wait_for_room(n).await?,
+            Err(TryAcquireError::NoPermits) => Box::pin(self.wait_for_room(n)).await?,
         }
         self.push(if alone {
             Frame::Alone(bytes, n)
