@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
 use tether_wire::url::check_url;
-use tether_wire::vsoa::{Packet, PacketType};
+use tether_wire::vsoa::{Flags, PacketRef, PacketType, Status};
 
 /// Param and data of a request, reply, publish or datagram. Both are `Bytes`: raw bytes
 /// pass through untouched, and cloning never copies. Empty means absent on the wire.
@@ -66,17 +66,23 @@ impl Payload {
 
     /// A PUBLISH or DATAGRAM packet carrying this payload on `url`, after checking that the
     /// URL is one VSOA accepts and that url + param + data fit in `max_body` bytes.
-    pub(crate) fn into_packet(
-        self,
+    pub(crate) fn packet<'a>(
+        &'a self,
         ptype: PacketType,
-        url: &str,
+        url: &'a str,
         max_body: usize,
-    ) -> Result<Packet, crate::Error> {
+    ) -> Result<PacketRef<'a>, crate::Error> {
         check_url(url.as_bytes())?;
-        let packet = Packet::new(ptype)
-            .with_url(Bytes::copy_from_slice(url.as_bytes()))
-            .with_param(self.param)
-            .with_data(self.data);
+        let packet = PacketRef {
+            ptype,
+            flags: Flags::default(),
+            status: Status::SUCCESS,
+            seqno: 0,
+            tunid: 0,
+            url: url.as_bytes(),
+            param: &self.param,
+            data: &self.data,
+        };
         packet.check_len(max_body)?;
         Ok(packet)
     }

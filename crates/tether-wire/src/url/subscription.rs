@@ -1,7 +1,8 @@
 //! The subscription index: which clients receive a publish on a given URL.
 
-use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
+
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use super::{pattern_stem, stems, Pattern};
 

@@ -8,7 +8,7 @@ mod decoder;
 mod packet;
 
 pub use decoder::{DatagramError, DecodeError, Decoder};
-pub use packet::{EncodeError, Flags, Packet, PacketType, Status};
+pub use packet::{EncodeError, Flags, Packet, PacketRef, PacketType, Status};
 
 /// Every VSOA packet starts with this byte: magic `0x9` in the low nibble, version 2 high.
 pub const MAGIC: u8 = 0x29;

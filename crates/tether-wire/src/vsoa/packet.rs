@@ -256,6 +256,71 @@ impl Packet {
 
     /// `url + param + data` length.
     pub fn body_len(&self) -> usize {
+        self.parts().body_len()
+    }
+
+    /// Bytes this packet occupies on the wire, padding included.
+    pub fn encoded_len(&self) -> usize {
+        self.parts().encoded_len()
+    }
+
+    /// Checks the length limits without encoding. `max_body` is [`super::MAX_BODY_LEN`] on
+    /// TCP; the quick channel passes its smaller limit.
+    pub fn check_len(&self, max_body: usize) -> Result<(), EncodeError> {
+        self.parts().check_len(max_body)
+    }
+
+    /// Appends the packet to `dst`: header, URL, param, data, then zero pad bytes so the
+    /// length is a multiple of 4, with the pad count in flag bits 6-7.
+    pub fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        self.parts().encode(dst)
+    }
+
+    /// Encodes into a fresh, exactly sized buffer.
+    pub fn to_bytes(&self) -> Result<Bytes, EncodeError> {
+        self.parts().to_bytes()
+    }
+
+    /// The same packet with borrowed parts.
+    pub fn parts(&self) -> PacketRef<'_> {
+        PacketRef {
+            ptype: self.ptype,
+            flags: self.flags,
+            status: self.status,
+            seqno: self.seqno,
+            tunid: self.tunid,
+            url: &self.url,
+            param: &self.param,
+            data: &self.data,
+        }
+    }
+}
+
+/// A packet whose URL, param and data are borrowed: what the encoder writes. A sender that
+/// holds a URL as `&str` encodes it from there, without copying it into a [`Packet`] first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketRef<'a> {
+    /// See [`Packet::ptype`].
+    pub ptype: PacketType,
+    /// See [`Packet::flags`].
+    pub flags: Flags,
+    /// See [`Packet::status`].
+    pub status: Status,
+    /// See [`Packet::seqno`].
+    pub seqno: u32,
+    /// See [`Packet::tunid`].
+    pub tunid: u16,
+    /// See [`Packet::url`].
+    pub url: &'a [u8],
+    /// See [`Packet::param`].
+    pub param: &'a [u8],
+    /// See [`Packet::data`].
+    pub data: &'a [u8],
+}
+
+impl PacketRef<'_> {
+    /// `url + param + data` length.
+    pub fn body_len(&self) -> usize {
         self.url.len() + self.param.len() + self.data.len()
     }
 
@@ -265,8 +330,7 @@ impl Packet {
         unpadded + pad_for(unpadded)
     }
 
-    /// Checks the length limits without encoding. `max_body` is [`super::MAX_BODY_LEN`] on
-    /// TCP; the quick channel passes its smaller limit.
+    /// See [`Packet::check_len`].
     pub fn check_len(&self, max_body: usize) -> Result<(), EncodeError> {
         if self.url.len() > u16::MAX as usize {
             return Err(EncodeError::UrlTooLong {
@@ -280,8 +344,7 @@ impl Packet {
         Ok(())
     }
 
-    /// Appends the packet to `dst`: header, URL, param, data, then zero pad bytes so the
-    /// length is a multiple of 4, with the pad count in flag bits 6-7.
+    /// See [`Packet::encode`].
     pub fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
         self.check_len(MAX_BODY_LEN)?;
         let unpadded = HEADER_LEN + self.body_len();
@@ -296,14 +359,14 @@ impl Packet {
         dst.put_u16(self.url.len() as u16);
         dst.put_u32(self.param.len() as u32);
         dst.put_u32(self.data.len() as u32);
-        dst.put_slice(&self.url);
-        dst.put_slice(&self.param);
-        dst.put_slice(&self.data);
+        dst.put_slice(self.url);
+        dst.put_slice(self.param);
+        dst.put_slice(self.data);
         dst.put_bytes(0, pad);
         Ok(())
     }
 
-    /// Encodes into a fresh, exactly sized buffer.
+    /// See [`Packet::to_bytes`].
     pub fn to_bytes(&self) -> Result<Bytes, EncodeError> {
         let mut buf = BytesMut::with_capacity(self.encoded_len());
         self.encode(&mut buf)?;

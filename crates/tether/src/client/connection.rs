@@ -90,7 +90,7 @@ async fn dispatch(shared: &Shared, packet: Packet) {
                 .subs
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .deliver(&msg);
+                .deliver(msg);
             if waits.is_empty() {
                 return;
             }

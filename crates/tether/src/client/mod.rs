@@ -198,7 +198,7 @@ impl Client {
     /// Sends a datagram over the TCP connection.
     pub async fn datagram(&self, url: &str, payload: Payload) -> Result<(), Error> {
         let bytes = payload
-            .into_packet(PacketType::Datagram, url, MAX_BODY_LEN)?
+            .packet(PacketType::Datagram, url, MAX_BODY_LEN)?
             .to_bytes()?;
         self.inner.shared.send(bytes).await
     }
@@ -228,9 +228,8 @@ impl Client {
             .quick
             .as_ref()
             .ok_or(Error::NoQuickChannel)?;
-        let packet = payload
-            .into_packet(PacketType::Datagram, url, MAX_QUICK_BODY_LEN)?
-            .with_seqno(self.inner.id);
+        let mut packet = payload.packet(PacketType::Datagram, url, MAX_QUICK_BODY_LEN)?;
+        packet.seqno = self.inner.id;
         udp.send(&packet.to_bytes()?)
             .await
             .map_err(|e| Error::Closed {

@@ -56,7 +56,7 @@ fn receive(shared: &Shared, datagram: Bytes) {
             .subs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .deliver_now(&msg),
+            .deliver_now(msg),
         PacketType::Datagram => {
             if let Some(sink) = &mut *shared.datagrams.lock().unwrap_or_else(|e| e.into_inner()) {
                 sink.offer_now(msg);

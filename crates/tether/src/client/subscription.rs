@@ -204,33 +204,35 @@ impl Table {
 
     /// Offers `msg` to every subscription that wants a publish on its URL; returns the
     /// waits for subscriptions whose buffer is full, by slot id.
-    pub(super) fn deliver(&mut self, msg: &Message) -> Vec<(u64, Wait)> {
+    pub(super) fn deliver(&mut self, msg: Message) -> Vec<(u64, Wait)> {
         let mut waits = Vec::new();
-        for slot in &mut self.slots {
-            if slot
-                .patterns
-                .iter()
-                .any(|p| subscription_matches(p, &msg.url))
-            {
-                if let Offer::Wait(w) = slot.sink.offer(msg.clone()) {
-                    waits.push((slot.id, w));
-                }
+        self.each_match(msg, |slot, msg| {
+            if let Offer::Wait(w) = slot.sink.offer(msg) {
+                waits.push((slot.id, w));
             }
-        }
+        });
         waits
     }
 
     /// Like [`Table::deliver`], but never waits: full buffers drop and count (quick traffic).
-    pub(super) fn deliver_now(&mut self, msg: &Message) {
-        for slot in &mut self.slots {
-            if slot
-                .patterns
-                .iter()
-                .any(|p| subscription_matches(p, &msg.url))
-            {
-                slot.sink.offer_now(msg.clone());
+    pub(super) fn deliver_now(&mut self, msg: Message) {
+        self.each_match(msg, |slot, msg| slot.sink.offer_now(msg));
+    }
+
+    /// Calls `f` with every slot that wants `msg` and a copy of it; the last one gets `msg`
+    /// itself (one subscription, the common case, costs no copy).
+    fn each_match(&mut self, msg: Message, mut f: impl FnMut(&mut Slot, Message)) {
+        let wants =
+            |slot: &Slot, url: &str| slot.patterns.iter().any(|p| subscription_matches(p, url));
+        let Some(last) = self.slots.iter().rposition(|s| wants(s, &msg.url)) else {
+            return;
+        };
+        for slot in &mut self.slots[..last] {
+            if wants(slot, &msg.url) {
+                f(slot, msg.clone());
             }
         }
+        f(&mut self.slots[last], msg);
     }
 
     /// The sink of slot `id`, if it still exists.

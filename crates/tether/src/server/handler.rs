@@ -59,7 +59,7 @@ impl ClientHandle {
     /// Sends a datagram to this client over its TCP connection.
     pub async fn datagram(&self, url: &str, payload: Payload) -> Result<(), crate::Error> {
         let bytes = payload
-            .into_packet(PacketType::Datagram, url, MAX_BODY_LEN)?
+            .packet(PacketType::Datagram, url, MAX_BODY_LEN)?
             .to_bytes()?;
         self.outbound.send(bytes).await.map_err(Into::into)
     }
@@ -69,7 +69,7 @@ impl ClientHandle {
     /// [`crate::server::QuickStats`]).
     pub fn datagram_quick(&self, url: &str, payload: Payload) -> Result<bool, crate::Error> {
         let path = self.quick.get().ok_or(crate::Error::NoQuickChannel)?;
-        let packet = payload.into_packet(PacketType::Datagram, url, MAX_QUICK_BODY_LEN)?;
+        let packet = payload.packet(PacketType::Datagram, url, MAX_QUICK_BODY_LEN)?;
         Ok(path.send(&packet.to_bytes()?))
     }
 

@@ -334,7 +334,7 @@ impl Server {
     pub async fn publish(&self, url: &str, payload: Payload) -> Result<PublishReport, Error> {
         let mut report = PublishReport::default();
         self.deliver_local(url, &payload, false, &mut report);
-        let packet = payload.into_packet(PacketType::Publish, url, MAX_BODY_LEN)?;
+        let packet = payload.packet(PacketType::Publish, url, MAX_BODY_LEN)?;
         let mut waiting = Vec::new();
         let offered = self.shared.registry().offer(
             url,
@@ -369,7 +369,7 @@ impl Server {
         self.deliver_local(url, &payload, true, &mut local);
         report.sent += local.delivered;
         report.dropped += local.cut_off;
-        let packet = payload.into_packet(PacketType::Publish, url, MAX_QUICK_BODY_LEN)?;
+        let packet = payload.packet(PacketType::Publish, url, MAX_QUICK_BODY_LEN)?;
         let mut targets = Vec::new();
         self.shared.registry().targets(url, &mut targets);
         let mut bytes = None;
