@@ -95,6 +95,7 @@ for _ in $(seq "$runs"); do
     run --threads "$t" floor-tcp-copy "${bulk[@]}"
     run --threads "$t" stream "${bulk[@]}"
     run --threads "$t" reconnect "${rc[@]}"
+    run --threads "$t" floor-ws --in-flight 64 "${wsrpc[@]}"
     run --threads "$t" ws-rpc --in-flight 64 "${wsrpc[@]}"
   done
   run ws-rpc --url "$jugurl" --in-flight 64 "${pyws[@]}"

@@ -125,10 +125,18 @@ best_ws = max(w1["rate_per_s"], w2["rate_per_s"])
 print("## WebSocket gateway (juggler), 64-character payload, 64 in flight on one connection\n")
 print("| | requests/s | p50 | p99 | Tether (best) / this |")
 print("|---|---|---|---|---|")
-for name, r in (("**Tether gateway**, threads=1", w1), ("**Tether gateway**, threads=2", w2)):
+f1, f2 = pick("floor-ws", 1), pick("floor-ws", 2)
+best_floor_ws = max(f1["rate_per_s"], f2["rate_per_s"])
+for name, r in (("raw WebSocket echo, no JSON, threads=1 (floor)", f1), ("raw WebSocket echo, no JSON, threads=2 (floor)", f2),
+                ("**Tether gateway**, threads=1", w1), ("**Tether gateway**, threads=2", w2)):
     print(f"| {name} | {rate(r)} | {us(r['latency_us']['p50'])} | {us(r['latency_us']['p99'])} | |")
 print(f"| Python hat-juggler 0.7.6 server | {rate(wp)} | {us(wp['latency_us']['p50'])} | {us(wp['latency_us']['p99'])} | {ratio(best_ws, wp['rate_per_s'])} |")
 print()
+print(f"The floor is tokio-tungstenite (the library under the gateway and our client) echoing text frames as long as "
+      f"a juggler request, with no JSON on either end. 20 x the Python server would be "
+      f"{20 * wp['rate_per_s']:,.0f} requests/s: {ratio(20 * wp['rate_per_s'], best_floor_ws)} of that floor. "
+      f"The gateway reaches {ratio(best_ws, best_floor_ws)} of the floor; the rest is the juggler layer on both ends "
+      f"(JSON parse and Python-style serialisation of every request and response, segmenting, id matching).\n")
 fo = pick("ws-fanout")
 fl = fo["latency_us"]
 print(f"State-sync fan-out: {fo['params']['clients']} WebSocket clients, {fo['params']['updates_per_s']} updates/s for "
@@ -178,15 +186,32 @@ print("- **Fan-out 1 -> 100** (`perf record -g target/release/tether bench --thr
       "packet to each queue under the registry lock, sorting (priority, id) pairs once without handle clones: "
       "1.73 M -> 2.28 M deliveries/s with two threads, 1.34 M -> 1.64 M with one (same-run medians before and after).")
 print("- **Gateway requests**: one flush per WebSocket frame was the cost; writing a burst of queued frames with one "
-      "flush took `ws-rpc` from 116 k to 208 k requests/s on one thread. The Python hat-juggler server answers an "
-      "empty-name echo inside its receive loop at 31 k-46 k requests/s here, so the 20 x target would need about "
-      "0.9 M requests/s of JSON over WebSocket with both ends on two shared cores; measured best is the table above. "
-      "Out of reach on this machine; the reason is the per-message JSON and framing work on both ends.")
-print("- **Idle connections**: each holds an 8 KiB read buffer reserved before its read (`READ_RESERVE`), the bulk of "
-      "its memory. A bisect shows 14.1 KiB per connection up to commit 6b7aa67 and 19-21 KiB from 557c95b, whose "
-      "diff touches only the CLI's dashboard (not run with `--no-gateway`) and the gateway crate; not explained yet.")
-print("- **RPC round trip**: 1.26-1.35 x the raw ping-pong across runs (threads=1); the difference is the VSOA "
-      "encode/decode and the handler dispatch, within noise of the 1.3 x target.")
+      "flush took `ws-rpc` from 116 k to 208 k requests/s on one thread. What is left (`perf record -g tether bench "
+      "--threads 1 ws-rpc`): serde_json `Value` maps on both ends (IndexMap insert/remove/rehash and SipHash, ~20 %), "
+      "allocation (~10 %), Python-style escaping. The raw WebSocket floor above shows the 20 x target out of reach "
+      "here: even with no JSON at all, the same WebSocket library on both ends barely reaches 20 x the Python server.")
+print("- **Idle connections**: the 14.1 -> 19.6 KiB regression (bisected to the commit that added the dashboard) was the "
+      "dashboard's state listing every client as a JSON object, kept twice for diffs: ~5 KiB per connection. It now "
+      "shows the counts and the newest 100 clients of each transport. The rest is mostly the 8 KiB read buffer "
+      "reserved before each read (`READ_RESERVE`).")
+print("- **RPC round trip** (`strace -c`, `perf record -g tether bench --threads 1 rpc-latency`): 3 epoll_wait calls per "
+      "round trip against the floor's 2, because tokio's current-thread scheduler polls a `block_on` future that another "
+      "task woke only after a zero-timeout epoll_wait; the load loops now run as spawned tasks, floors included "
+      "(so threads=N means N threads in all: before, the load loop ran on the main thread beside N workers, which is why "
+      "earlier threads=2 publish figures were higher). The kill and shutdown watchers are made once per connection "
+      "instead of per read and write (tokio `Notify` register/unregister was ~1.2 %). 1.34 x -> 1.24 x the floor.")
+print("- **RPC throughput** (`perf record -g tether bench --threads 1 rpc-throughput`): clock reads 8 %, recording into "
+      "256 per-task HDR histograms 6.6 % (and creating them inside the timed region), the timeout text formatted for "
+      "every call, a timer armed for every queued send. Now: one clock reading per call and one shared histogram in "
+      "the load generator, the text built only on timeout, a timer only when the queue is full, the rare waiting path "
+      "boxed so every send's future stays small. 479 k -> ~590 k calls/s (one thread).")
+print("- **Publish** (`perf record -g tether bench --threads 2 pub-throughput`): SipHash 5.3 % (the subscription index "
+      "hashes the URL and each of its prefixes for every publish), malloc/free ~19 %. The index now hashes with foldhash "
+      "(interleaved A/B, 6 runs each, 1 -> 1 with two threads: median 1.49 M -> 1.72 M msg/s; the same change to the "
+      "server's client table showed no gain and was not kept). A subscriber's table copied each message (and its URL "
+      "string) once per matching subscription; the last one now gets the message itself. Publishing encodes from the "
+      "borrowed URL (`PacketRef`) instead of copying it into a `Packet` first. The load generator's receivers arm one "
+      "timer per run instead of one per message, and publishers read the clock every 1 024 messages (NATS's too).")
 print()
 print("## Reproduce\n")
 print("```sh")
@@ -204,6 +229,7 @@ print("target/release/tether bench floor-udp --count 200000 --size 64; target/re
 print("target/release/tether bench floor-tcp-copy --bytes 1073741824; target/release/tether bench stream --bytes 1073741824")
 print("target/release/tether bench connections --count 10000 --hold-secs 2")
 print("target/release/tether bench reconnect --count 20")
+print("target/release/tether bench floor-ws --count 100000 --in-flight 64")
 print("target/release/tether bench ws-rpc --count 100000 --in-flight 64")
 print("target/release/tether bench ws-rpc --count 5000 --in-flight 64 --url ws://127.0.0.1:JUGPORT/ws")
 print("target/release/tether bench ws-fanout --clients 1000 --rate 10 --secs 10")

@@ -144,24 +144,39 @@ pub async fn publish(a: NatsPub) -> Result<serde_json::Value, Failure> {
             let _keep = c;
             let mut got = 0u64;
             let mut last = Instant::now();
-            // Stop at the count, or when nothing more arrives (the rest was dropped).
+            // Stop at the count, or when nothing more arrives for about a second (the rest
+            // was dropped). The timer is re-armed every 256 messages, not for each one.
+            let idle = tokio::time::sleep(Duration::from_millis(1000));
+            tokio::pin!(idle);
+            let mut idled = false;
             while got < want {
-                match tokio::time::timeout(Duration::from_millis(1000), sub.next()).await {
-                    Ok(Some(_)) => {
-                        got += 1;
-                        last = Instant::now();
+                tokio::select! {
+                    m = sub.next() => match m {
+                        Some(_) => {
+                            got += 1;
+                            if got.is_multiple_of(256) {
+                                last = Instant::now();
+                                idle.as_mut().reset((last + Duration::from_millis(1000)).into());
+                            }
+                        }
+                        None => break,
+                    },
+                    _ = &mut idle => {
+                        idled = true;
+                        break;
                     }
-                    _ => break,
                 }
             }
-            (got, last)
+            // After an idle second the last arrival is the last one timed (at most 255
+            // messages earlier); otherwise it is now.
+            (got, if idled { last } else { Instant::now() })
         }));
     }
     let publisher = connect(&a.url).await?;
     let payload = Bytes::from(vec![0u8; a.size]);
     let start = Instant::now();
     let mut published = 0u64;
-    while published < a.count && start.elapsed() < max {
+    while published < a.count && (!published.is_multiple_of(1024) || start.elapsed() < max) {
         publisher
             .publish("bench.x", payload.clone())
             .await

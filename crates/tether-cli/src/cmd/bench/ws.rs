@@ -1,13 +1,18 @@
 //! The WebSocket gateway under load: request throughput (`ws-rpc`, against our gateway or
-//! any juggler server with `--url`) and state-sync fan-out to many clients (`ws-fanout`).
+//! any juggler server with `--url`), its floor (`floor-ws`: the same library echoing raw
+//! frames) and state-sync fan-out to many clients (`ws-fanout`).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tether_gateway::client::JugglerClient;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
 
-use super::{in_flight, latency_report, Failure, Latencies};
+use super::{in_flight, io_failure, latency_report, Failure, Latencies};
 
 #[derive(clap::Args)]
 pub struct WsRpc {
@@ -30,6 +35,22 @@ pub struct WsRpc {
     /// Measure this juggler server (ws://HOST:PORT/ws) instead of our gateway in-process.
     #[arg(long)]
     url: Option<String>,
+    /// Stop after this many seconds even if count is not reached.
+    #[arg(long, default_value_t = 30)]
+    max_secs: u64,
+}
+
+#[derive(clap::Args)]
+pub struct FloorWs {
+    /// Frames to echo.
+    #[arg(long, default_value_t = 100_000)]
+    count: u64,
+    /// Frames sent and not yet echoed, at most.
+    #[arg(long, default_value_t = 64)]
+    in_flight: u64,
+    /// Characters of payload inside each frame (framed like a juggler request).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
     /// Stop after this many seconds even if count is not reached.
     #[arg(long, default_value_t = 30)]
     max_secs: u64,
@@ -117,6 +138,92 @@ pub async fn ws_rpc(a: WsRpc) -> Result<serde_json::Value, Failure> {
     Ok(latency_report(
         "ws-rpc",
         json!({"size": a.size, "in_flight": workers, "connections": a.connections.max(1), "name": a.name, "server": target}),
+        &samples,
+        elapsed,
+    ))
+}
+
+/// The most a WebSocket request can go at here: tokio-tungstenite (the library under our
+/// gateway and client) echoing text frames as long as a juggler request, with no JSON on
+/// either end. The server forwards what it reads and flushes when nothing more is ready;
+/// the client keeps `in_flight` frames outstanding and flushes before it waits. Frames come
+/// back in order, so each one's send time is the oldest still queued.
+pub async fn floor_ws(a: FloorWs) -> Result<serde_json::Value, Failure> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(io_failure("bind"))?;
+    let addr = listener.local_addr().map_err(io_failure("bind"))?;
+    let echo = tokio::spawn(async move {
+        let (s, _) = listener.accept().await?;
+        s.set_nodelay(true)?;
+        let ws = tokio_tungstenite::accept_async(s)
+            .await
+            .map_err(std::io::Error::other)?;
+        let (tx, rx) = ws.split();
+        let _ = rx.forward(tx).await;
+        Ok::<(), std::io::Error>(())
+    });
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+        .await
+        .map_err(failure)?;
+    let (mut tx, mut rx) = ws.split();
+    let frame = format!(
+        "0{{\"type\":\"request\",\"id\":1000000,\"name\":\"\",\"data\":\"{}\"}}",
+        "x".repeat(a.size)
+    );
+    let sent: Arc<Mutex<VecDeque<Instant>>> = Default::default();
+    let room = Arc::new(tokio::sync::Semaphore::new(a.in_flight.max(1) as usize));
+    let deadline = Instant::now() + Duration::from_secs(a.max_secs);
+    let start = Instant::now();
+    let writer = {
+        let (sent, room, frame) = (sent.clone(), room.clone(), frame.clone());
+        let count = a.count;
+        tokio::spawn(async move {
+            let mut n = 0;
+            while n < count && Instant::now() < deadline {
+                match room.try_acquire() {
+                    Ok(p) => p.forget(),
+                    Err(_) => {
+                        tx.flush().await?;
+                        match room.acquire().await {
+                            Ok(p) => p.forget(),
+                            Err(_) => break, // closed: the reader is done
+                        }
+                    }
+                }
+                sent.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_back(Instant::now());
+                tx.feed(Message::text(frame.as_str())).await?;
+                n += 1;
+            }
+            tx.flush().await?;
+            Ok::<_, tokio_tungstenite::tungstenite::Error>((n, tx))
+        })
+    };
+    let mut samples = Latencies::new();
+    let mut got = 0u64;
+    while got < a.count {
+        let m = tokio::time::timeout_at(deadline.into(), rx.next()).await;
+        let Ok(Some(m)) = m else { break };
+        let m = m.map_err(failure)?;
+        if m.to_text().map_err(failure)?.len() != frame.len() {
+            return Err(failure("the echo came back wrong"));
+        }
+        if let Some(t) = sent.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
+            samples.record(t.elapsed());
+        }
+        got += 1;
+        room.add_permits(1);
+    }
+    let elapsed = start.elapsed();
+    room.close();
+    let (_, mut tx) = writer.await.map_err(failure)?.map_err(failure)?;
+    let _ = tx.close().await;
+    let _ = echo.await;
+    Ok(latency_report(
+        "floor-ws",
+        json!({"size": a.size, "in_flight": a.in_flight.max(1)}),
         &samples,
         elapsed,
     ))
