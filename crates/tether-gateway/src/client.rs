@@ -22,7 +22,7 @@ use std::time::Duration;
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tether_wire::juggler::{self, Message, Package, Reassembler};
+use tether_wire::juggler::{self, Message, Package, Parsed, Reassembler};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -372,20 +372,20 @@ async fn run<S>(
                     Some(Err(e)) => break 'conn format!("{e}"),
                     None => break 'conn "server went away".into(),
                 };
-                let value = match juggler::parse_frame(text.as_str()) {
+                let parsed = match juggler::parse_frame(text.as_str()) {
                     Ok(Package::Ping(p)) => {
                         let _ = sink.send(Ws::Text(juggler::pong(p).into())).await;
                         continue;
                     }
                     Ok(Package::Pong(_)) => continue,
-                    Ok(Package::Segment { last, text }) => match joiner.push(text, last) {
-                        Ok(Some(v)) => v,
+                    Ok(Package::Segment { last, text }) => match joiner.push_as::<Parsed>(text, last) {
+                        Ok(Some(Parsed(m))) => m,
                         Ok(None) => continue,
                         Err(e) => break 'conn e.to_string(),
                     },
                     Err(e) => break 'conn e.to_string(),
                 };
-                match Message::parse(value) {
+                match parsed {
                     Ok(Message::Response { id, data, success }) => {
                         let waiter = id.as_u64().and_then(|id| {
                             pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id)

@@ -10,7 +10,7 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tether_wire::juggler::{self, Message, Package, Reassembler};
+use tether_wire::juggler::{self, Message, Package, Parsed, Reassembler};
 use tokio::sync::{mpsc, Mutex};
 use tokio::time::Instant;
 
@@ -255,14 +255,14 @@ async fn read_loop(
                 return e.to_string();
             }
         };
-        let value = match package {
+        let parsed = match package {
             Package::Ping(payload) => {
                 out.control(Control::Frame(juggler::pong(payload)));
                 continue;
             }
             Package::Pong(_) => continue,
-            Package::Segment { last, text } => match joiner.push(text, last) {
-                Ok(Some(v)) => v,
+            Package::Segment { last, text } => match joiner.push_as::<Parsed>(text, last) {
+                Ok(Some(Parsed(m))) => m,
                 Ok(None) => continue,
                 Err(e) => {
                     ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
@@ -276,7 +276,7 @@ async fn read_loop(
                 }
             },
         };
-        match Message::parse(value) {
+        match parsed {
             Ok(Message::Request { id, name, data }) => {
                 if ctx.config.parallel_requests {
                     let session = session.clone();

@@ -3,6 +3,7 @@
 //! hat-juggler sends) every non-ASCII character escaped as `\uXXXX`, astral characters as
 //! surrogate pairs; without it (clever-show's frames) raw UTF-8.
 
+use serde::Serialize;
 use serde_json::Value;
 
 struct PythonFormatter {
@@ -58,12 +59,13 @@ impl serde_json::ser::Formatter for PythonFormatter {
     }
 }
 
-fn dumps(value: &Value, ensure_ascii: bool) -> Vec<u8> {
+fn dumps<T: Serialize + ?Sized>(value: &T, ensure_ascii: bool) -> Vec<u8> {
     let mut out = Vec::new();
     let mut ser =
         serde_json::Serializer::with_formatter(&mut out, PythonFormatter { ensure_ascii });
-    // Serialising a Value into a Vec cannot fail.
-    let _ = serde::Serialize::serialize(value, &mut ser);
+    // Writing into a Vec cannot fail, and neither can a Value or a juggler message (every
+    // key a string).
+    let _ = value.serialize(&mut ser);
     out
 }
 
@@ -72,8 +74,9 @@ pub fn python_json(value: &Value) -> Vec<u8> {
     dumps(value, false)
 }
 
-/// `json.dumps(value)`: pure ASCII.
-pub fn python_json_ascii(value: &Value) -> String {
+/// `json.dumps(value)`: pure ASCII. `value` is a `Value` or anything that serialises
+/// the same way (maps with string keys).
+pub fn python_json_ascii<T: Serialize + ?Sized>(value: &T) -> String {
     // Only ASCII was written.
     String::from_utf8(dumps(value, true)).unwrap_or_default()
 }

@@ -12,7 +12,7 @@ mod diff;
 mod message;
 
 pub use diff::{diff, patch, PatchError};
-pub use message::{Message, MessageError};
+pub use message::{Message, MessageError, Parsed};
 
 use serde_json::Value;
 
@@ -123,6 +123,16 @@ impl Reassembler {
 
     /// Takes one segment; returns the whole message's JSON after its last one.
     pub fn push(&mut self, text: &str, last: bool) -> Result<Option<Value>, FrameError> {
+        self.push_as(text, last)
+    }
+
+    /// Like [`Reassembler::push`], read as `T` (a [`Parsed`] message skips building a
+    /// `Value` for it).
+    pub fn push_as<T: serde::de::DeserializeOwned>(
+        &mut self,
+        text: &str,
+        last: bool,
+    ) -> Result<Option<T>, FrameError> {
         if self.buf.len() + text.len() > self.max {
             self.buf = String::new();
             return Err(FrameError::TooLarge { max: self.max });

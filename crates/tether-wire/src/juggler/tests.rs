@@ -382,3 +382,76 @@ proptest! {
         prop_assert_eq!(applied, b);
     }
 }
+
+/// Reading a message straight from its text ([`Parsed`], what the gateway and client do)
+/// gives the same answer as [`Message::parse`] of its `Value`, for good messages, bad ones,
+/// non-objects, unknown and repeated keys; invalid JSON stays a JSON error.
+#[test]
+fn parsed_from_text_agrees_with_parse_of_the_value() {
+    for text in [
+        r#"{"type": "request", "id": 1, "name": "add", "data": {"a": 1, "b": [2, {"type": 3}]}}"#,
+        r#"{"type": "request", "id": 1, "name": null, "data": null}"#,
+        r#"{"type": "request", "id": 1, "name": ""}"#,
+        r#"{"type": "request", "name": "x", "data": 1}"#,
+        r#"{"type": "request", "id": 1, "name": 5, "data": 1}"#,
+        r#"{"type": "response", "id": 2, "data": "boom", "success": false, "extra": [1, {"a": null}]}"#,
+        r#"{"type": "response", "id": 2, "success": "yes"}"#,
+        r#"{"type": "state", "diff": [{"op": "replace", "path": "", "value": 1}]}"#,
+        r#"{"type": "state", "diff": {}}"#,
+        r#"{"type": "notify", "name": "n", "data": "\u010d\ud83d\ude00"}"#,
+        r#"{"type": "notify", "data": 1}"#,
+        r#"{"type": "nope"}"#,
+        r#"{"type": 1}"#,
+        r#"{"id": 1}"#,
+        r#"{"type": "request", "id": 1, "type": "response", "success": true, "id": 2}"#,
+        r#"{}"#,
+        r#"[{"type": "request", "id": 1, "data": 1}]"#,
+        r#""request""#,
+        "1",
+        "-1",
+        "1.5",
+        "true",
+        "null",
+    ] {
+        let by_value = Message::parse(serde_json::from_str(text).unwrap());
+        let Parsed(direct) = serde_json::from_str(text).unwrap();
+        assert_eq!(direct, by_value, "{text}");
+    }
+    for bad in ["{not json", r#"{"type": "request""#, r#"{"a": 1} 2"#, ""] {
+        assert!(serde_json::from_str::<Parsed>(bad).is_err(), "{bad}");
+        let mut r = Reassembler::new(1 << 20);
+        assert!(matches!(
+            r.push_as::<Parsed>(bad, true),
+            Err(FrameError::Json(_))
+        ));
+    }
+}
+
+proptest! {
+    #[test]
+    fn parsed_agrees_with_parse_on_arbitrary_objects(
+        kind in prop_oneof![Just(json!("request")), Just(json!("response")), Just(json!("state")),
+                            Just(json!("notify")), json_value()],
+        fields in prop::collection::vec(
+            (prop_oneof![Just("id".to_string()), Just("name".to_string()), Just("data".to_string()),
+                         Just("success".to_string()), Just("diff".to_string()), "[a-d]{1,3}"],
+             json_value()),
+            0..6),
+        typed in any::<bool>(),
+    ) {
+        let mut text = String::from("{");
+        if typed {
+            text += &format!("\"type\": {kind}");
+        }
+        for (i, (k, v)) in fields.iter().enumerate() {
+            if typed || i > 0 {
+                text += ", ";
+            }
+            text += &format!("{}: {v}", Value::from(k.as_str()));
+        }
+        text += "}";
+        let by_value = Message::parse(serde_json::from_str(&text).unwrap());
+        let Parsed(direct) = serde_json::from_str(&text).unwrap();
+        prop_assert_eq!(direct, by_value, "{}", text);
+    }
+}
