@@ -1,5 +1,6 @@
 //! The codecs on the hot path: VSOA packet encode and decode (RPC-sized and publish-sized),
-//! and clever-show frames. `cargo bench -p tether-wire --bench codec`.
+//! clever-show frames, and the four JSON steps of one juggler request (the work a gateway
+//! request costs beyond its WebSocket frames). `cargo bench -p tether-wire --bench codec`.
 
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -73,5 +74,35 @@ fn clever_show(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, vsoa, clever_show);
+/// One `ws-rpc` request's JSON work, as `tether bench ws-rpc` sends it (64-character data):
+/// the client writes the request, the gateway reads it and writes the response, the client
+/// reads that.
+fn juggler(c: &mut Criterion) {
+    use tether_wire::juggler::{Message, Parsed};
+    let mut g = c.benchmark_group("juggler");
+    let data = Value::from("x".repeat(64));
+    let request = Message::Request {
+        id: Value::from(123_456),
+        name: None,
+        data: Some(data.clone()),
+    };
+    let response = Message::Response {
+        id: Value::from(123_456),
+        data,
+        success: true,
+    };
+    g.throughput(Throughput::Elements(1));
+    for (what, msg) in [("request", &request), ("response", &response)] {
+        g.bench_function(format!("write/{what}"), |b| {
+            b.iter(|| black_box(black_box(msg).to_json()))
+        });
+        let text = msg.to_json();
+        g.bench_function(format!("read/{what}"), |b| {
+            b.iter(|| black_box(serde_json::from_str::<Parsed>(black_box(&text)).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, vsoa, clever_show, juggler);
 criterion_main!(benches);
