@@ -279,7 +279,6 @@ impl Client {
         self.inner.shared.next_seqno.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Sends `packet` with a fresh seqno and waits for the reply with that seqno.
     /// Sends `packet` with a fresh seqno and waits up to `timeout` for its reply. `what`
     /// names the request in a timeout error; it is only called then.
     async fn request(

@@ -130,16 +130,12 @@ pub async fn run(args: Args) -> Result<(), Failure> {
     // A spawned task, as application code usually is: tokio polls a `block_on` future that
     // another task woke only after a zero-timeout epoll_wait, a syscall per wake-up that
     // would be counted against every round trip (the floors run the same way).
-    let mut result = if std::env::var_os("NOSPAWN").is_some() {
-        Box::pin(scenario(args.scenario)).await?
-    } else {
-        tokio::spawn(scenario(args.scenario))
-            .await
-            .map_err(|e| Failure {
-                message: format!("the benchmark task failed: {e}"),
-                code: 1,
-            })??
-    };
+    let mut result = tokio::spawn(scenario(args.scenario))
+        .await
+        .map_err(|e| Failure {
+            message: format!("the benchmark task failed: {e}"),
+            code: 1,
+        })??;
     result["params"]["threads"] = json!(args.threads);
     crate::output::print_line(&result.to_string());
     Ok(())

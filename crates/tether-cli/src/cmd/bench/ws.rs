@@ -198,7 +198,7 @@ pub async fn floor_ws(a: FloorWs) -> Result<serde_json::Value, Failure> {
                 n += 1;
             }
             tx.flush().await?;
-            Ok::<_, tokio_tungstenite::tungstenite::Error>((n, tx))
+            Ok::<_, tokio_tungstenite::tungstenite::Error>(tx)
         })
     };
     let mut samples = Latencies::new();
@@ -218,7 +218,7 @@ pub async fn floor_ws(a: FloorWs) -> Result<serde_json::Value, Failure> {
     }
     let elapsed = start.elapsed();
     room.close();
-    let (_, mut tx) = writer.await.map_err(failure)?.map_err(failure)?;
+    let mut tx = writer.await.map_err(failure)?.map_err(failure)?;
     let _ = tx.close().await;
     let _ = echo.await;
     Ok(latency_report(
