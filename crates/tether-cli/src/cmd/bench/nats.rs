@@ -145,7 +145,8 @@ pub async fn publish(a: NatsPub) -> Result<serde_json::Value, Failure> {
             let mut got = 0u64;
             let mut last = Instant::now();
             // Stop at the count, or when nothing more arrives for about a second (the rest
-            // was dropped). The timer is re-armed every 256 messages, not for each one.
+            // was dropped). The timer is re-armed at the first message and every 256th, not
+            // for each one.
             let idle = tokio::time::sleep(Duration::from_millis(1000));
             tokio::pin!(idle);
             let mut idled = false;
@@ -154,7 +155,7 @@ pub async fn publish(a: NatsPub) -> Result<serde_json::Value, Failure> {
                     m = sub.next() => match m {
                         Some(_) => {
                             got += 1;
-                            if got.is_multiple_of(256) {
+                            if got == 1 || got.is_multiple_of(256) {
                                 last = Instant::now();
                                 idle.as_mut().reset((last + Duration::from_millis(1000)).into());
                             }
