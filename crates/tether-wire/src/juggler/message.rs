@@ -132,12 +132,6 @@ impl Message {
         }
     }
 
-    /// The message as JSON, keys in the order Python writes them.
-    pub fn to_value(&self) -> Value {
-        // Serialising into a Value cannot fail: every key is a string.
-        serde_json::to_value(self).unwrap_or(Value::Null)
-    }
-
     /// The message as Python writes it (see [`super::to_json`]), straight from the fields:
     /// no intermediate `Value`.
     pub fn to_json(&self) -> String {
