@@ -10,6 +10,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 echo "== interop peers"
 interop/setup.sh
+echo "== references stay inside the repository"
+.ci/check-references
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -82,7 +82,7 @@ async fn hundreds_of_calls_in_flight() {
     for i in 0..500u32 {
         let c = c.clone();
         tasks.push(tokio::spawn(async move {
-            // An object: Python's packer silently drops bare-number params (vsoa.md §16.6).
+            // An object: Python's packer silently drops bare-number params (docs/protocols/vsoa.md §16.6).
             let r = c
                 .call("/echo")
                 .json(&json!({"i": i}))

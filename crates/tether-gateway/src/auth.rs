@@ -1,5 +1,5 @@
 //! HTTP Basic authentication from an htpasswd file, guarding every route of the gateway
-//! (protocols/juggler.md §1.6). Accepts `$apr1$` (Apache MD5, what hat-juggler takes) and
+//! (docs/protocols/juggler.md §1.6). Accepts `$apr1$` (Apache MD5, what hat-juggler takes) and
 //! bcrypt (`$2y$`, `$2b$`, `$2a$`) hashes; any other line is refused when the file is
 //! loaded, with its line number. A missing, malformed or wrong `Authorization` header gets
 //! `401` with `WWW-Authenticate: Basic`.

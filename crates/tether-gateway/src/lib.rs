@@ -1,5 +1,5 @@
 //! Tether's WebSocket gateway: browsers and hat-juggler peers use the **same** routes and
-//! publishes as VSOA clients, over hat-juggler 0.7's protocol (protocols/juggler.md).
+//! publishes as VSOA clients, over hat-juggler 0.7's protocol (docs/protocols/juggler.md).
 //!
 //! One port serves HTTP and the WebSocket (`/ws` by default). On it:
 //!
@@ -79,7 +79,7 @@ pub struct Config {
     /// `Cache-Control: no-cache` on every response (default on, as hat-juggler).
     pub no_cache: bool,
     /// Take the client's address from `Forwarded`, then a single `X-Forwarded-For`
-    /// (protocols/juggler.md §1.8), for [`Connection::remote`]; only behind a proxy you
+    /// (docs/protocols/juggler.md §1.8), for [`Connection::remote`]; only behind a proxy you
     /// trust (default off: the socket's address).
     pub trust_forwarded: bool,
 }

@@ -1,5 +1,5 @@
 //! The client's address from proxy headers, as hat-juggler's `Connection.remote`
-//! (protocols/juggler.md §1.8): the `for=` of the last `Forwarded` element, as is; else the
+//! (docs/protocols/juggler.md §1.8): the `for=` of the last `Forwarded` element, as is; else the
 //! last entry of a single `X-Forwarded-For` line; else nothing (the socket's IP is used).
 
 use axum::http::HeaderMap;

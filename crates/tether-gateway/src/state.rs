@@ -1,4 +1,4 @@
-//! A JSON document synchronised into juggler clients (protocols/juggler.md §3): the server
+//! A JSON document synchronised into juggler clients (docs/protocols/juggler.md §3): the server
 //! changes it by path, every connection sends its client RFC 6902 diffs (only `add`,
 //! `remove` and `replace`) from what that client last received, on the `autoflush`
 //! schedule.

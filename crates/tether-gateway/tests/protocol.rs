@@ -1,5 +1,5 @@
 //! The gateway's reactions to good and bad input, with a raw WebSocket client that sends
-//! exactly the frames under test (protocols/juggler.md §8.2, §8.3).
+//! exactly the frames under test (docs/protocols/juggler.md §8.2, §8.3).
 
 use std::time::Duration;
 
@@ -247,7 +247,7 @@ async fn large_responses_are_segmented_and_parallel_requests_may_overtake() {
     assert_eq!(r["id"], 2);
 }
 
-/// protocols/juggler.md §8.1: shared state `{"init": true}`, then a=1, b=2, a=3 at once.
+/// docs/protocols/juggler.md §8.1: shared state `{"init": true}`, then a=1, b=2, a=3 at once.
 #[tokio::test]
 async fn state_sync_follows_each_autoflush_mode() {
     use tether_gateway::{Autoflush, State};

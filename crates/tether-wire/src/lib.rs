@@ -5,10 +5,10 @@
 //! drives these types over TCP, UDP, TLS and WebSocket.
 //!
 //! * [`vsoa`]: the VSOA packet model, its encoder and its streaming decoder
-//!   (`../shared/protocols/vsoa.md` §1-3).
-//! * [`clevershow`]: the clever-show drone-show framing (protocols/clever-show.md B.2).
+//!   (`docs/protocols/vsoa.md` §1-3).
+//! * [`clevershow`]: the clever-show drone-show framing (docs/protocols/clever-show.md B.2).
 //! * [`url`]: VSOA URL rules: RPC route lookup and publish/subscribe matching
-//!   (vsoa.md §6-7), including the [`url::SubscriptionIndex`] that answers
+//!   (docs/protocols/vsoa.md §6-7), including the [`url::SubscriptionIndex`] that answers
 //!   "who subscribed to this URL" without scanning every client.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -3,7 +3,7 @@
 //! Requested paths are relative and are checked twice: by their text (no absolute path, no
 //! `..`, no empty or NUL-bearing component) and then on disk, after resolving symlinks, so
 //! a link inside the root that points outside it is refused too. The original clever-show
-//! writes wherever the peer says (protocols/clever-show.md B.3); this is the fix.
+//! writes wherever the peer says (docs/protocols/clever-show.md §3); this is the fix.
 
 use std::io;
 use std::path::{Component, Path, PathBuf};

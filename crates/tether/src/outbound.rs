@@ -5,7 +5,7 @@
 //! takes whatever is queued and writes it with one vectored write, so a burst of small
 //! packets costs one syscall.
 //!
-//! Backpressure is explicit (DESIGN.md §2): the queue holds at most `limit` bytes. A
+//! Backpressure is explicit (docs/architecture.md, "Backpressure"): the queue holds at most `limit` bytes. A
 //! producer that finds it full waits up to the send timeout for room; the writer gives a
 //! socket that accepts no bytes for the send timeout the same deadline. Either way the
 //! connection is then *killed* with a logged reason, which wakes the connection's reader

@@ -1,4 +1,4 @@
-//! The position service (vsoa.md §11): resolves a server name to an address over UDP, one
+//! The position service (docs/protocols/vsoa.md §11): resolves a server name to an address over UDP, one
 //! JSON object per datagram.
 //!
 //! * Query `{"name": "myserv", "domain": 2}`; answer `{"addr": "127.0.0.1", "port": 3005,

@@ -1,4 +1,4 @@
-//! Streams (vsoa.md §10): raw byte tunnels beside a VSOA connection.
+//! Streams (docs/protocols/vsoa.md §10): raw byte tunnels beside a VSOA connection.
 //!
 //! An RPC handler opens a [`PendingStream`]: a fresh TCP listener on the address the client
 //! reached the server on, port chosen by the OS. The handler replies with that port as

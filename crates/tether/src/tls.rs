@@ -8,7 +8,7 @@
 //!   for handlers ([`crate::ClientHandle::peer_certificate`]) and for the client
 //!   ([`crate::Client::peer_certificate`]).
 //!
-//! Under TLS there is no quick (UDP) channel, on either side (vsoa.md §5).
+//! Under TLS there is no quick (UDP) channel, on either side (docs/protocols/vsoa.md §5).
 
 use std::net::IpAddr;
 use std::path::Path;

@@ -136,7 +136,7 @@ async fn connect_errors_are_distinct() {
 
 #[tokio::test]
 async fn packets_coalesced_with_the_handshake_reply_are_kept() {
-    // Python drops them (vsoa.md §16.4); we must not.
+    // Python drops them (docs/protocols/vsoa.md §16.4); we must not.
     let fake = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = fake.local_addr().unwrap();
     tokio::spawn(async move {

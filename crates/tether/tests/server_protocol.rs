@@ -54,7 +54,7 @@ async fn password_is_checked_on_the_first_packet_of_any_type() {
         (got[0].ptype, got[0].status, got[0].seqno, got[0].is_reply()),
         (PacketType::Rpc, Status::PASSWORD, 42, true)
     );
-    // The wrong-password reply is exactly the captured vector (vsoa.md §14.3).
+    // The wrong-password reply is exactly the captured vector (docs/protocols/vsoa.md §14, `v14_3`).
     let mut w2 = Raw::connect(l.local_addr()).await;
     w2.send(&Packet::new(PacketType::ServInfo)).await;
     let reply = w2.expect().await;

@@ -1,4 +1,4 @@
-//! The clever-show `messaging` framing (protocols/clever-show.md, B.2-B.3).
+//! The clever-show `messaging` framing (docs/protocols/clever-show.md, §2-§3).
 //!
 //! A frame is a u16 big-endian header length, a JSON header, and `content-length` bytes of
 //! content: JSON when `content-type` is `"json"`, raw bytes otherwise. The decoder accepts

@@ -1,4 +1,4 @@
-//! The B.8 vectors (captured from the real module), both directions, and bad input.
+//! The vectors of docs/protocols/clever-show.md §8 (captured from the real module), both directions, and bad input.
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;

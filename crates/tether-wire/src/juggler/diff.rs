@@ -1,4 +1,4 @@
-//! JSON diff and patch as hat-json 0.6.8 does them (protocols/juggler.md §6).
+//! JSON diff and patch as hat-json 0.6.8 does them (docs/protocols/juggler.md §6).
 //!
 //! [`diff`] emits only `add`, `remove` and `replace` (never `test`, which wipes a Python
 //! client's state). hat-json compares containers by identity; we compare them by value,

@@ -1,4 +1,4 @@
-//! User-layer messages (protocols/juggler.md §2).
+//! User-layer messages (docs/protocols/juggler.md §2).
 
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -139,7 +139,7 @@ impl Message {
     }
 }
 
-/// Keys in the order Python writes them (protocols/juggler.md §2).
+/// Keys in the order Python writes them (docs/protocols/juggler.md §2).
 impl Serialize for Message {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(None)?;

@@ -1,4 +1,4 @@
-//! The juggler protocol (hat-juggler 0.7, protocols/juggler.md), sans-IO: the transport
+//! The juggler protocol (hat-juggler 0.7, docs/protocols/juggler.md), sans-IO: the transport
 //! framing of WebSocket text frames (§1.3), the user-layer messages (§2) and the JSON diff
 //! and patch that state sync uses (§6).
 //!

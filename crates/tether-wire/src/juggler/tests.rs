@@ -1,4 +1,4 @@
-//! The frames captured from hat-juggler 0.7.6 (protocols/juggler.md §8) and hat-json's
+//! The frames captured from hat-juggler 0.7.6 (docs/protocols/juggler.md §8) and hat-json's
 //! diff vectors (§8.4).
 
 use proptest::prelude::*;

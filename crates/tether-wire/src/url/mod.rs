@@ -1,4 +1,4 @@
-//! VSOA URL rules (vsoa.md §6-7), shared by RPC routing and publish/subscribe.
+//! VSOA URL rules (docs/protocols/vsoa.md §6-7), shared by RPC routing and publish/subscribe.
 //!
 //! Both use the same notion of a *prefix pattern*: a pattern ending in `/`, say `/a/b/`,
 //! stands for its stem `/a/b` and everything below it: `/a/b` itself and `/a/b/...`, but
@@ -41,12 +41,12 @@ pub fn check_url(url: &[u8]) -> Result<&str, UrlError> {
     Ok(s)
 }
 
-/// The URLs of the verified matching matrix of vsoa.md §7 (columns of [`MATCH_MATRIX`]).
+/// The URLs of the verified matching matrix of docs/protocols/vsoa.md §7 (columns of [`MATCH_MATRIX`]).
 pub const MATCH_MATRIX_URLS: [&str; 9] = [
     "/", "/a", "/a/", "/ab", "/a/b", "/a/b/", "/a/b/c", "/b", "/a/bc",
 ];
 
-/// The verified matching matrix of vsoa.md §7, as captured from the Python, npm and C
+/// The verified matching matrix of docs/protocols/vsoa.md §7, as captured from the Python, npm and C
 /// implementations: each subscription with one `Y` (delivered) or `.` per URL of
 /// [`MATCH_MATRIX_URLS`]. Every implementation of the rule, ours and the peers', is tested
 /// against it.
@@ -68,7 +68,7 @@ pub fn matrix_row_urls(row: &str) -> Vec<&'static str> {
         .collect()
 }
 
-/// Whether a subscription `pattern` receives a publish on `url` (the matrix of vsoa.md §7).
+/// Whether a subscription `pattern` receives a publish on `url` (the matrix of docs/protocols/vsoa.md §7).
 ///
 /// ```
 /// use tether_wire::url::subscription_matches;

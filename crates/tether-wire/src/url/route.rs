@@ -9,7 +9,7 @@ use super::{pattern_stem, stems, Pattern};
 /// A pattern without a trailing slash serves only that URL; `/a/b/` serves `/a/b` and
 /// everything under `/a/b/`; `/` is the default for every URL. An exact route beats every
 /// prefix route and a longer prefix beats a shorter one, which is the C and npm servers'
-/// behaviour (not Python 1.0.4's, whose prefix routes are broken; vsoa.md §16.1).
+/// behaviour (not Python 1.0.4's, whose prefix routes are broken; docs/protocols/vsoa.md §16.1).
 ///
 /// ```
 /// use tether_wire::url::RouteTable;

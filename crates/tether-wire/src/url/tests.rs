@@ -1,4 +1,4 @@
-//! The verified matching matrix of vsoa.md §7 and the routing rules of §6.
+//! The verified matching matrix of docs/protocols/vsoa.md §7 and the routing rules of §6.
 
 use proptest::prelude::*;
 

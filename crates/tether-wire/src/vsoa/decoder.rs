@@ -1,6 +1,6 @@
 //! Streaming decoder: cuts whole packets off the front of a read buffer.
 //!
-//! The rules follow the receivers that every real peer was tested against (vsoa.md §1):
+//! The rules follow the receivers that every real peer was tested against (docs/protocols/vsoa.md §1):
 //! wait for 20 header bytes; byte 0 must be `0x29`; the total is the header plus the three
 //! declared lengths plus the declared pad count (0-3); totals above the limit are refused
 //! before any body byte is buffered. Alignment is not required and pad bytes are never

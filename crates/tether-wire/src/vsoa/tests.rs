@@ -1,4 +1,4 @@
-//! Golden vectors from vsoa.md §14 (real captures), error cases and property tests.
+//! Golden vectors from docs/protocols/vsoa.md §14 (real captures), error cases and property tests.
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
@@ -262,7 +262,7 @@ fn unknown_type_decodes_as_unknown() {
 
 #[test]
 fn unaligned_packet_without_pad_is_accepted() {
-    // Python accepts an unpadded 23-byte packet; so do we (vsoa.md §1).
+    // Python accepts an unpadded 23-byte packet; so do we (docs/protocols/vsoa.md §1).
     let wire = hex("29 01 00 00 00000009 0000 0003 00000000 00000000 2f6162");
     let p = decode_one(&wire);
     assert_eq!(&p.url[..], b"/ab");

@@ -1,4 +1,4 @@
-//! Server discovery (protocols/clever-show.md B.5): a server announces itself with the
+//! Server discovery (docs/protocols/clever-show.md §5): a server announces itself with the
 //! action `server_ip` (kwargs `host`, `port`, `id`, `start_time`, all strings) in a UDP
 //! datagram every few seconds; a drone listening for it learns where to connect.
 //!
@@ -49,7 +49,7 @@ impl Announcement {
         Ok(SocketAddr::new(ip, self.port))
     }
 
-    /// The frame, with every field a string as the original sends it (B.8 vector 7).
+    /// The frame, with every field a string as the original sends it (§8 vector 7).
     pub fn to_frame(&self) -> Frame {
         let mut kwargs = Map::new();
         kwargs.insert("host".into(), self.host.clone().into());
@@ -345,7 +345,7 @@ pub async fn discover(listen: SocketAddr, wait: Duration) -> Result<Announcement
 mod tests {
     use super::*;
 
-    /// protocols/clever-show.md B.8 vector 7.
+    /// docs/protocols/clever-show.md §8 vector 7.
     const VECTOR_7: &str = "00957b22627974656f72646572223a20226c6974746c65222c2022636f6e74656e742d74797065223a20226a736f6e222c2022636f6e74656e742d656e636f64696e67223a20227574662d38222c2022636f6e74656e742d6c656e677468223a203130362c20226d6573736167652d74797065223a20226d657373616765222c2022616374696f6e223a20227365727665725f6970227d7b2261726773223a205b5d2c20226b7761726773223a207b22686f7374223a20223132372e302e302e31222c2022706f7274223a20223235303030222c20226964223a202230303432222c202273746172745f74696d65223a2022313730303030303030302e30227d7d";
 
     fn unhex(s: &str) -> Vec<u8> {

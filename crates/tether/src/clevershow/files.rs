@@ -1,5 +1,5 @@
-//! clever-show file transfer, wire-compatible with the original (protocols/clever-show.md
-//! B.3) and confined to the node's [`FileRoot`]:
+//! clever-show file transfer, wire-compatible with the original (docs/protocols/clever-show.md
+//! §3) and confined to the node's [`FileRoot`]:
 //!
 //! * push: the action `filetransfer` with binary content and a `filepath` header; the
 //!   receiver writes it atomically inside its root, or refuses (logged; the wire has no

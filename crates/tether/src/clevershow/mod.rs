@@ -1,4 +1,4 @@
-//! clever-show messaging (protocols/clever-show.md): actions, requests and responses between
+//! clever-show messaging (docs/protocols/clever-show.md): actions, requests and responses between
 //! a ground server and drones, over the framing of [`tether_wire::clevershow`].
 //!
 //! One [`Node`] type serves both ends: [`Node::bind`] listens like the ground server,

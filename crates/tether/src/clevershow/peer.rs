@@ -2,7 +2,7 @@
 //! [`Node::dial`], the loop that keeps a link up.
 //!
 //! Reconnect without loss (the original discards its queues on every reconnect and re-sends
-//! requests with their arguments replaced by `null`, protocols/clever-show.md B.4):
+//! requests with their arguments replaced by `null`, docs/protocols/clever-show.md §4):
 //!
 //! * a frame that was still queued, or only partly written, when a link dropped is sent
 //!   again **whole** on the next link, before anything newer; frames sent while no link is

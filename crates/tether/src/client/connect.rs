@@ -166,7 +166,7 @@ impl Connect {
         .map_err(|_| timed_out())??;
         let server_cert = stream.server_certificate();
 
-        // No quick channel under TLS (vsoa.md §5).
+        // No quick channel under TLS (docs/protocols/vsoa.md §5).
         let udp = if self.quick && self.tls.is_none() {
             let local = stream
                 .local_addr()
@@ -274,7 +274,7 @@ impl Connect {
             quick: udp.map(Arc::new),
             tls: self.tls.clone(),
         });
-        // Bytes after the handshake reply are kept: Python loses them (vsoa.md §16.4).
+        // Bytes after the handshake reply are kept: Python loses them (docs/protocols/vsoa.md §16.4).
         match stream.into_plain() {
             Ok(tcp) => {
                 let (rd, wr) = tcp.into_split();

@@ -1,4 +1,4 @@
-//! The client's end of the quick channel (vsoa.md §5): a UDP socket bound to the same local
+//! The client's end of the quick channel (docs/protocols/vsoa.md §5): a UDP socket bound to the same local
 //! IP as the TCP connection and `connect`ed to the server, so it only hears the server. Its
 //! port is advertised in the handshake; quick publishes and datagrams arrive here, and
 //! quick datagrams leave from here with the client id in seqno. Receiving never waits: a

@@ -1,4 +1,4 @@
-//! The client robot (vsoa.md §12) and the one-shot [`fetch`].
+//! The client robot (docs/protocols/vsoa.md §12) and the one-shot [`fetch`].
 //!
 //! A [`Robot`] owns a supervisor task that connects, keeps the link checked with pings,
 //! and reconnects forever with jittered exponential backoff. Unlike VSOA's robots it

@@ -6,7 +6,7 @@
 //! Patterns are reference-counted so that dropping one subscription does not unsubscribe a
 //! pattern another subscription still uses.
 //!
-//! Buffering is a decision (DESIGN.md §2). Each subscription has a bounded buffer. When it
+//! Buffering is a decision (docs/architecture.md, "Backpressure"). Each subscription has a bounded buffer. When it
 //! is full the reader waits for room, which is backpressure all the way to the server, so a
 //! consumer that is merely slower loses nothing. But RPC replies travel on the same TCP
 //! stream as publishes, so the reader waits at most the *stall timeout*: a consumer that

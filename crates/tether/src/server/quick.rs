@@ -1,5 +1,5 @@
 //! The quick channel: VSOA packets over UDP, one per datagram, on the same address and
-//! port as the TCP listener (vsoa.md §5).
+//! port as the TCP listener (docs/protocols/vsoa.md §5).
 //!
 //! A client advertises its UDP port in the handshake (TUNNEL flag, tunid). The server then
 //! sends quick publishes and quick datagrams to (the client's TCP peer IP, that port), and
