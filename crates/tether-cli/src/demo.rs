@@ -27,7 +27,7 @@ struct PublishArgs {
     count: Option<u64>,
 }
 
-pub fn install(server: &Server) {
+pub(crate) fn install(server: &Server) {
     server.route_with("/echo", Mode::Inline, |req: Request| async move {
         Reply::ok(req.payload)
     });
@@ -151,7 +151,7 @@ const MAX_PUBLISH_COUNT: u64 = 10_000_000;
 const MAX_BLOB: u64 = 1 << 30;
 
 /// Byte `i` of every blob: a pattern a reader can verify without a copy.
-pub fn blob_byte(i: u64) -> u8 {
+pub(crate) fn blob_byte(i: u64) -> u8 {
     (i % 251) as u8
 }
 
@@ -166,7 +166,7 @@ async fn write_blob(stream: &mut tether::DataStream, size: u64) -> std::io::Resu
     stream.shutdown().await
 }
 
-pub fn datagram_echo(builder: ServerBuilder) -> ServerBuilder {
+pub(crate) fn datagram_echo(builder: ServerBuilder) -> ServerBuilder {
     builder.on_datagram(|dg: Datagram| async move {
         if let Err(e) = dg.reply(&dg.url, dg.payload.clone()).await {
             tracing::debug!("datagram echo to client {} failed: {e}", dg.client.id());

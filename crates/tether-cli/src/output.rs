@@ -41,7 +41,7 @@ fn param_fields(param: &Bytes) -> (serde_json::Value, Option<String>) {
     }
 }
 
-pub fn reply_json(reply: &tether::Response) -> String {
+pub(crate) fn reply_json(reply: &tether::Response) -> String {
     let (param, param_base64) = param_fields(&reply.payload.param);
     let line = ReplyLine {
         status: reply.status.0,
@@ -53,7 +53,7 @@ pub fn reply_json(reply: &tether::Response) -> String {
     serde_json::to_string(&line).unwrap_or_default()
 }
 
-pub fn message_json(msg: &tether::Message) -> String {
+pub(crate) fn message_json(msg: &tether::Message) -> String {
     let (param, param_base64) = param_fields(&msg.payload.param);
     let line = MessageLine {
         url: &msg.url,
@@ -66,7 +66,7 @@ pub fn message_json(msg: &tether::Message) -> String {
 }
 
 /// Prints one line and flushes, so a reader on a pipe sees it at once.
-pub fn print_line(line: &str) {
+pub(crate) fn print_line(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();

@@ -1,6 +1,7 @@
 //! The codecs on the hot path: VSOA packet encode and decode (RPC-sized and publish-sized),
 //! clever-show frames, and the four JSON steps of one juggler request (the work a gateway
 //! request costs beyond its WebSocket frames). `cargo bench -p tether-wire --bench codec`.
+#![allow(missing_docs)] // criterion_group! defines the undocumented `pub fn benches`.
 
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};

@@ -1,5 +1,6 @@
 //! Subscription matching with 10 000 subscriptions, for publish URLs of depth 1 to 8.
 //! `cargo bench -p tether-wire --bench subscriptions`.
+#![allow(missing_docs)] // criterion_group! defines the undocumented `pub fn benches`.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use tether_wire::url::SubscriptionIndex;

@@ -5,7 +5,7 @@ use crate::output;
 
 /// The options of a command that makes one RPC (`call`, and `stream` before it connects).
 #[derive(clap::Args)]
-pub struct RpcArgs {
+pub(crate) struct RpcArgs {
     /// vsoa://HOST:PORT/PATH
     pub url: tether::VsoaUrl,
     /// Use method SET (default GET).
@@ -19,7 +19,7 @@ pub struct RpcArgs {
 
 impl RpcArgs {
     /// Connects and makes the call; returns the client (still open) and the reply.
-    pub async fn send(&self) -> Result<(tether::Client, tether::Response), Failure> {
+    pub(crate) async fn send(&self) -> Result<(tether::Client, tether::Response), Failure> {
         let payload = self.payload.payload()?;
         let client = self.conn.connect(&self.url).await?;
         let mut call = client
@@ -34,7 +34,7 @@ impl RpcArgs {
     }
 }
 
-pub async fn run(args: RpcArgs) -> Result<(), Failure> {
+pub(crate) async fn run(args: RpcArgs) -> Result<(), Failure> {
     let (client, reply) = args.send().await?;
     output::print_line(&output::reply_json(&reply));
     client.close().await;

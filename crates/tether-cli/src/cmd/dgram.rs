@@ -6,7 +6,7 @@ use super::{parse_secs, ConnectArgs, Failure, PayloadArgs};
 use crate::output;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// vsoa://HOST:PORT/PATH
     url: tether::VsoaUrl,
     /// Send over the quick (UDP) channel instead of TCP.
@@ -22,7 +22,7 @@ pub struct Args {
     conn: ConnectArgs,
 }
 
-pub async fn run(args: Args) -> Result<(), Failure> {
+pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let payload = args.payload.payload()?;
     let client = args.conn.connect(&args.url).await?;
     let mut incoming = client.datagrams();

@@ -3,7 +3,7 @@
 use super::Failure;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// UDP address to listen on (the original listens on 0.0.0.0:8181; give that to hear a
     /// whole network).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8181")]
@@ -13,7 +13,7 @@ pub struct Args {
     timeout: std::time::Duration,
 }
 
-pub async fn run(args: Args) -> Result<(), Failure> {
+pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let found = tether::clevershow::discovery::discover(args.listen, args.timeout)
         .await
         .map_err(|e| Failure {

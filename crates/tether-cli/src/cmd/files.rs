@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::{ConnectArgs, Failure};
 
 #[derive(clap::Args)]
-pub struct PutArgs {
+pub(crate) struct PutArgs {
     /// The local file to send.
     file: PathBuf,
     /// Where to: vsoa://HOST:PORT/files/NAME (any path under a server's file service).
@@ -20,7 +20,7 @@ pub struct PutArgs {
 }
 
 #[derive(clap::Args)]
-pub struct GetArgs {
+pub(crate) struct GetArgs {
     /// What to fetch: vsoa://HOST:PORT/files/NAME.
     url: tether::VsoaUrl,
     /// The local file to write (default: the URL's last part, in the current directory).
@@ -49,7 +49,7 @@ enum Direction {
     Get,
 }
 
-pub async fn put(args: PutArgs) -> Result<(), Failure> {
+pub(crate) async fn put(args: PutArgs) -> Result<(), Failure> {
     if let Err(e) = std::fs::File::open(&args.file) {
         return Err(Failure {
             message: format!("cannot read {}: {e}", args.file.display()),
@@ -59,7 +59,7 @@ pub async fn put(args: PutArgs) -> Result<(), Failure> {
     transfer(Direction::Put, &args.url, &args.file, &args.opts).await
 }
 
-pub async fn get(args: GetArgs) -> Result<(), Failure> {
+pub(crate) async fn get(args: GetArgs) -> Result<(), Failure> {
     let output = match args.output {
         Some(o) => o,
         None => match args.url.path.rsplit('/').next().filter(|n| !n.is_empty()) {

@@ -1,14 +1,14 @@
 //! One module per subcommand, and the exit-code convention they share.
 
-pub mod bench;
-pub mod call;
-pub mod dgram;
-pub mod discover;
-pub mod files;
-pub mod position;
-pub mod serve;
-pub mod stream;
-pub mod sub;
+pub(crate) mod bench;
+pub(crate) mod call;
+pub(crate) mod dgram;
+pub(crate) mod discover;
+pub(crate) mod files;
+pub(crate) mod position;
+pub(crate) mod serve;
+pub(crate) mod stream;
+pub(crate) mod sub;
 
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use std::time::Duration;
 ///
 /// Exit codes: 1 other failure, 2 usage (clap), 3 server unreachable or connection lost,
 /// 4 wrong password, 5 timeout.
-pub struct Failure {
+pub(crate) struct Failure {
     pub message: String,
     pub code: u8,
 }
@@ -39,7 +39,7 @@ impl From<tether::Error> for Failure {
 }
 
 impl Failure {
-    pub fn usage(message: impl Into<String>) -> Self {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
         Failure {
             message: message.into(),
             code: 2,
@@ -48,7 +48,7 @@ impl Failure {
 }
 
 /// Parses a positive number of seconds for `--timeout`.
-pub fn parse_secs(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
@@ -60,7 +60,7 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
 
 /// The param and data options of commands that send a message.
 #[derive(clap::Args)]
-pub struct PayloadArgs {
+pub(crate) struct PayloadArgs {
     /// Param: JSON text, sent as given.
     #[arg(long, value_name = "JSON")]
     param: Option<String>,
@@ -71,7 +71,7 @@ pub struct PayloadArgs {
 
 impl PayloadArgs {
     /// The payload, or a usage failure saying which option is malformed.
-    pub fn payload(&self) -> Result<tether::Payload, Failure> {
+    pub(crate) fn payload(&self) -> Result<tether::Payload, Failure> {
         use base64::Engine;
         let param = match &self.param {
             Some(text) => {
@@ -93,7 +93,7 @@ impl PayloadArgs {
 
 /// Options every command that connects to a server takes.
 #[derive(clap::Args)]
-pub struct ConnectArgs {
+pub(crate) struct ConnectArgs {
     /// Server password.
     #[arg(
         long,
@@ -127,13 +127,13 @@ pub struct ConnectArgs {
 }
 
 /// Parses a position server address (`ip:port`, `[v6]:port`, or an address for port 54).
-pub fn parse_pos(s: &str) -> Result<std::net::SocketAddr, String> {
+pub(crate) fn parse_pos(s: &str) -> Result<std::net::SocketAddr, String> {
     tether::position::parse_server(s).ok_or_else(|| format!("{s:?} is not ip:port"))
 }
 
 impl ConnectArgs {
     /// Connects to the server of `url`.
-    pub async fn connect(&self, url: &tether::VsoaUrl) -> Result<tether::Client, Failure> {
+    pub(crate) async fn connect(&self, url: &tether::VsoaUrl) -> Result<tether::Client, Failure> {
         let mut connect = tether::Client::connect(&url.to_string())
             .timeout(self.timeout)
             .position_servers(self.position_servers.clone());

@@ -7,7 +7,7 @@ use super::{parse_pos, parse_secs, Failure};
 use crate::output;
 
 #[derive(clap::Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// UDP address to answer on (VSOA's position port is 54).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:54")]
     listen: SocketAddr,
@@ -16,7 +16,7 @@ pub struct ServeArgs {
     hosts: Option<PathBuf>,
 }
 
-pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
+pub(crate) async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let server = match &args.hosts {
         Some(path) => {
             tether::position::PositionServer::from_hosts_file(path).map_err(Failure::usage)?
@@ -36,7 +36,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
 }
 
 #[derive(clap::Args)]
-pub struct LookupArgs {
+pub(crate) struct LookupArgs {
     /// The server name to resolve.
     name: String,
     /// Position server to ask (default: VSOA_POS_SERVER, then /etc/vsoa.pos). May be repeated.
@@ -47,7 +47,7 @@ pub struct LookupArgs {
     timeout: std::time::Duration,
 }
 
-pub async fn lookup(args: LookupArgs) -> Result<(), Failure> {
+pub(crate) async fn lookup(args: LookupArgs) -> Result<(), Failure> {
     let servers = if args.position_servers.is_empty() {
         tether::position::configured_servers()
     } else {

@@ -3,7 +3,7 @@
 use super::Failure;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Address to listen on (port 0 picks a free port; the bound address is printed).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:3005")]
     listen: String,
@@ -70,7 +70,7 @@ pub struct Args {
     register_ttl: std::time::Duration,
 }
 
-pub async fn run(args: Args) -> Result<(), Failure> {
+pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let mut builder = tether::Server::builder().info(serde_json::json!({ "name": args.name }));
     if let Some(pw) = &args.password {
         builder = builder.password(pw);

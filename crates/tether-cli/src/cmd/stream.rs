@@ -6,13 +6,13 @@ use tokio::io::AsyncWriteExt;
 use super::Failure;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The call to a route that opens a stream (url, --set, --param, --data-base64, ...).
     #[command(flatten)]
     rpc: super::call::RpcArgs,
 }
 
-pub async fn run(args: Args) -> Result<(), Failure> {
+pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let (client, reply) = args.rpc.send().await?;
     let url = &args.rpc.url;
     if reply.tunid == 0 {

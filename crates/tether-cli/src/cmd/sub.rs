@@ -4,7 +4,7 @@ use super::{ConnectArgs, Failure};
 use crate::output;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// vsoa://HOST:PORT/PATH: the server and the first URL to subscribe to.
     url: tether::VsoaUrl,
     /// More URLs on the same server.
@@ -16,7 +16,7 @@ pub struct Args {
     conn: ConnectArgs,
 }
 
-pub async fn run(args: Args) -> Result<(), Failure> {
+pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let mut urls = vec![args.url.path.clone()];
     urls.extend(args.paths.iter().cloned());
     let client = args.conn.connect(&args.url).await?;

@@ -17,7 +17,7 @@ use tether::Server;
 use tether_gateway::{Connection, State};
 
 /// The page.
-pub const PAGE: &str = include_str!("index.html");
+pub(crate) const PAGE: &str = include_str!("index.html");
 
 /// Most recent publishes shown.
 const RECENT: usize = 20;
@@ -28,7 +28,7 @@ const RECENT: usize = 20;
 const CLIENTS_SHOWN: usize = 100;
 
 /// Where the server can be reached, for the page's header.
-pub struct Info {
+pub(crate) struct Info {
     pub name: String,
     pub vsoa: String,
     pub gateway: String,
@@ -36,10 +36,10 @@ pub struct Info {
 }
 
 /// WebSocket connections, as the gateway reports them.
-pub type WsClients = Arc<Mutex<Vec<Connection>>>;
+pub(crate) type WsClients = Arc<Mutex<Vec<Connection>>>;
 
 /// Keeps `state` current, once a second, until the server goes away.
-pub fn start(server: Server, state: State, info: Info, ws: WsClients) {
+pub(crate) fn start(server: Server, state: State, info: Info, ws: WsClients) {
     let tap = server.observer(4096);
     if let Err(e) = tap.subscribe("/") {
         tracing::warn!("dashboard cannot watch publishes: {e}");

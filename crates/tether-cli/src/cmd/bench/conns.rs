@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use super::{io_failure, report, Failure};
 
 #[derive(clap::Args)]
-pub struct Connections {
+pub(super) struct Connections {
     /// Connections to hold (this process holds one socket for each).
     #[arg(long, default_value_t = 10_000)]
     count: u64,
@@ -72,7 +72,7 @@ async fn logged_in(addr: std::net::SocketAddr) -> Result<TcpStream, Failure> {
     }
 }
 
-pub async fn connections(a: Connections) -> Result<serde_json::Value, Failure> {
+pub(super) async fn connections(a: Connections) -> Result<serde_json::Value, Failure> {
     let exe = std::env::current_exe().map_err(io_failure("find the tether binary"))?;
     let scratch = std::env::temp_dir().join(format!("tether-bench-conns-{}", std::process::id()));
     let max = (a.count + 64).to_string();

@@ -21,7 +21,7 @@ mod transfer;
 mod ws;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Runtime worker threads; 1 runs both ends on one thread (no cross-thread wake-ups).
     #[arg(long, default_value_t = 2, global = true)]
     pub threads: usize,
@@ -126,7 +126,7 @@ struct Publish {
     url: Option<String>,
 }
 
-pub async fn run(args: Args) -> Result<(), Failure> {
+pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     // A spawned task, as application code usually is: tokio polls a `block_on` future that
     // another task woke only after a zero-timeout epoll_wait, a syscall per wake-up that
     // would be counted against every round trip (the floors run the same way).

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::{in_flight, latency_report, report, Failure};
 
 #[derive(clap::Args)]
-pub struct NatsRpc {
+pub(super) struct NatsRpc {
     /// The nats-server to use.
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     url: String,
@@ -30,7 +30,7 @@ pub struct NatsRpc {
 }
 
 #[derive(clap::Args)]
-pub struct NatsPub {
+pub(super) struct NatsPub {
     /// The nats-server to use.
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     url: String,
@@ -65,7 +65,7 @@ async fn connect(url: &str) -> Result<async_nats::Client, Failure> {
 }
 
 /// Request-reply against an echo responder on its own connection.
-pub async fn rpc(a: NatsRpc) -> Result<serde_json::Value, Failure> {
+pub(super) async fn rpc(a: NatsRpc) -> Result<serde_json::Value, Failure> {
     let responder = connect(&a.url).await?;
     let mut requests = responder
         .subscribe("bench.echo")
@@ -127,7 +127,7 @@ pub async fn rpc(a: NatsRpc) -> Result<serde_json::Value, Failure> {
 }
 
 /// One publisher, S subscribers, each on its own connection; loss is counted.
-pub async fn publish(a: NatsPub) -> Result<serde_json::Value, Failure> {
+pub(super) async fn publish(a: NatsPub) -> Result<serde_json::Value, Failure> {
     let max = Duration::from_secs(a.max_secs);
     let mut receivers = Vec::new();
     for _ in 0..a.subscribers.max(1) {

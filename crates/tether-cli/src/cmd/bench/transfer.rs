@@ -16,7 +16,7 @@ use super::{io_failure, latency_report, report, Failure, Latencies};
 const IDLE: Duration = Duration::from_millis(500);
 
 #[derive(clap::Args)]
-pub struct Datagrams {
+pub(super) struct Datagrams {
     /// Datagrams to send.
     #[arg(long, default_value_t = 200_000)]
     count: u64,
@@ -26,14 +26,14 @@ pub struct Datagrams {
 }
 
 #[derive(clap::Args)]
-pub struct Bulk {
+pub(super) struct Bulk {
     /// Bytes to transfer.
     #[arg(long, default_value_t = 1 << 30)]
     bytes: u64,
 }
 
 #[derive(clap::Args)]
-pub struct Reconnect {
+pub(super) struct Reconnect {
     /// Server restarts to time.
     #[arg(long, default_value_t = 20)]
     count: u64,
@@ -76,7 +76,7 @@ fn loss_report(
     out
 }
 
-pub async fn floor_udp(a: Datagrams) -> Result<serde_json::Value, Failure> {
+pub(super) async fn floor_udp(a: Datagrams) -> Result<serde_json::Value, Failure> {
     let rx = UdpSocket::bind("127.0.0.1:0")
         .await
         .map_err(io_failure("bind"))?;
@@ -113,7 +113,7 @@ pub async fn floor_udp(a: Datagrams) -> Result<serde_json::Value, Failure> {
     ))
 }
 
-pub async fn quick_rate(a: Datagrams) -> Result<serde_json::Value, Failure> {
+pub(super) async fn quick_rate(a: Datagrams) -> Result<serde_json::Value, Failure> {
     let received = Arc::new(AtomicU64::new(0));
     let counter = received.clone();
     let server = Server::builder()
@@ -167,7 +167,7 @@ fn bulk_report(scenario: &str, bytes: u64, elapsed: Duration) -> serde_json::Val
     out
 }
 
-pub async fn floor_tcp_copy(a: Bulk) -> Result<serde_json::Value, Failure> {
+pub(super) async fn floor_tcp_copy(a: Bulk) -> Result<serde_json::Value, Failure> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(io_failure("bind"))?;
@@ -194,7 +194,7 @@ pub async fn floor_tcp_copy(a: Bulk) -> Result<serde_json::Value, Failure> {
     Ok(bulk_report("floor-tcp-copy", got, elapsed))
 }
 
-pub async fn stream(a: Bulk) -> Result<serde_json::Value, Failure> {
+pub(super) async fn stream(a: Bulk) -> Result<serde_json::Value, Failure> {
     let server = Server::builder().build();
     let n = a.bytes;
     server.route("/bench/blob", move |req: Request| async move {
@@ -212,7 +212,7 @@ pub async fn stream(a: Bulk) -> Result<serde_json::Value, Failure> {
     Ok(bulk_report("stream", got, start.elapsed()))
 }
 
-pub async fn reconnect(a: Reconnect) -> Result<serde_json::Value, Failure> {
+pub(super) async fn reconnect(a: Reconnect) -> Result<serde_json::Value, Failure> {
     let server = Server::builder().build();
     let mut listening = server.bind("127.0.0.1:0").await?;
     let addr = listening.local_addr();

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::{in_flight, io_failure, latency_report, Failure, Latencies};
 
 #[derive(clap::Args)]
-pub struct WsRpc {
+pub(super) struct WsRpc {
     /// Requests to make.
     #[arg(long, default_value_t = 100_000)]
     count: u64,
@@ -41,7 +41,7 @@ pub struct WsRpc {
 }
 
 #[derive(clap::Args)]
-pub struct FloorWs {
+pub(super) struct FloorWs {
     /// Frames to echo.
     #[arg(long, default_value_t = 100_000)]
     count: u64,
@@ -57,7 +57,7 @@ pub struct FloorWs {
 }
 
 #[derive(clap::Args)]
-pub struct WsFanout {
+pub(super) struct WsFanout {
     /// WebSocket clients, each on its own connection.
     #[arg(long, default_value_t = 1000)]
     clients: u64,
@@ -96,7 +96,7 @@ async fn own_gateway(
     Ok((l, url))
 }
 
-pub async fn ws_rpc(a: WsRpc) -> Result<serde_json::Value, Failure> {
+pub(super) async fn ws_rpc(a: WsRpc) -> Result<serde_json::Value, Failure> {
     let (_own, url) = match &a.url {
         Some(u) => (None, u.clone()),
         None => {
@@ -148,7 +148,7 @@ pub async fn ws_rpc(a: WsRpc) -> Result<serde_json::Value, Failure> {
 /// either end. The server forwards what it reads and flushes when nothing more is ready;
 /// the client keeps `in_flight` frames outstanding and flushes before it waits. Frames come
 /// back in order, so each one's send time is the oldest still queued.
-pub async fn floor_ws(a: FloorWs) -> Result<serde_json::Value, Failure> {
+pub(super) async fn floor_ws(a: FloorWs) -> Result<serde_json::Value, Failure> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(io_failure("bind"))?;
@@ -229,7 +229,7 @@ pub async fn floor_ws(a: FloorWs) -> Result<serde_json::Value, Failure> {
     ))
 }
 
-pub async fn ws_fanout(a: WsFanout) -> Result<serde_json::Value, Failure> {
+pub(super) async fn ws_fanout(a: WsFanout) -> Result<serde_json::Value, Failure> {
     let state = tether_gateway::State::new(json!({"t": 0}));
     let (_l, url) = own_gateway(Some(state.clone())).await?;
     let latencies = Arc::new(Mutex::new(Latencies::new()));

@@ -1,10 +1,8 @@
 //! Streams: raw byte tunnels opened by RPC handlers.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tether::{Client, Error, Reply, Request, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;

@@ -1,11 +1,9 @@
 //! Our client against the real Python vsoa 1.0.4 server (interop/py/server.py).
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use serde_json::json;
 use tether::{Client, Error, Payload, Status};
 
@@ -301,7 +299,7 @@ async fn our_robot_survives_a_python_server_restart_and_resubscribes() {
         "/seq"
     );
     let again = connected(&mut events);
-    stop(py).await;
+    py.stop().await;
     let _py2 = python_server_at("pypw", port).await;
     again.await; // announced only after re-subscribing on the new server
     publish(robot.clone()).await;

@@ -1,14 +1,12 @@
 //! Every limit of `Config`: what a peer sees when it hits one, and that everyone else is
 //! unaffected.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use tether::{Client, Reply, Request, Server, Status};
 use tether_wire::vsoa::{Packet, PacketType};
 use tokio::net::TcpStream;

@@ -1,20 +1,14 @@
 //! File transfer over VSOA streams (tether::transfer): SHA-256 checked, resumable, confined
 //! to the files root. The breaks are real: a stream dropped mid-transfer.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use tether::files::FileRoot;
 use tether::transfer::{get, part_paths, put, FileService};
 use tether::{Client, Server, Status};
+use tether_testkit::temp_dir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tether-xfer-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)

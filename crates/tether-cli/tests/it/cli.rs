@@ -1,10 +1,8 @@
 //! The command-line contract of README: output lines, exit codes, error sentences.
 
-mod common;
-
 use std::process::Stdio;
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 struct Run {
@@ -568,7 +566,7 @@ async fn serve_answers_clever_show_echo_and_time() {
         "--clever-show",
         "127.0.0.1:0",
     ]);
-    let cs = start_cmd(cmd, "clever-show on ").await;
+    let cs = Proc::start(cmd, "clever-show on ").await;
     let drone = tether::clevershow::Node::new()
         .connect(format!("127.0.0.1:{}", cs.port).parse().unwrap())
         .await
@@ -598,13 +596,6 @@ async fn serve_answers_clever_show_echo_and_time() {
     let kwargs = serde_json::json!({"k": "v"}).as_object().cloned().unwrap();
     let echo = drone.request("/echo").kwargs(kwargs).send().await.unwrap();
     assert_eq!(echo, serde_json::json!({"k": "v"}));
-}
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let d = scratch_dir().join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 #[tokio::test]
@@ -682,7 +673,7 @@ async fn serve_moves_clever_show_files_inside_files_root_only() {
         root.to_str().unwrap(),
     ]);
     cmd.arg("--name").arg("files");
-    let cs = start_cmd(cmd, "clever-show on ").await;
+    let cs = Proc::start(cmd, "clever-show on ").await;
     let drone = tether::clevershow::Node::new()
         .connect(format!("127.0.0.1:{}", cs.port).parse().unwrap())
         .await
@@ -720,7 +711,7 @@ async fn serve_default_files_root_is_files_in_the_working_directory() {
     let dir = temp_dir("default-root");
     let mut cmd = tether_cmd(&["serve", "--listen", "127.0.0.1:0"]);
     cmd.current_dir(&dir);
-    let s = start_cmd(cmd, "VSOA server on vsoa://").await;
+    let s = Proc::start(cmd, "VSOA server on vsoa://").await;
     std::fs::write(dir.join("f"), b"x").unwrap();
     let url = format!("vsoa://127.0.0.1:{}/files/f", s.port);
     let r = tether(&["put", dir.join("f").to_str().unwrap(), &url, "-q"]).await;
@@ -728,17 +719,9 @@ async fn serve_default_files_root_is_files_in_the_working_directory() {
     assert_eq!(std::fs::read(dir.join("files/f")).unwrap(), b"x");
 }
 
-fn free_udp() -> String {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string()
-}
-
 #[tokio::test]
 async fn discover_hears_the_announcement_of_serve_on_loopback() {
-    let beacon = free_udp();
+    let beacon = free_udp().to_string();
     let cmd = tether_cmd(&[
         "serve",
         "--listen",
@@ -750,14 +733,21 @@ async fn discover_hears_the_announcement_of_serve_on_loopback() {
         "--announce-every",
         "0.05",
     ]);
-    let cs = start_cmd(cmd, "clever-show on ").await;
+    let cs = Proc::start(cmd, "clever-show on ").await;
     let r = tether(&["discover", "--listen", &beacon, "--timeout", "5"]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     let a: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
     assert_eq!(a["host"], "127.0.0.1");
     assert_eq!(a["port"], cs.port);
     // Nobody announcing: exit code 5 and a clear sentence.
-    let r = tether(&["discover", "--listen", &free_udp(), "--timeout", "0.2"]).await;
+    let r = tether(&[
+        "discover",
+        "--listen",
+        &free_udp().to_string(),
+        "--timeout",
+        "0.2",
+    ])
+    .await;
     assert_eq!(r.code, 5);
     assert!(
         r.stderr.contains("no clever-show server announced"),
@@ -783,7 +773,7 @@ async fn discover_hears_the_announcement_of_serve_on_loopback() {
 
 #[tokio::test]
 async fn the_younger_serve_stops_clever_show_when_an_older_one_announces() {
-    let (a_hears, b_hears) = (free_udp(), free_udp());
+    let (a_hears, b_hears) = (free_udp().to_string(), free_udp().to_string());
     let older = tether_cmd(&[
         "serve",
         "--listen",
@@ -797,7 +787,7 @@ async fn the_younger_serve_stops_clever_show_when_an_older_one_announces() {
         "--yield-to-older",
         &a_hears,
     ]);
-    let _older = start_cmd(older, "clever-show on ").await;
+    let _older = Proc::start(older, "clever-show on ").await;
     let mut younger = Lines::spawn(tether_cmd(&[
         "serve",
         "--listen",

@@ -1,13 +1,11 @@
 //! The Rust client against our server (and against deliberately broken fake servers).
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use serde_json::json;
 use tether::{
     Client, ClientEvent, Error, Mode, Payload, Reply, Request, Server, Status, WorkQueue,

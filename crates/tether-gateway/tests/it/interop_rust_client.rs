@@ -1,12 +1,10 @@
 //! Our juggler client against the real Python hat-juggler 0.7.6 server
 //! (interop/py/juggler_server.py), and against our own gateway.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 use serde_json::json;
 use tether_gateway::client::{JugglerClient, JugglerError};
@@ -124,8 +122,13 @@ async fn our_client_against_our_gateway_with_keepalive() {
 
 #[tokio::test]
 async fn our_client_over_wss_trusts_only_the_configured_ca() {
-    let (_dir, ca, cert, key) = pki();
-    let (_other, other_ca, _, _) = pki();
+    let pki = Pki::new();
+    let (ca, cert, key) = (
+        pki.file("ca.pem"),
+        pki.file("server.pem"),
+        pki.file("server.key"),
+    );
+    let other_ca = pki.file("other-ca.pem");
     let server = tether::Server::builder().build();
     server.route("/echo", |req: tether::Request| async move {
         tether::Reply::ok(req.payload)

@@ -1,13 +1,11 @@
 //! The position service: lookups, the lookup order, registration, names in URLs, and what
 //! is refused.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tether::position::{self, Entry, PositionServer, Registration};
 use tether::{Client, Error, Server};
 use tokio::net::UdpSocket;

@@ -1,9 +1,7 @@
 //! Test helpers: a demo server on 127.0.0.1:0 and a raw VSOA peer that sends exactly the
 //! bytes a test wants. Waits are bounded by timeouts; nothing sleeps to synchronise.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tether::{Datagram, Listening, Mode, Reply, Request, Server, ServerBuilder};
@@ -11,11 +9,10 @@ use tether_wire::vsoa::{Decoder, Packet, PacketType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// How long any single expected event may take before the test fails.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) use tether_testkit::WAIT;
 
 /// Routes every test server has: `/echo` (inline), `/status/<n>` replies status n.
-pub fn install_routes(server: &Server) {
+pub(crate) fn install_routes(server: &Server) {
     server.route_with("/echo", Mode::Inline, |req: Request| async move {
         Reply::ok(req.payload)
     });
@@ -30,32 +27,32 @@ pub fn install_routes(server: &Server) {
     });
 }
 
-pub fn with_datagram_echo(b: ServerBuilder) -> ServerBuilder {
+pub(crate) fn with_datagram_echo(b: ServerBuilder) -> ServerBuilder {
     b.on_datagram(|dg: Datagram| async move {
         let _ = dg.reply(&dg.url, dg.payload.clone()).await;
     })
 }
 
-pub async fn start(builder: ServerBuilder) -> (Server, Listening) {
+pub(crate) async fn start(builder: ServerBuilder) -> (Server, Listening) {
     let server = with_datagram_echo(builder).build();
     install_routes(&server);
     let listening = server.bind("127.0.0.1:0").await.expect("bind");
     (server, listening)
 }
 
-pub fn url(l: &Listening) -> String {
+pub(crate) fn url(l: &Listening) -> String {
     format!("vsoa://{}", l.local_addr())
 }
 
 /// A VSOA peer that speaks raw packets.
-pub struct Raw {
+pub(crate) struct Raw {
     pub stream: TcpStream,
     buf: BytesMut,
     dec: Decoder,
 }
 
 impl Raw {
-    pub async fn connect(addr: SocketAddr) -> Raw {
+    pub(crate) async fn connect(addr: SocketAddr) -> Raw {
         let stream = TcpStream::connect(addr).await.expect("connect");
         stream.set_nodelay(true).unwrap();
         Raw {
@@ -65,16 +62,16 @@ impl Raw {
         }
     }
 
-    pub async fn send(&mut self, p: &Packet) {
+    pub(crate) async fn send(&mut self, p: &Packet) {
         self.send_bytes(&p.to_bytes().unwrap()).await;
     }
 
-    pub async fn send_bytes(&mut self, b: &[u8]) {
+    pub(crate) async fn send_bytes(&mut self, b: &[u8]) {
         self.stream.write_all(b).await.expect("write");
     }
 
     /// The next packet; `None` when the server closed the connection.
-    pub async fn recv(&mut self) -> Option<Packet> {
+    pub(crate) async fn recv(&mut self) -> Option<Packet> {
         tokio::time::timeout(WAIT, async {
             loop {
                 if let Some(p) = self.dec.decode(&mut self.buf).expect("server sent garbage") {
@@ -90,12 +87,12 @@ impl Raw {
         .expect("no packet and no close within the wait")
     }
 
-    pub async fn expect(&mut self) -> Packet {
+    pub(crate) async fn expect(&mut self) -> Packet {
         self.recv().await.expect("server closed the connection")
     }
 
     /// Asserts the server closes the connection (any packets before that are returned).
-    pub async fn expect_close(&mut self) -> Vec<Packet> {
+    pub(crate) async fn expect_close(&mut self) -> Vec<Packet> {
         let mut got = Vec::new();
         while let Some(p) = self.recv().await {
             got.push(p);
@@ -104,7 +101,7 @@ impl Raw {
     }
 
     /// SERVINFO with an optional password; returns the reply.
-    pub async fn login(&mut self, password: Option<&str>) -> Packet {
+    pub(crate) async fn login(&mut self, password: Option<&str>) -> Packet {
         let mut p = Packet::new(PacketType::ServInfo);
         if let Some(pw) = password {
             p.param = Bytes::from(format!("{{\"passwd\":\"{pw}\"}}"));
@@ -115,7 +112,7 @@ impl Raw {
 
     /// Sends a ping with `seqno` and returns the next packet, which must be its echo:
     /// proves everything sent before it was processed (and ignored, if nothing came back).
-    pub async fn ping_barrier(&mut self, seqno: u32) {
+    pub(crate) async fn ping_barrier(&mut self, seqno: u32) {
         self.send(&Packet::new(PacketType::PingEcho).with_seqno(seqno))
             .await;
         let p = self.expect().await;
@@ -127,7 +124,7 @@ impl Raw {
     }
 }
 
-pub fn rpc(url: &str, seqno: u32) -> Packet {
+pub(crate) fn rpc(url: &str, seqno: u32) -> Packet {
     Packet::new(PacketType::Rpc)
         .with_url(url.to_string())
         .with_seqno(seqno)

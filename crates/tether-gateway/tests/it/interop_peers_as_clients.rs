@@ -1,17 +1,15 @@
 //! The real clients against our gateway: Python hat-juggler 0.7.6 and the JS
 //! @hat-open/juggler 0.7.0 (pinned in interop/, installed by interop/setup.sh).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 use serde_json::json;
 use tether::{Client, Method, Payload, Reply, Request, Server, Status};
 
 /// A server with the routes the scripts call, and its gateway on a free port.
-pub async fn gateway() -> (Server, tether_gateway::Listening) {
+pub(crate) async fn gateway() -> (Server, tether_gateway::Listening) {
     let server = Server::builder().build();
     server.route(
         "/echo",
@@ -146,7 +144,7 @@ async fn js_client_requests_notify_state_and_keepalive() {
         .bind("127.0.0.1:0")
         .await
         .unwrap();
-    let mut cmd = node();
+    let mut cmd = node("@hat-open/juggler");
     cmd.arg("js/juggler_client.mjs")
         .arg(l.local_addr().port().to_string());
     run_script(cmd, "@hat-open/juggler 0.7.0 client", || async move {
@@ -180,7 +178,12 @@ async fn python_client_with_basic_auth_right_and_wrong() {
 
 #[tokio::test]
 async fn python_client_over_wss() {
-    let (_dir, ca, cert, key) = pki();
+    let pki = Pki::new();
+    let (ca, cert, key) = (
+        pki.file("ca.pem"),
+        pki.file("server.pem"),
+        pki.file("server.key"),
+    );
     let server = Server::builder().build();
     server.route(
         "/echo",

@@ -2,8 +2,6 @@
 //! `Cache-Control: no-cache` everywhere, Basic auth on every route (WebSocket included),
 //! and the client address from trusted proxy headers.
 
-mod common;
-
 use std::time::Duration;
 
 use base64::Engine;

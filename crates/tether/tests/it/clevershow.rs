@@ -6,10 +6,9 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tether::clevershow::Node;
 use tether::Error;
+use tether_testkit::{free_udp, temp_dir, WAIT};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 fn kw(v: Value) -> Map<String, Value> {
     v.as_object().cloned().unwrap()
@@ -179,13 +178,6 @@ async fn a_garbage_frame_ends_the_link_and_pending_requests_fail() {
 }
 
 // ---------------------------------------------------------------- files
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("tether-cs-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// Deterministic bytes that differ at every offset of a 251-cycle.
 fn pattern(len: usize) -> Vec<u8> {
@@ -573,18 +565,11 @@ async fn holding_more_than_the_limit_while_down_fails_loudly() {
 
 // ---------------------------------------------------------------- discovery
 
-fn free_udp_port() -> std::net::SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_drone_finds_the_server_by_its_announcement_on_loopback() {
     use tether::clevershow::discovery::{discover, Announce};
     let (_s, l) = demo_server().await;
-    let beacon = free_udp_port();
+    let beacon = free_udp();
     // Garbage first: it is skipped, not taken.
     let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let _announcer = Announce::new(beacon, "127.0.0.1", l.local_addr().port())
@@ -601,7 +586,7 @@ async fn a_drone_finds_the_server_by_its_announcement_on_loopback() {
     assert_eq!(found.id.len(), 4);
 
     // A dialing drone with a wrong address finds the server through discovery.
-    let dead = free_udp_port(); // a TCP port nobody listens on (same number, TCP side)
+    let dead = free_udp(); // a TCP port nobody listens on (same number, TCP side)
     let drone = Node::new()
         .dial(dead)
         .backoff(Duration::from_millis(10), Duration::from_millis(20))
@@ -615,7 +600,7 @@ async fn a_drone_finds_the_server_by_its_announcement_on_loopback() {
 
 #[tokio::test]
 async fn discovery_times_out_with_a_clear_error() {
-    let beacon = free_udp_port();
+    let beacon = free_udp();
     let e = tether::clevershow::discovery::discover(beacon, Duration::from_millis(100))
         .await
         .unwrap_err();
@@ -629,8 +614,8 @@ async fn discovery_times_out_with_a_clear_error() {
 #[tokio::test]
 async fn the_younger_server_yields_to_the_older_one() {
     use tether::clevershow::discovery::Announce;
-    let older_hears = free_udp_port();
-    let younger_hears = free_udp_port();
+    let older_hears = free_udp();
+    let younger_hears = free_udp();
     // Each announces to where the other listens.
     let older = Announce::new(younger_hears, "127.0.0.1", 25001)
         .id("0001")

@@ -1,8 +1,6 @@
 //! Challenge login end to end: our client and server, raw peers for the bad cases.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tether::{Client, Error, Server, Status};
 use tether_wire::vsoa::{Packet, PacketType};
 

@@ -1,11 +1,9 @@
 //! TLS and mutual TLS: our server and client, streams, bad certificates, wrong protocols.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tether::tls::{ClientTls, ServerTls};
 use tether::{Client, Error, Mode, Reply, Request, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -194,7 +192,7 @@ async fn wrong_protocols_and_stalled_handshakes_are_closed() {
 }
 
 async fn python_tls_client(port: u16, pki: &Pki, cert: Option<&str>, expect_fail: bool) {
-    let mut cmd = tokio::process::Command::new(python());
+    let mut cmd = tokio::process::Command::new(python_path());
     cmd.current_dir(workspace().join("interop/py"))
         .arg("tls_client.py")
         .arg(port.to_string())
@@ -239,12 +237,12 @@ async fn python_client_over_tls_one_way_and_mutual() {
 #[tokio::test]
 async fn our_client_over_tls_to_a_python_server_and_the_cli() {
     let pki = Pki::new();
-    let mut cmd = tokio::process::Command::new(python());
+    let mut cmd = tokio::process::Command::new(python_path());
     cmd.arg(workspace().join("interop/py/server.py"))
         .args(["", "0"])
         .env("PY_TLS_CERT", pki.path("server.pem"))
         .env("PY_TLS_KEY", pki.path("server.key"));
-    let py = start_cmd(cmd, "READY ").await;
+    let py = Proc::start(cmd, "READY ").await;
     let c = Client::connect(&format!("vsoa://127.0.0.1:{}", py.port))
         .tls(client_tls(&pki, "ca.pem", None).server_name("localhost"))
         .await

@@ -1,11 +1,9 @@
 //! The robot: reconnects, re-subscribes, pings, turbo; and the one-shot fetch.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::BytesMut;
-use common::*;
 use serde_json::json;
 use tether::{ClientEvent, Error, Payload, Reply, Request, Robot, RobotEvent, Server, Status};
 use tether_wire::vsoa::{Decoder, Packet, PacketType};

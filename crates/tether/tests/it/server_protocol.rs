@@ -1,11 +1,9 @@
 //! The server's wire behaviour, checked byte for byte with a raw peer.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use tether::{Server, Status};
 use tether_wire::vsoa::{Flags, Packet, PacketType};
 use tokio::io::AsyncWriteExt;

@@ -1,11 +1,9 @@
 //! The quick (UDP) channel: publishes and datagrams both ways, and what is refused.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use tether::{Client, Error, Payload, Server};
 use tether_wire::vsoa::{Decoder, Packet, PacketType};
 use tokio::net::UdpSocket;

@@ -1,9 +1,7 @@
 //! The real peers as clients of `tether serve`: Python vsoa 1.0.4 and npm vsoa 1.5.1.
 //! Each scenario is a script in interop/ that checks what it receives and prints OK.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 macro_rules! scenarios {
     ($runner:ident: $($name:ident),*) => {$(
@@ -29,13 +27,13 @@ mod npm {
 async fn python_robot_survives_a_tether_restart() {
     let server = tether_serve(&["--password", "pw"]).await;
     let port = server.port;
-    let mut cmd = tokio::process::Command::new(python());
+    let mut cmd = tokio::process::Command::new(python_path());
     cmd.current_dir(workspace().join("interop/py"))
         .arg("robot.py")
         .arg(port.to_string());
     let mut robot = Lines::spawn(cmd);
     robot.expect("CONNECTED 1").await;
-    stop(server).await;
+    server.stop().await;
     robot.expect("DISCONNECTED").await;
     let _again = tether_serve_at(port, &["--password", "pw"]).await;
     robot.expect("CONNECTED 2").await;
@@ -47,7 +45,7 @@ async fn python_lookup_resolves_from_our_position_service() {
     let dir = std::env::temp_dir().join(format!("tether-hosts-{}", std::process::id()));
     std::fs::write(&dir, "# test fleet\nmyserv 127.0.0.1 43022\n").unwrap();
     let pos = tether_position(&["--hosts", dir.to_str().unwrap()]).await;
-    let mut cmd = tokio::process::Command::new(python());
+    let mut cmd = tokio::process::Command::new(python_path());
     cmd.current_dir(workspace().join("interop/py"))
         .arg("position_client.py")
         .args([

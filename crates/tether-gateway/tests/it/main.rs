@@ -1,0 +1,8 @@
+//! The gateway's integration tests, in one test binary: the HTTP side, the juggler
+//! protocol, and the real hat-juggler peers in both directions.
+
+mod common;
+mod http;
+mod interop_peers_as_clients;
+mod interop_rust_client;
+mod protocol;
