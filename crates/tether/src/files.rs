@@ -169,10 +169,7 @@ pub async fn sha256_file_async(path: &Path) -> io::Result<(u64, String)> {
 
 /// A temporary name beside `dest` (hidden, unique to this process and moment).
 pub(crate) fn temp_beside(dest: &Path) -> PathBuf {
-    use std::hash::{BuildHasher, Hasher};
-    let r = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
+    let r = crate::random::u64();
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -29,6 +29,7 @@
 
 mod address;
 pub mod auth;
+mod backoff;
 pub mod clevershow;
 pub mod client;
 mod error;
@@ -36,12 +37,14 @@ pub mod files;
 mod outbound;
 mod payload;
 pub mod position;
+mod random;
 pub mod server;
 pub mod stream;
 pub mod tls;
 pub mod transfer;
 
 pub use address::{AddressError, Host, VsoaUrl};
+pub use backoff::Backoff;
 pub use client::{fetch, Client, Message, Response, Robot, RobotEvent, Subscription};
 pub use error::Error;
 pub use payload::Payload;

@@ -132,16 +132,16 @@ pub(crate) fn parse_pos(s: &str) -> Result<std::net::SocketAddr, String> {
 }
 
 impl ConnectArgs {
-    /// Connects to the server of `url`.
-    pub(crate) async fn connect(&self, url: &tether::VsoaUrl) -> Result<tether::Client, Failure> {
-        let mut connect = tether::Client::connect(&url.to_string())
-            .timeout(self.timeout)
+    /// The connection options these flags give.
+    pub(crate) fn options(&self) -> Result<tether::client::ConnectOptions, Failure> {
+        let mut options = tether::client::ConnectOptions::default()
+            .connect_timeout(self.timeout)
             .position_servers(self.position_servers.clone());
         if let Some(pw) = &self.password {
-            connect = connect.password(pw);
+            options = options.password(pw);
         }
         if let Some(secret) = &self.secret {
-            connect = connect.secret(secret);
+            options = options.secret(secret);
         }
         if let Some(ca) = &self.tls_ca {
             let cert = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
@@ -149,8 +149,16 @@ impl ConnectArgs {
             if let Some(name) = &self.tls_name {
                 tls = tls.server_name(name);
             }
-            connect = connect.tls(tls);
+            options = options.tls(tls);
         }
-        Ok(connect.await?)
+        Ok(options)
+    }
+
+    /// Connects to the server of `url`.
+    pub(crate) async fn connect(&self, url: &tether::VsoaUrl) -> Result<tether::Client, Failure> {
+        let options = self.options()?;
+        Ok(tether::Client::connect(&url.to_string())
+            .options(options)
+            .await?)
     }
 }

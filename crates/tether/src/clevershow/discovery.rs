@@ -111,14 +111,6 @@ fn python_float(f: f64) -> String {
     }
 }
 
-fn random_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let r = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    format!("{:04}", r % 10_000)
-}
-
 /// How a server announces itself (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Announce {
@@ -139,7 +131,7 @@ impl Announce {
             me: Announcement {
                 host: host.into(),
                 port,
-                id: random_id(),
+                id: crate::random::four_digits(),
                 start_time: super::unix_now(),
             },
             allow_broadcast: false,

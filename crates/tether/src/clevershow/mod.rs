@@ -35,7 +35,7 @@ pub use tether_wire::clevershow::{Content, DEFAULT_MAX_CONTENT};
 
 use crate::files::FileRoot;
 use crate::server::BoxFuture;
-use crate::Error;
+use crate::{Backoff, Error};
 
 /// What a request handler answers: a JSON value, or a reason it failed.
 pub type RequestResult = Result<Value, String>;
@@ -217,8 +217,7 @@ impl Node {
         Dial {
             node: self.clone(),
             addr,
-            backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(2),
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
             connect_timeout: Duration::from_secs(2),
             hold_limit: DEFAULT_HOLD_LIMIT,
             discover: None,
@@ -234,8 +233,7 @@ pub const DEFAULT_HOLD_LIMIT: usize = 16 << 20;
 pub struct Dial {
     node: Node,
     addr: SocketAddr,
-    pub(crate) backoff_initial: Duration,
-    pub(crate) backoff_max: Duration,
+    pub(crate) backoff: Backoff,
     pub(crate) connect_timeout: Duration,
     pub(crate) hold_limit: usize,
     pub(crate) discover: Option<DiscoverOn>,
@@ -258,8 +256,7 @@ impl Dial {
     /// Retry delays: the n-th consecutive failure waits a random time between half and all
     /// of `initial * 2^n`, at most `max` (default 100 ms to 2 s; the original waits 2 s).
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.backoff_initial = initial.max(Duration::from_millis(1));
-        self.backoff_max = max.max(self.backoff_initial);
+        self.backoff = Backoff::new(initial, max);
         self
     }
 

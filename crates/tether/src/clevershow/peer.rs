@@ -442,7 +442,6 @@ impl Peer {
         kwargs: Map<String, Value>,
         tx: oneshot::Sender<Result<Content, Error>>,
     ) -> Result<String, Error> {
-        use std::hash::{BuildHasher, Hasher};
         if let Some(reason) = &self.state().closed {
             return Err(Error::Closed {
                 reason: reason.clone(),
@@ -456,10 +455,7 @@ impl Peer {
             });
         }
         loop {
-            let r = std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish();
-            let id = format!("{:04}", r % 10_000);
+            let id = crate::random::four_digits();
             if let std::collections::hash_map::Entry::Vacant(slot) = pending.entry(id.clone()) {
                 slot.insert(Pending {
                     name: name.to_string(),
@@ -625,7 +621,7 @@ async fn redial(peer: Peer) {
         return;
     };
     let mut changed = peer.inner.changed.subscribe();
-    let mut delay = dial.backoff_initial;
+    let mut backoff = dial.backoff;
     let mut failures = 0u32;
     while !peer.is_closed() {
         let addr = peer.addr();
@@ -654,17 +650,16 @@ async fn redial(peer: Peer) {
                         }
                     }
                 }
-                let sleep = tokio::time::sleep(crate::client::jitter(delay));
+                let sleep = tokio::time::sleep(backoff.next_delay());
                 tokio::select! {
                     _ = sleep => {}
                     _ = changed.wait_for(|_| peer.is_closed()) => {}
                 }
-                delay = (delay * 2).min(dial.backoff_max);
                 continue;
             }
         };
         failures = 0;
-        delay = dial.backoff_initial;
+        backoff.reset();
         let _ = socket.set_nodelay(true);
         let running = peer.start_link(socket);
         let number = running.number;

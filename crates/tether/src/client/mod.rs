@@ -9,6 +9,8 @@
 mod call;
 mod connect;
 mod connection;
+mod login;
+mod options;
 mod quick;
 mod robot;
 mod subscription;
@@ -25,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use call::{Call, Response};
 pub use connect::Connect;
-pub(crate) use robot::jitter;
+pub use options::{ConnectOptions, DEFAULT_QUEUE_BYTES, DEFAULT_SEND_TIMEOUT};
 pub use robot::{fetch, Fetch, Robot, RobotBuilder, RobotCall, RobotEvent, RobotSubscription};
 use subscription::Sink;
 pub use subscription::{Datagrams, Message, Subscription};

@@ -11,9 +11,7 @@
 //! subscribed on, under the registry lock, so registering a subscription while the
 //! supervisor re-subscribes never subscribes it twice or not at all.
 
-use std::collections::hash_map::RandomState;
 use std::future::{Future, IntoFuture};
-use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -22,9 +20,10 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::call::call_options;
+use super::options::{connect_options, ConnectOptions};
 use super::{Client, Message, Response, Subscription, DEFAULT_BUFFER, DEFAULT_CALL_TIMEOUT};
 use crate::server::Method;
-use crate::{Error, Payload, VsoaUrl};
+use crate::{Backoff, Error, Payload, VsoaUrl};
 
 /// What happened to a robot's link.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,27 +46,20 @@ pub enum RobotEvent {
 #[derive(Debug, Clone)]
 pub struct RobotBuilder {
     url: String,
-    password: Option<String>,
-    connect_timeout: Duration,
+    options: ConnectOptions,
     ping_interval: Duration,
     ping_lost: u32,
-    backoff_initial: Duration,
-    backoff_max: Duration,
+    backoff: Backoff,
     turbo: Option<Duration>,
 }
 
 impl RobotBuilder {
-    /// Log in with this password.
-    pub fn password(mut self, password: impl Into<String>) -> Self {
-        self.password = Some(password.into());
-        self
+    fn options_mut(&mut self) -> &mut ConnectOptions {
+        &mut self.options
     }
 
-    /// Time for one connection attempt (default 10 s, as VSOA).
-    pub fn connect_timeout(mut self, t: Duration) -> Self {
-        self.connect_timeout = t;
-        self
-    }
+    // Every connection option, for every (re)connect; the connect timeout bounds one attempt.
+    connect_options!();
 
     /// A ping is sent every `interval` and must be answered within it (default 3 s, as
     /// VSOA's keepalive).
@@ -86,8 +78,7 @@ impl RobotBuilder {
     /// Reconnect backoff: the n-th consecutive retry waits a random time between half and
     /// all of `min(initial * 2^n, max)` (defaults 250 ms and 10 s).
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.backoff_initial = initial.max(Duration::from_millis(1));
-        self.backoff_max = max.max(self.backoff_initial);
+        self.backoff = Backoff::new(initial, max);
         self
     }
 
@@ -175,12 +166,10 @@ impl Robot {
     pub fn builder(url: &str) -> RobotBuilder {
         RobotBuilder {
             url: url.to_string(),
-            password: None,
-            connect_timeout: super::DEFAULT_CONNECT_TIMEOUT,
+            options: ConnectOptions::default(),
             ping_interval: Duration::from_secs(3),
             ping_lost: 3,
-            backoff_initial: Duration::from_millis(250),
-            backoff_max: Duration::from_secs(10),
+            backoff: Backoff::new(Duration::from_millis(250), Duration::from_secs(10)),
             turbo: None,
         }
     }
@@ -289,13 +278,6 @@ async fn forward(mut sub: Subscription, tx: mpsc::Sender<Message>) {
     }
 }
 
-/// A random duration between half and all of `d` ("equal jitter").
-pub(crate) fn jitter(d: Duration) -> Duration {
-    let r = RandomState::new().build_hasher().finish();
-    let half = d / 2;
-    half + Duration::from_nanos(r % (half.as_nanos().max(1) as u64))
-}
-
 /// Resolves once a stop is requested (or every handle is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -303,20 +285,17 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 async fn supervise(inner: Arc<RobotInner>, cfg: RobotBuilder, mut stop: watch::Receiver<bool>) {
     let stop = &mut stop;
-    let mut delay = cfg.backoff_initial;
+    let mut backoff = cfg.backoff;
     let mut generation = 0u64;
     loop {
         if *stop.borrow() {
             return;
         }
-        let mut connect = Client::connect(&cfg.url).timeout(cfg.connect_timeout);
-        if let Some(pw) = &cfg.password {
-            connect = connect.password(pw);
-        }
+        let connect = Client::connect(&cfg.url).options(cfg.options.clone());
         let reason = match connect.await {
             Ok(client) => {
                 generation += 1;
-                delay = cfg.backoff_initial;
+                backoff.reset();
                 let reason = run_link(&inner, &cfg, client, generation, stop).await;
                 inner.current.send_replace(None);
                 reason
@@ -325,8 +304,7 @@ async fn supervise(inner: Arc<RobotInner>, cfg: RobotBuilder, mut stop: watch::R
         };
         tracing::info!("robot link down: {reason}");
         let _ = inner.events.send(RobotEvent::Disconnected { reason });
-        let wait = jitter(delay);
-        delay = (delay * 2).min(cfg.backoff_max);
+        let wait = backoff.next_delay();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stopped(stop) => return,
@@ -487,7 +465,7 @@ impl futures_core::Stream for RobotSubscription {
 pub fn fetch(url: &str) -> Fetch {
     Fetch {
         url: url.to_string(),
-        password: None,
+        options: ConnectOptions::default().quick(false),
         method: Method::Get,
         payload: Payload::empty(),
         timeout: Duration::from_secs(10),
@@ -499,30 +477,29 @@ pub fn fetch(url: &str) -> Fetch {
 #[derive(Debug)]
 pub struct Fetch {
     url: String,
-    password: Option<String>,
+    options: ConnectOptions,
     method: Method,
     payload: Payload,
     timeout: Duration,
 }
 
 impl Fetch {
-    /// Log in with this password.
-    pub fn password(mut self, password: impl Into<String>) -> Self {
-        self.password = Some(password.into());
-        self
+    fn options_mut(&mut self) -> &mut ConnectOptions {
+        &mut self.options
     }
 
-    call_options!("Time for connecting and for the reply, each (default 10 s).");
+    // The connection options (the quick channel is off by default for a fetch).
+    connect_options!();
+
+    call_options!(
+        "Time for connecting and for the reply, each (default 10 s); a shorter `connect_timeout` still applies."
+    );
 
     async fn run(self) -> Result<Response, Error> {
         let url: VsoaUrl = self.url.parse()?;
-        let mut connect = Client::connect(&self.url)
-            .timeout(self.timeout)
-            .quick(false);
-        if let Some(pw) = &self.password {
-            connect = connect.password(pw);
-        }
-        let client = connect.await?;
+        let mut options = self.options;
+        options.connect_timeout = options.connect_timeout.min(self.timeout);
+        let client = Client::connect(&self.url).options(options).await?;
         let reply = client
             .call(&url.path)
             .method(self.method)

@@ -7,6 +7,7 @@ mod clevershow;
 mod client;
 mod common;
 mod limits;
+mod options;
 mod position;
 mod quick;
 mod robot;
