@@ -46,7 +46,10 @@ use axum::extract::{ConnectInfo, State as Shared};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use tokio::sync::watch;
+use std::future::IntoFuture;
+use tether::listening::{pause_after_accept_error, Shutdown};
+/// What [`Gateway::bind`] returns: the same handle as every Tether listener.
+pub use tether::Listening;
 
 pub use tether_wire::juggler::DEFAULT_MAX_SEGMENT;
 
@@ -333,76 +336,45 @@ impl Gateway {
         router
     }
 
-    /// Listens on `addr` until [`Listening::shutdown`] (or until the handle is dropped).
-    pub async fn bind(&self, addr: &str) -> Result<Listening, BindError> {
+    /// Listens on `addr` (HTTP and WebSocket on one port). [`Listening::shutdown`] stops
+    /// accepting and returns once the port is closed; WebSocket connections already open
+    /// are not closed by it. Dropping the handle leaves the gateway running.
+    pub async fn bind(&self, addr: impl tether::BindAddr) -> Result<Listening, BindError> {
+        let shown = addr.to_string();
         let err = |source| BindError {
-            addr: addr.to_string(),
+            addr: shown.clone(),
             source,
         };
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
         let local_addr = listener.local_addr().map_err(err)?;
-        let (stop, mut stopped) = watch::channel(false);
-        let task = match self.ctx.tls.clone() {
+        let (listening, mut shutdown) = Listening::new(local_addr);
+        match self.ctx.tls.clone() {
             None => {
                 let app = self
                     .router()
                     .into_make_service_with_connect_info::<SocketAddr>();
                 tokio::spawn(async move {
-                    let shutdown = async move {
-                        let _ = stopped.wait_for(|s| *s).await;
-                    };
-                    if let Err(e) = axum::serve(listener, app)
-                        .with_graceful_shutdown(shutdown)
-                        .await
-                    {
-                        tracing::warn!("gateway stopped: {e}");
+                    // Dropping the serve future closes the port (axum handles accept errors).
+                    tokio::select! {
+                        served = axum::serve(listener, app).into_future() => {
+                            if let Err(e) = served {
+                                tracing::warn!("gateway stopped: {e}");
+                            }
+                        }
+                        _ = shutdown.requested() => {}
                     }
-                })
+                    drop(shutdown);
+                });
             }
-            Some(tls) => tokio::spawn(serve_tls(listener, tls, self.router(), stopped)),
-        };
+            Some(tls) => {
+                tokio::spawn(serve_tls(listener, tls, self.router(), shutdown));
+            }
+        }
         tracing::info!(
             "juggler gateway on ws://{local_addr}{}",
             self.ctx.config.ws_path
         );
-        Ok(Listening {
-            local_addr,
-            stop,
-            task: Some(task),
-        })
-    }
-}
-
-/// A running gateway listener.
-#[derive(Debug)]
-pub struct Listening {
-    local_addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Listening {
-    /// The address bound.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Stops accepting; open connections are closed.
-    pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for Listening {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        Ok(listening)
     }
 }
 
@@ -440,19 +412,18 @@ async fn serve_tls(
     listener: tokio::net::TcpListener,
     tls: tether::tls::ServerTls,
     router: Router,
-    mut stopped: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    tracing::warn!("gateway accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    pause_after_accept_error("gateway", &e).await;
                     continue;
                 }
             },
-            () = async { let _ = stopped.wait_for(|s| *s).await; } => return,
+            () = shutdown.requested() => return,
         };
         let (tls, router) = (tls.clone(), router.clone());
         tokio::spawn(async move {

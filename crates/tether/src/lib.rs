@@ -34,6 +34,7 @@ pub mod clevershow;
 pub mod client;
 mod error;
 pub mod files;
+pub mod listening;
 mod outbound;
 mod payload;
 pub mod position;
@@ -47,11 +48,12 @@ pub use address::{AddressError, Host, VsoaUrl};
 pub use backoff::Backoff;
 pub use client::{fetch, Client, Message, Response, Robot, RobotEvent, Subscription};
 pub use error::Error;
+pub use listening::{BindAddr, Listening};
 pub use payload::Payload;
 pub use server::{
     ClientEvent, ClientHandle, ClientSummary, Config, Datagram, LatencyHistogram, LatencySnapshot,
-    Listening, LocalSubscriber, Method, Mode, PublishReport, Published, QuickReport, QuickStats,
-    Reply, Request, Server, ServerBuilder, Traffic, WorkQueue,
+    LocalSubscriber, Method, Mode, PublishReport, Published, QuickReport, QuickStats, Reply,
+    Request, Server, ServerBuilder, Traffic, WorkQueue,
 };
 pub use stream::{DataStream, PendingStream};
 pub use tether_wire::vsoa::Status;

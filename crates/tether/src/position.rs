@@ -24,9 +24,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
 
-use crate::Error;
+use crate::{BindAddr, Error, Listening};
 
 /// The port position servers use when an entry names none.
 pub const DEFAULT_PORT: u16 = 54;
@@ -380,17 +379,19 @@ impl PositionServer {
         }
     }
 
-    /// Listens on `addr` until the returned handle is shut down or dropped.
-    pub async fn bind(&self, addr: SocketAddr) -> Result<PositionListening, Error> {
-        let socket = UdpSocket::bind(addr).await.map_err(|source| Error::Bind {
-            addr: format!("{addr} (position service)"),
+    /// Answers queries on `addr` (UDP). [`Listening::shutdown`] stops the service and
+    /// returns once the port is closed; dropping the handle leaves it running.
+    pub async fn bind(&self, addr: impl BindAddr) -> Result<Listening, Error> {
+        let shown = format!("{addr} (position service)");
+        let bind_err = |source| Error::Bind {
+            addr: shown.clone(),
             source,
-        })?;
-        let local_addr = socket.local_addr().map_err(|source| Error::Bind {
-            addr: addr.to_string(),
-            source,
-        })?;
-        let (stop, mut stopped) = watch::channel(false);
+        };
+        let socket = UdpSocket::bind(crate::listening::resolve(addr, "position service").await?)
+            .await
+            .map_err(bind_err)?;
+        let local_addr = socket.local_addr().map_err(bind_err)?;
+        let (listening, mut shutdown) = Listening::new(local_addr);
         let server = self.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65_536];
@@ -404,15 +405,14 @@ impl PositionServer {
                         }
                         Err(e) => tracing::debug!("position receive failed: {e}"),
                     },
-                    _ = stopped.changed() => return,
+                    _ = shutdown.requested() => break,
                 }
             }
+            drop(socket);
+            drop(shutdown);
         });
         tracing::info!("position service on {local_addr}");
-        Ok(PositionListening {
-            local_addr,
-            _stop: stop,
-        })
+        Ok(listening)
     }
 
     /// The answer to one datagram from `from`, if it deserves one: the whole protocol
@@ -492,19 +492,5 @@ impl PositionServer {
             self.counters.refused.fetch_add(1, Ordering::Relaxed);
         }
         serde_json::to_vec(&answer).unwrap_or_default()
-    }
-}
-
-/// A running position service; dropping it stops the service.
-#[derive(Debug)]
-pub struct PositionListening {
-    local_addr: SocketAddr,
-    _stop: watch::Sender<bool>,
-}
-
-impl PositionListening {
-    /// The address bound.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
     }
 }

@@ -185,7 +185,9 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         },
         older = yielded => {
             // The original's "younger server yields": stop serving clever-show, keep VSOA.
-            drop(clever_show);
+            if let Some(cs) = clever_show {
+                cs.shutdown().await;
+            }
             crate::output::print_line(&format!(
                 "tether: clever-show stopped: server {} at {}:{} started earlier",
                 older.id, older.host, older.port

@@ -801,9 +801,19 @@ async fn the_younger_serve_stops_clever_show_when_an_older_one_announces() {
         "--yield-to-older",
         &b_hears,
     ]));
+    let line = younger.expect_prefix("tether: clever-show on ").await;
+    let show: std::net::SocketAddr = line
+        .trim_start_matches("tether: clever-show on ")
+        .parse()
+        .unwrap_or_else(|_| panic!("no address in {line:?}"));
     younger
         .expect_prefix("tether: clever-show stopped: server ")
         .await;
+    // Stopped means the port is closed, not merely announced.
+    assert!(
+        tokio::net::TcpStream::connect(show).await.is_err(),
+        "the younger server still accepts clever-show peers on {show}"
+    );
 }
 
 /// `tether serve` on free ports: the process, its `vsoa://` address and its gateway port

@@ -34,8 +34,9 @@ pub use peer::{ClockOffset, Peer, RequestBuilder, DEFAULT_REQUEST_TIMEOUT};
 pub use tether_wire::clevershow::{Content, DEFAULT_MAX_CONTENT};
 
 use crate::files::FileRoot;
+use crate::listening::pause_after_accept_error;
 use crate::server::BoxFuture;
-use crate::{Backoff, Error};
+use crate::{Backoff, BindAddr, Error, Listening};
 
 /// What a request handler answers: a JSON value, or a reason it failed.
 pub type RequestResult = Result<Value, String>;
@@ -170,35 +171,40 @@ impl Node {
         )
     }
 
-    /// Listens for peers on `addr` (the ground server's role).
-    pub async fn bind(&self, addr: SocketAddr) -> Result<ShowListener, Error> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: format!("{addr} (clever-show)"),
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
-            addr: addr.to_string(),
+    /// Listens for peers on `addr` (the ground server's role). [`Listening::shutdown`]
+    /// stops accepting and returns once the port is closed; peers already linked stay
+    /// linked until they are closed ([`Peer::close`]). Dropping the handle leaves the
+    /// listener running.
+    pub async fn bind(&self, addr: impl BindAddr) -> Result<Listening, Error> {
+        let shown = format!("{addr} (clever-show)");
+        let bind_err = |source| Error::Bind {
+            addr: shown.clone(),
             source,
-        })?;
+        };
+        let listener = TcpListener::bind(crate::listening::resolve(addr, "clever-show").await?)
+            .await
+            .map_err(bind_err)?;
+        let local_addr = listener.local_addr().map_err(bind_err)?;
+        let (listening, mut shutdown) = Listening::new(local_addr);
         let node = self.clone();
-        let task = tokio::spawn(async move {
+        tokio::spawn(async move {
             loop {
-                match listener.accept().await {
-                    Ok((socket, from)) => {
-                        let _ = socket.set_nodelay(true);
-                        Peer::single(node.clone(), socket, from);
-                    }
-                    Err(e) => {
-                        tracing::warn!("clever-show accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    }
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((socket, from)) => {
+                            let _ = socket.set_nodelay(true);
+                            Peer::single(node.clone(), socket, from);
+                        }
+                        Err(e) => pause_after_accept_error("clever-show", &e).await,
+                    },
+                    _ = shutdown.requested() => break,
                 }
             }
+            drop(listener);
+            drop(shutdown);
         });
         tracing::info!("clever-show listener on {local_addr}");
-        Ok(ShowListener { local_addr, task })
+        Ok(listening)
     }
 
     /// Connects once to a clever-show server (the drone's role); the peer ends with the
@@ -290,26 +296,6 @@ impl Dial {
         let node = self.node.clone();
         let addr = self.addr;
         Peer::dialing(node, addr, self)
-    }
-}
-
-/// A running clever-show listener; dropping it stops accepting.
-#[derive(Debug)]
-pub struct ShowListener {
-    local_addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl ShowListener {
-    /// The address bound.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-}
-
-impl Drop for ShowListener {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

@@ -22,13 +22,13 @@ use tether_wire::url::check_url;
 use tether_wire::vsoa::{Decoder, Flags, Packet, PacketType, Status};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::handler::{call_guarded, ClientHandle, Datagram, Method, Mode, Request};
 use super::login::{Credentials, Login, Step};
 use super::quick::QuickPath;
-use super::{encode_reply, outbound_for, stop_requested, ClientEvent, Shared};
+use super::{encode_reply, outbound_for, ClientEvent, Shared};
+use crate::listening::Shutdown;
 use crate::outbound::OutboundRx;
 use crate::tls::PeerCertificate;
 use crate::Payload;
@@ -95,7 +95,7 @@ impl Connection {
 
     /// Serves the connection: plain TCP, or TLS after a handshake that must finish within
     /// the handshake timeout.
-    pub(crate) async fn run(self, stream: TcpStream, shutdown: watch::Receiver<bool>) {
+    pub(crate) async fn run(self, stream: TcpStream, shutdown: Shutdown) {
         let _ = stream.set_nodelay(true);
         let Some(tls) = self.client.stream_tls.clone() else {
             let (rd, wr) = stream.into_split();
@@ -122,7 +122,7 @@ impl Connection {
         }
     }
 
-    async fn serve<R, W>(mut self, mut rd: R, wr: W, mut shutdown: watch::Receiver<bool>)
+    async fn serve<R, W>(mut self, mut rd: R, wr: W, mut shutdown: Shutdown)
     where
         R: tokio::io::AsyncRead + Unpin,
         W: tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -143,7 +143,7 @@ impl Connection {
         // Made once, not per read: each registers a waiter.
         let outbound = self.client.outbound.clone();
         let killed = outbound.killed();
-        let stop = stop_requested(&mut shutdown);
+        let stop = shutdown.requested();
         tokio::pin!(killed, stop);
         let reason: String = 'conn: loop {
             let mut packets = 0;

@@ -25,7 +25,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use tether_wire::url::RouteTable;
 use tether_wire::vsoa::{Flags, Packet, PacketType, Status, MAX_BODY_LEN, MAX_QUICK_BODY_LEN};
-use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 pub use admission::AdmissionStats;
@@ -39,8 +38,9 @@ pub use quick::QuickStats;
 pub use registry::ClientSummary;
 pub use traffic::{LatencyHistogram, LatencySnapshot, Traffic, LATENCY_BUCKETS};
 
+use crate::listening::{pause_after_accept_error, Shutdown};
 use crate::outbound::Outbound;
-use crate::{Error, Payload};
+use crate::{BindAddr, Error, Listening, Payload};
 use handler::Route;
 use registry::Registry;
 
@@ -288,44 +288,29 @@ impl Server {
         }
     }
 
-    /// Listens on `addr` and serves connections until [`Listening::shutdown`].
-    pub async fn bind(
-        &self,
-        addr: impl tokio::net::ToSocketAddrs + std::fmt::Display,
-    ) -> Result<Listening, Error> {
+    /// Listens on `addr` (TCP, and UDP on the same port for the quick channel) and serves
+    /// connections. [`Listening::shutdown`] stops accepting, closes every connection of this
+    /// listener after flushing what is queued for it, and returns once all of them have
+    /// ended and both ports are closed; dropping the handle leaves the server running.
+    pub async fn bind(&self, addr: impl BindAddr) -> Result<Listening, Error> {
         let shown = addr.to_string();
-        let bind_err = |source| Error::Bind {
-            addr: shown.clone(),
-            source,
-        };
-        let requested = tokio::net::lookup_host(addr)
-            .await
-            .map_err(bind_err)?
-            .next()
-            .ok_or_else(|| bind_err(std::io::ErrorKind::AddrNotAvailable.into()))?;
+        let requested = crate::listening::resolve(addr, "VSOA").await?;
         let quick = self.shared.config.quick && self.shared.config.tls.is_none();
         let (listener, udp) = quick::bind_pair(requested, &shown, quick).await?;
-        let local_addr = listener.local_addr().map_err(bind_err)?;
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let (done_tx, done_rx) = mpsc::channel::<()>(1);
+        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: shown.clone(),
+            source,
+        })?;
+        let (listening, shutdown) = Listening::new(local_addr);
         let shared = self.shared.clone();
         let span = tracing::info_span!("vsoa-server", listen = %local_addr);
         if let Some(udp) = &udp {
-            let receive = quick::receive_loop(
-                shared.clone(),
-                udp.clone(),
-                shutdown_rx.clone(),
-                done_tx.clone(),
-            );
+            let receive = quick::receive_loop(shared.clone(), udp.clone(), shutdown.clone());
             tokio::spawn(receive.instrument(span.clone()));
         }
-        tokio::spawn(accept_loop(shared, listener, udp, shutdown_rx, done_tx).instrument(span));
+        tokio::spawn(accept_loop(shared, listener, udp, shutdown).instrument(span));
         tracing::info!("VSOA server listening on {local_addr}");
-        Ok(Listening {
-            local_addr,
-            shutdown: shutdown_tx,
-            done: done_rx,
-        })
+        Ok(listening)
     }
 
     /// Publishes `payload` on `url` to every logged-in, authed client subscribed to it,
@@ -551,37 +536,11 @@ async fn join_all<F: Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output
     out.into_iter().flatten().collect()
 }
 
-/// A running listener. Dropping it leaves the server running; call
-/// [`Listening::shutdown`] to stop it.
-#[derive(Debug)]
-pub struct Listening {
-    local_addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
-    done: mpsc::Receiver<()>,
-}
-
-impl Listening {
-    /// The address actually bound (useful with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Stops accepting, closes every connection of this listener after flushing what is
-    /// queued for it, and waits until all of them have ended and the listener's TCP and
-    /// UDP ports are closed (so the address can be bound again at once).
-    pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        // Every connection task holds a sender; recv returns None when all are gone.
-        while self.done.recv().await.is_some() {}
-    }
-}
-
 async fn accept_loop(
     shared: Arc<Shared>,
     listener: tokio::net::TcpListener,
     udp: Option<Arc<tokio::net::UdpSocket>>,
-    mut shutdown: watch::Receiver<bool>,
-    done: mpsc::Sender<()>,
+    mut shutdown: Shutdown,
 ) {
     loop {
         tokio::select! {
@@ -596,35 +555,19 @@ async fn accept_loop(
                         continue; // dropping the stream closes it
                     }
                     let span = tracing::info_span!("vsoa", client = id, peer = %peer);
-                    let shutdown = shutdown.clone();
-                    let done = done.clone();
-                    tokio::spawn(async move {
-                        conn.run(stream, shutdown).await;
-                        drop(done);
-                    }.instrument(span));
+                    // The connection's copy of the signal is dropped when it ends.
+                    tokio::spawn(conn.run(stream, shutdown.clone()).instrument(span));
                 }
-                Err(e) => {
-                    // Out of descriptors and the like: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                Err(e) => pause_after_accept_error("VSOA", &e).await,
             },
-            _ = stop_requested(&mut shutdown) => break,
+            _ = shutdown.requested() => break,
         }
     }
     // Close the port before reporting done: a restart may bind it again at once.
     drop(listener);
     drop(udp);
     tracing::info!("listener closed");
-    drop(done);
-}
-
-/// Resolves when [`Listening::shutdown`] asks to stop; never when the `Listening` was
-/// merely dropped (which leaves the server running, as documented).
-pub(crate) async fn stop_requested(rx: &mut watch::Receiver<bool>) {
-    if rx.wait_for(|stop| *stop).await.is_err() {
-        std::future::pending::<()>().await;
-    }
+    drop(shutdown);
 }
 
 /// Encodes `packet` for a connection's queue; a reply too large for VSOA becomes a status

@@ -17,10 +17,10 @@ use bytes::Bytes;
 use tether_wire::url::check_url;
 use tether_wire::vsoa::{Decoder, PacketType, MAX_QUICK_PACKET_LEN};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::watch;
 
 use super::handler::{ClientHandle, Datagram};
-use super::{stop_requested, Shared};
+use super::Shared;
+use crate::listening::Shutdown;
 use crate::{Error, Payload};
 
 /// Counters of the quick channel, since the server was built.
@@ -123,12 +123,12 @@ pub(crate) async fn bind_pair(
     }
 }
 
-/// Receives quick datagrams until shutdown. `done` is dropped only after the socket is.
+/// Receives quick datagrams until shutdown. The signal is dropped only after the socket
+/// is, so the port is free when the listener's shutdown returns.
 pub(crate) async fn receive_loop(
     shared: Arc<Shared>,
     socket: Arc<UdpSocket>,
-    mut shutdown: watch::Receiver<bool>,
-    done: tokio::sync::mpsc::Sender<()>,
+    mut shutdown: Shutdown,
 ) {
     let mut buf = vec![0u8; 65_536];
     loop {
@@ -137,11 +137,11 @@ pub(crate) async fn receive_loop(
                 Ok((n, src)) => receive(&shared, Bytes::copy_from_slice(&buf[..n]), src).await,
                 Err(e) => tracing::debug!("quick receive failed: {e}"),
             },
-            _ = stop_requested(&mut shutdown) => break,
+            _ = shutdown.requested() => break,
         }
     }
     drop(socket);
-    drop(done);
+    drop(shutdown);
 }
 
 async fn receive(shared: &Shared, datagram: Bytes, src: SocketAddr) {

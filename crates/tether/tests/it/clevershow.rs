@@ -14,10 +14,10 @@ fn kw(v: Value) -> Map<String, Value> {
     v.as_object().cloned().unwrap()
 }
 
-async fn demo_server() -> (Node, tether::clevershow::ShowListener) {
+async fn demo_server() -> (Node, tether::Listening) {
     let node = Node::new();
     node.with_demo();
-    let l = node.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let l = node.bind("127.0.0.1:0").await.unwrap();
     (node, l)
 }
 
@@ -104,7 +104,7 @@ async fn the_server_identifies_drones_by_the_id_they_answer() {
             let _ = tx.send(id.map(|v| v.as_str().unwrap_or_default().to_string()));
         });
     });
-    let l = server.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let l = server.bind("127.0.0.1:0").await.unwrap();
     // Two drones from the same IP with their own ids.
     let mut drones = Vec::new();
     for name in ["copter0001", "copter0002"] {
@@ -147,7 +147,7 @@ async fn a_garbage_frame_ends_the_link_and_pending_requests_fail() {
         std::future::pending::<()>().await;
         Ok(Value::Null)
     });
-    let l = server.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let l = server.bind("127.0.0.1:0").await.unwrap();
     // A raw "drone" that sends a request, then garbage: the server closes the link.
     let mut raw = tokio::net::TcpStream::connect(l.local_addr())
         .await
@@ -171,7 +171,7 @@ async fn a_garbage_frame_ends_the_link_and_pending_requests_fail() {
                 .await
         })
     };
-    drop(l);
+    l.shutdown().await;
     drone.close();
     let res = tokio::time::timeout(WAIT, pending).await.unwrap().unwrap();
     assert!(matches!(res, Err(Error::Closed { .. })), "{res:?}");
@@ -184,11 +184,11 @@ fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
-async fn file_server(root: &std::path::Path) -> (Node, tether::clevershow::ShowListener) {
+async fn file_server(root: &std::path::Path) -> (Node, tether::Listening) {
     let node = Node::new();
     node.with_demo()
         .files(tether::files::FileRoot::new(root).unwrap());
-    let l = node.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let l = node.bind("127.0.0.1:0").await.unwrap();
     (node, l)
 }
 
@@ -308,7 +308,7 @@ async fn a_file_over_the_message_limit_is_refused_on_both_sides() {
     server
         .files(tether::files::FileRoot::new(base.join("root")).unwrap())
         .max_message(1000);
-    let l = server.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let l = server.bind("127.0.0.1:0").await.unwrap();
     std::fs::write(base.join("root/big"), pattern(2000)).unwrap();
     std::fs::write(base.join("big"), pattern(2000)).unwrap();
     let drone = Node::new();
@@ -404,7 +404,7 @@ async fn a_push_cut_mid_frame_is_sent_again_whole_on_the_next_link() {
 async fn flaky_server(
     drops: usize,
 ) -> (
-    tether::clevershow::ShowListener,
+    tether::Listening,
     mpsc::UnboundedReceiver<(Vec<Value>, Map<String, Value>)>,
 ) {
     let node = Node::new();
@@ -422,7 +422,7 @@ async fn flaky_server(
             Ok(json!({"args": args, "kwargs": kwargs}))
         }
     });
-    let l = node.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let l = node.bind("127.0.0.1:0").await.unwrap();
     (l, rx)
 }
 
@@ -492,7 +492,7 @@ async fn actions_sent_while_the_server_is_down_arrive_in_order_after_it_returns(
         (node, peers)
     };
     let (node, peers) = server(tx.clone());
-    let l = node.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let l = node.bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr();
     let drone = Node::new()
         .dial(addr)
@@ -506,7 +506,7 @@ async fn actions_sent_while_the_server_is_down_arrive_in_order_after_it_returns(
     assert_eq!(rx.recv().await.unwrap(), json!(0));
 
     // The server goes away entirely.
-    drop(l);
+    l.shutdown().await;
     for p in peers.lock().unwrap().drain(..) {
         p.close();
     }
@@ -735,7 +735,7 @@ async fn requests_named_like_urls_reach_the_vsoa_route_table() {
     });
     let node = Node::new();
     node.routes(&server);
-    let l = node.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let l = node.bind("127.0.0.1:0").await.unwrap();
     let drone = Node::new().connect(l.local_addr()).await.unwrap();
     let ask = |name: &str, args: Vec<Value>, kwargs: Value| {
         drone

@@ -78,7 +78,7 @@ async fn a_name_that_resolves_to_a_tls_server_connects_with_tls_options_and_says
         },
     )]);
     let position = PositionServer::new(table);
-    let pos = position.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let pos = position.bind("127.0.0.1:0").await.unwrap();
     let options = ConnectOptions::default().position_servers(vec![pos.local_addr()]);
 
     let e = tether::Client::connect("vsoa://secure/")

@@ -19,13 +19,13 @@ fn entry(addr: &str) -> Entry {
     }
 }
 
-async fn position_with(hosts: &[(&str, &str)]) -> (PositionServer, position::PositionListening) {
+async fn position_with(hosts: &[(&str, &str)]) -> (PositionServer, tether::Listening) {
     let table: HashMap<String, Entry> = hosts
         .iter()
         .map(|(n, a)| (n.to_string(), entry(a)))
         .collect();
     let server = PositionServer::new(table);
-    let l = server.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let l = server.bind("127.0.0.1:0").await.unwrap();
     (server, l)
 }
 
