@@ -5,8 +5,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use tether::server::login::{Credentials, Login, Step};
-use tether::server::Secret;
+use tether::fuzzing::{Credentials, Login, Secret, Step};
 use tether_wire::vsoa::Decoder;
 
 fuzz_target!(|data: &[u8]| {

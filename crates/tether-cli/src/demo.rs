@@ -5,7 +5,9 @@
 //!   byte i being `i % 251`, then closes;
 //! * `/publish` (SET): publishes `{"url", "param"?, "data"? (base64), "quick"?, "count"?}`;
 //! * every datagram is sent back to its sender on the same URL, channel (TCP or quick UDP)
-//!   and payload.
+//!   and payload;
+//! * clever-show (`--clever-show`): the request `echo` answers
+//!   `{"args": [...], "kwargs": {...}}`, `time` the Unix time as a float.
 
 use base64::Engine;
 use bytes::Bytes;
@@ -25,6 +27,16 @@ struct PublishArgs {
     /// Publish the message this many times (default 1; benchmarks use it).
     #[serde(default)]
     count: Option<u64>,
+}
+
+/// The clever-show demo requests (see the module docs).
+pub(crate) fn install_clever_show(node: &tether::clevershow::Node) -> &tether::clevershow::Node {
+    node.request("echo", |_p, args, kwargs| async move {
+        Ok(serde_json::json!({ "args": args, "kwargs": kwargs }))
+    });
+    node.request("time", |_p, _a, _k| async move {
+        Ok(serde_json::Value::from(crate::dashboard::unix_now()))
+    })
 }
 
 pub(crate) fn install(server: &Server) {

@@ -6,7 +6,7 @@
 //! * a juggler request whose `name` is a route URL (`/echo`, or `SET /publish` for a SET) is
 //!   served by the server's route table, `data` as the JSON param; status 0 answers
 //!   `success: true` with the reply's JSON param, anything else `success: false` with a
-//!   readable reason (see [`tether::server::bridge`]);
+//!   readable reason (see [`tether::Server::call_json`]);
 //! * the built-in requests `subscribe` and `unsubscribe` take a list of URL patterns (VSOA
 //!   matching); matching publishes then arrive as `notify` messages, `name` the URL and
 //!   `data` the JSON param (a connection that cannot keep up is closed, never silently

@@ -57,3 +57,10 @@ pub use server::{
 };
 pub use stream::{DataStream, PendingStream};
 pub use tether_wire::vsoa::Status;
+
+/// Internals the fuzz targets drive (built only with `--cfg fuzzing`, as cargo-fuzz does).
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    pub use crate::server::login::{Credentials, Login, Step};
+    pub use crate::server::Secret;
+}

@@ -112,7 +112,9 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let clever_show = match args.clever_show {
         Some(addr) => {
             let node = tether::clevershow::Node::new();
-            node.with_demo().files(files.clone()).routes(&server);
+            crate::demo::install_clever_show(&node)
+                .files(files.clone())
+                .routes(&server);
             Some(node.bind(addr).await?)
         }
         None => None,

@@ -122,7 +122,7 @@ fn newest<T>(list: &[T]) -> &[T] {
     &list[list.len().saturating_sub(CLIENTS_SHOWN)..]
 }
 
-fn unix_now() -> f64 {
+pub(crate) fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

@@ -159,18 +159,6 @@ impl Node {
         self
     }
 
-    /// Adds the demo contract of `tether serve --clever-show`: `echo` answers
-    /// `{"args": [...], "kwargs": {...}}`, `time` answers the Unix time as a float.
-    pub fn with_demo(&self) -> &Self {
-        self.request("echo", |_p, args, kwargs| async move {
-            Ok(serde_json::json!({ "args": args, "kwargs": kwargs }))
-        });
-        self.request(
-            "time",
-            |_p, _a, _k| async move { Ok(Value::from(unix_now())) },
-        )
-    }
-
     /// Listens for peers on `addr` (the ground server's role). [`Listening::shutdown`]
     /// stops accepting and returns once the port is closed; peers already linked stay
     /// linked until they are closed ([`Peer::close`]). Dropping the handle leaves the

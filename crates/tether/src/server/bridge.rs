@@ -14,7 +14,7 @@ use super::{Method, Server};
 use crate::Payload;
 
 /// Splits a request name into method and route URL; `None` if it names no route.
-pub fn route_name(name: &str) -> Option<(Method, &str)> {
+pub(crate) fn route_name(name: &str) -> Option<(Method, &str)> {
     let (method, url) = match name.strip_prefix("SET ") {
         Some(url) => (Method::Set, url),
         None => (Method::Get, name),

@@ -15,6 +15,9 @@
 //! A refusal is answered by the caller with a reply of the packet's type and status 1, then
 //! the connection is closed.
 
+// Public for `tether::fuzzing` only; the runtime uses it inside the crate.
+#![cfg_attr(not(fuzzing), allow(unreachable_pub))]
+
 use serde_json::{Map, Value};
 use tether_wire::vsoa::{Packet, PacketType, Status};
 

@@ -6,12 +6,12 @@
 //! connection is served by the task in `connection.rs`.
 
 mod admission;
-pub mod bridge;
+mod bridge;
 mod config;
 mod connection;
 mod handler;
 mod local;
-pub mod login;
+mod login;
 mod quick;
 mod registry;
 pub(crate) mod traffic;

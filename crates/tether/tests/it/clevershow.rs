@@ -14,9 +14,23 @@ fn kw(v: Value) -> Map<String, Value> {
     v.as_object().cloned().unwrap()
 }
 
+/// The two requests `tether serve --clever-show` offers (its demo lives in the CLI).
+fn with_demo(node: &Node) -> &Node {
+    node.request("echo", |_p, args, kwargs| async move {
+        Ok(json!({ "args": args, "kwargs": kwargs }))
+    });
+    node.request("time", |_p, _a, _k| async move {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        Ok(Value::from(now))
+    })
+}
+
 async fn demo_server() -> (Node, tether::Listening) {
     let node = Node::new();
-    node.with_demo();
+    with_demo(&node);
     let l = node.bind("127.0.0.1:0").await.unwrap();
     (node, l)
 }
@@ -186,8 +200,7 @@ fn pattern(len: usize) -> Vec<u8> {
 
 async fn file_server(root: &std::path::Path) -> (Node, tether::Listening) {
     let node = Node::new();
-    node.with_demo()
-        .files(tether::files::FileRoot::new(root).unwrap());
+    with_demo(&node).files(tether::files::FileRoot::new(root).unwrap());
     let l = node.bind("127.0.0.1:0").await.unwrap();
     (node, l)
 }
