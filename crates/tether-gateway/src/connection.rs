@@ -228,12 +228,11 @@ async fn read_loop(
         let text = match frame {
             None => return "peer went away".into(),
             Some(Err(e)) => {
-                let too_big =
-                    e.to_string().contains("too long") || e.to_string().contains("too big");
-                if too_big {
+                let why = format!("WebSocket error: {e}");
+                if is_too_big(e) {
                     out.close(TOO_BIG, "message too big");
                 }
-                return format!("WebSocket error: {e}");
+                return why;
             }
             Some(Ok(WsMessage::Text(t))) => {
                 ctx.stats.frame_in(t.len());
@@ -463,4 +462,14 @@ impl Session {
             }
         });
     }
+}
+
+/// Whether a WebSocket read failed because a message or control frame was over its limit
+/// (answered with close code 1009), decided by tungstenite's error variant.
+fn is_too_big(e: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::error::{Error, ProtocolError};
+    matches!(
+        e.into_inner().downcast_ref::<Error>(),
+        Some(Error::Capacity(_) | Error::Protocol(ProtocolError::ControlFrameTooBig))
+    )
 }

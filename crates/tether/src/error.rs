@@ -1,13 +1,13 @@
 //! The one error type of the runtime. Every variant reads as a sentence a user can act on.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tether_wire::url::UrlError;
 use tether_wire::vsoa::{EncodeError, Status};
 
 use crate::address::AddressError;
+use crate::CloseReason;
 
 /// Errors of Tether's server and client.
 #[derive(Debug, thiserror::Error)]
@@ -64,10 +64,10 @@ pub enum Error {
     #[error("connection closed: {reason}")]
     Closed {
         /// Why it closed.
-        reason: Arc<str>,
+        reason: CloseReason,
     },
-    /// The peer read nothing for the send timeout and was cut off.
-    #[error("peer did not read for {timeout:?}; connection cut as a slow consumer")]
+    /// The peer read nothing for the send timeout and was cut off (by this send).
+    #[error("{}", CloseReason::SlowConsumer { timeout: *timeout })]
     SlowConsumer {
         /// The send timeout.
         timeout: Duration,

@@ -20,6 +20,8 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Semaphore, TryAcquireError};
 
+use crate::CloseReason;
+
 /// Most packets gathered into one vectored write.
 const MAX_BATCH: usize = 64;
 /// Most bytes gathered into one vectored write.
@@ -40,10 +42,21 @@ enum Frame {
 pub enum SendError {
     /// The connection is closed or being closed.
     #[error("connection closed: {0}")]
-    Closed(Arc<str>),
-    /// The queue stayed full for the whole send timeout; the connection was cut.
-    #[error("peer did not read for {0:?}; connection cut as a slow consumer")]
-    SlowConsumer(Duration),
+    Closed(CloseReason),
+    /// The queue stayed full for the whole send timeout: this send cut the connection off
+    /// (with [`CloseReason::SlowConsumer`]).
+    #[error("{}", CloseReason::SlowConsumer { timeout: *.0 })]
+    CutOff(Duration),
+}
+
+impl SendError {
+    /// Why the connection is (now) closed.
+    pub(crate) fn reason(self) -> CloseReason {
+        match self {
+            SendError::Closed(reason) => reason,
+            SendError::CutOff(timeout) => CloseReason::SlowConsumer { timeout },
+        }
+    }
 }
 
 struct Shared {
@@ -51,7 +64,7 @@ struct Shared {
     budget: Semaphore,
     limit: u32,
     send_timeout: Duration,
-    killed: watch::Sender<Option<Arc<str>>>,
+    killed: watch::Sender<Option<CloseReason>>,
 }
 
 /// Producer handle of a connection's outbound queue. Cloning is one `Arc` increment.
@@ -118,10 +131,7 @@ impl Outbound {
     }
 
     fn closed_error(&self) -> SendError {
-        SendError::Closed(
-            self.close_reason()
-                .unwrap_or_else(|| Arc::from("connection closed")),
-        )
+        SendError::Closed(self.close_reason().unwrap_or(CloseReason::Closed))
     }
 
     /// Queues `bytes` if the budget allows it right now. `Ok(false)`: the queue is full.
@@ -172,8 +182,8 @@ impl Outbound {
             Ok(Ok(permit)) => permit.forget(),
             Ok(Err(_closed)) => return Err(self.closed_error()),
             Err(_elapsed) => {
-                let err = SendError::SlowConsumer(self.shared.send_timeout);
-                self.kill(&err.to_string());
+                let err = SendError::CutOff(self.shared.send_timeout);
+                self.kill(err.clone().reason());
                 return Err(err);
             }
         }
@@ -191,11 +201,11 @@ impl Outbound {
 
     /// Ends the connection now: queued bytes are abandoned, waiting producers fail, and
     /// [`Outbound::killed`] fires. The first reason given is kept.
-    pub(crate) fn kill(&self, reason: &str) {
+    pub(crate) fn kill(&self, reason: CloseReason) {
         self.shared.budget.close();
         self.shared.killed.send_if_modified(|current| {
             if current.is_none() {
-                *current = Some(Arc::from(reason));
+                *current = Some(reason);
                 true
             } else {
                 false
@@ -204,19 +214,19 @@ impl Outbound {
     }
 
     /// Why the connection was killed, if it was.
-    pub(crate) fn close_reason(&self) -> Option<Arc<str>> {
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
         self.shared.killed.borrow().clone()
     }
 
     /// Resolves once the connection is killed, with the reason.
-    pub(crate) async fn killed(&self) -> Arc<str> {
+    pub(crate) async fn killed(&self) -> CloseReason {
         let mut rx = self.shared.killed.subscribe();
         let reason = match rx.wait_for(Option::is_some).await {
             Ok(reason) => reason.clone(),
             // The sender lives in `self.shared`, so it cannot be gone while we hold it.
             Err(_) => None,
         };
-        reason.unwrap_or_else(|| Arc::from("closed"))
+        reason.unwrap_or(CloseReason::Closed)
     }
 
     /// Bytes currently queued and not yet written.
@@ -252,7 +262,7 @@ impl OutboundRx {
     pub(crate) async fn run<W: AsyncWrite + Unpin>(mut self, mut w: W) -> Vec<Bytes> {
         let mut batch = Batch::default();
         let reason = self.write_loop(&mut w, &mut batch).await;
-        self.outbound.kill(&reason);
+        self.outbound.kill(reason);
         if !self.keep_unsent {
             return Vec::new();
         }
@@ -274,7 +284,11 @@ impl OutboundRx {
         unsent
     }
 
-    async fn write_loop<W: AsyncWrite + Unpin>(&mut self, w: &mut W, st: &mut Batch) -> String {
+    async fn write_loop<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+        st: &mut Batch,
+    ) -> CloseReason {
         let out = self.outbound.clone();
         let send_timeout = out.shared.send_timeout;
         let killed = out.killed();
@@ -287,9 +301,9 @@ impl OutboundRx {
                 None => tokio::select! {
                     f = self.rx.recv() => match f {
                         Some(f) => f,
-                        None => return "connection closed".into(),
+                        None => return CloseReason::Closed,
                     },
-                    why = &mut killed => return why.to_string(),
+                    why = &mut killed => return why,
                 },
             };
             let batch = &mut st.bufs;
@@ -337,12 +351,12 @@ impl OutboundRx {
                 tokio::select! {
                     res = write => match res {
                         Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return format!(
-                            "peer did not read for {send_timeout:?}; connection cut as a slow consumer"
-                        ),
-                        Err(e) => return format!("write failed: {e}"),
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                            return CloseReason::SlowConsumer { timeout: send_timeout }
+                        }
+                        Err(e) => return CloseReason::WriteFailed(e.to_string().into()),
                     },
-                    reason = &mut killed => return reason.to_string(),
+                    reason = &mut killed => return reason,
                 }
                 batch.clear();
                 st.originals.clear();
@@ -353,7 +367,7 @@ impl OutboundRx {
             }
             if closing {
                 let _ = tokio::time::timeout(send_timeout, w.shutdown()).await;
-                return "closed".into();
+                return CloseReason::Closed;
             }
         }
     }

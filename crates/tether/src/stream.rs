@@ -227,7 +227,9 @@ impl PendingStream {
                 .await
                 .map_err(|_| timed_out())?
                 .map_err(|e| Error::Closed {
-                    reason: format!("stream port {} failed: {e}", self.tunid).into(),
+                    reason: crate::CloseReason::Failed(
+                        format!("stream port {} failed: {e}", self.tunid).into(),
+                    ),
                 })?;
             if peer.ip() == self.client_ip {
                 let Some(tls) = &self.tls else {

@@ -398,7 +398,9 @@ fn file_error(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
 /// attempt resumes).
 fn broke_off(what: &str, e: std::io::Error) -> Error {
     Error::Closed {
-        reason: format!("{what} broke off: {e}; run again to resume").into(),
+        reason: crate::CloseReason::Failed(
+            format!("{what} broke off: {e}; run again to resume").into(),
+        ),
     }
 }
 
@@ -555,11 +557,13 @@ pub async fn get(
     let done = copied.map_err(|e| broke_off(&what, e))?;
     if done != offer.size {
         return Err(Error::Closed {
-            reason: format!(
-                "{what}: the stream ended after {done} of {} bytes; run again to resume",
-                offer.size
-            )
-            .into(),
+            reason: crate::CloseReason::Failed(
+                format!(
+                    "{what}: the stream ended after {done} of {} bytes; run again to resume",
+                    offer.size
+                )
+                .into(),
+            ),
         });
     }
     let (size, sha256) = sha256_file_async(&part).await.map_err(&io)?;

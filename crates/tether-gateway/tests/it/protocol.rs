@@ -171,6 +171,11 @@ async fn bad_frames_close_the_connection_and_the_gateway_stays_up() {
             vec![Some(big_segment.clone()), Some(big_segment)],
             CloseCode::Size,
         ),
+        (
+            "one WebSocket frame over the limit",
+            vec![Some(format!("0\"{}\"", "x".repeat(2000)))],
+            CloseCode::Size,
+        ),
     ] {
         let mut ws = connect(&l).await;
         for f in frames {

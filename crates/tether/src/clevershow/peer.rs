@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 
 use super::{Dial, Node};
 use crate::outbound::Outbound;
-use crate::Error;
+use crate::{CloseReason, Error};
 
 /// Default time a request waits for its response.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,7 +72,7 @@ struct State {
     held: VecDeque<Bytes>,
     held_bytes: usize,
     /// Set once the peer is closed for good.
-    closed: Option<Arc<str>>,
+    closed: Option<CloseReason>,
 }
 
 struct Inner {
@@ -120,18 +120,18 @@ pub struct ClockOffset {
 struct Running {
     number: u64,
     outbound: Outbound,
-    reader: JoinHandle<String>,
+    reader: JoinHandle<CloseReason>,
     writer: JoinHandle<Vec<Bytes>>,
 }
 
 impl Running {
     /// Waits for the link to end: why, and the frames it had not written.
-    async fn ended(self) -> (String, Vec<Bytes>) {
+    async fn ended(self) -> (CloseReason, Vec<Bytes>) {
         let reason = self
             .reader
             .await
-            .unwrap_or_else(|e| format!("reader failed: {e}"));
-        self.outbound.kill(&reason);
+            .unwrap_or_else(|e| CloseReason::local(format!("reader failed: {e}")));
+        self.outbound.kill(reason.clone());
         (reason, self.writer.await.unwrap_or_default())
     }
 }
@@ -199,10 +199,7 @@ impl Peer {
         tokio::spawn(async move {
             let (reason, _) = running.ended().await;
             tracing::debug!(peer = %p.addr(), "clever-show link ended: {reason}");
-            p.shut(&format!(
-                "clever-show link to {} closed: {reason}",
-                p.addr()
-            ));
+            p.shut(reason);
         });
         peer
     }
@@ -252,12 +249,12 @@ impl Peer {
     }
 
     /// Closed for good: fails every waiting request with `reason`.
-    fn shut(&self, reason: &str) {
+    fn shut(&self, reason: CloseReason) {
         {
             let mut st = self.state();
             st.link = None;
             if st.closed.is_none() {
-                st.closed = Some(Arc::from(reason));
+                st.closed = Some(reason.clone());
             }
             st.held.clear();
             st.held_bytes = 0;
@@ -265,7 +262,7 @@ impl Peer {
         let failed: Vec<Pending> = self.pending().drain().map(|(_, p)| p).collect();
         for p in failed {
             let _ = p.tx.send(Err(Error::Closed {
-                reason: reason.to_string().into(),
+                reason: reason.clone(),
             }));
         }
         self.bump();
@@ -315,7 +312,7 @@ impl Peer {
                 }
                 if changed.changed().await.is_err() {
                     return Err(Error::Closed {
-                        reason: "peer dropped".into(),
+                        reason: CloseReason::local("peer dropped"),
                     });
                 }
             }
@@ -357,7 +354,7 @@ impl Peer {
                     }
                     (None, None) => {
                         return Err(Error::Closed {
-                            reason: "clever-show link closed".into(),
+                            reason: CloseReason::Closed,
                         })
                     }
                 }
@@ -369,7 +366,7 @@ impl Peer {
                 Err(_) => {
                     if changed.changed().await.is_err() {
                         return Err(Error::Closed {
-                            reason: "peer dropped".into(),
+                            reason: CloseReason::local("peer dropped"),
                         });
                     }
                 }
@@ -426,7 +423,7 @@ impl Peer {
         if let Some(link) = &self.state().link {
             link.outbound.close();
         }
-        self.shut("closed by this side");
+        self.shut(CloseReason::local("closed by this side"));
     }
 
     /// Whether the peer is closed for good.
@@ -717,7 +714,7 @@ impl RequestBuilder<'_> {
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(res)) => res,
             Ok(Err(_)) => Err(Error::Closed {
-                reason: format!("clever-show link to {} closed", peer.addr()).into(),
+                reason: CloseReason::local(format!("clever-show link to {} closed", peer.addr())),
             }),
             Err(_) => {
                 peer.forget(&id);
@@ -770,7 +767,7 @@ async fn read_loop(
     mut rd: tokio::net::tcp::OwnedReadHalf,
     outbound: Outbound,
     max_message: usize,
-) -> String {
+) -> CloseReason {
     let mut decoder = Decoder::with_max_content(max_message);
     let mut buf = BytesMut::with_capacity(8 * 1024);
     loop {
@@ -778,16 +775,17 @@ async fn read_loop(
             match decoder.decode(&mut buf) {
                 Ok(Some(frame)) => dispatch(&peer, frame).await,
                 Ok(None) => break,
-                Err(e) => return e.to_string(),
+                Err(e) => return CloseReason::Protocol(e.to_string().into()),
             }
         }
         tokio::select! {
             res = rd.read_buf(&mut buf) => match res {
-                Ok(0) => return "peer closed the link".to_string(),
+                Ok(0) if buf.is_empty() => return CloseReason::PeerClosed,
+                Ok(0) => return CloseReason::Truncated { unread: buf.len() },
                 Ok(_) => {}
-                Err(e) => return format!("read failed: {e}"),
+                Err(e) => return CloseReason::ReadFailed(e.to_string().into()),
             },
-            why = outbound.killed() => return why.to_string(),
+            why = outbound.killed() => return why,
         }
     }
 }

@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::subscription::{settle, Offer};
 use super::{Message, Shared};
-use crate::Payload;
+use crate::{CloseReason, Payload};
 
 const READ_RESERVE: usize = 16 * 1024;
 
@@ -22,14 +22,12 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
     let mut decoder = Decoder::new();
     let killed = shared.outbound.killed();
     tokio::pin!(killed);
-    let reason: String = 'conn: loop {
+    let reason: CloseReason = 'conn: loop {
         loop {
             match decoder.decode(&mut buf) {
                 Ok(Some(packet)) => dispatch(&shared, packet).await,
                 Ok(None) => break,
-                Err(e) => {
-                    break 'conn format!("vsoa://{} sent an invalid packet: {e}", shared.addr)
-                }
+                Err(e) => break 'conn CloseReason::Protocol(e.to_string().into()),
             }
         }
         if buf.capacity() - buf.len() < READ_RESERVE / 2 {
@@ -37,16 +35,17 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
         }
         tokio::select! {
             res = rd.read_buf(&mut buf) => match res {
-                Ok(0) => break 'conn format!("vsoa://{} closed the connection", shared.addr),
+                Ok(0) if buf.is_empty() => break 'conn CloseReason::PeerClosed,
+                Ok(0) => break 'conn CloseReason::Truncated { unread: buf.len() },
                 Ok(_) => {}
-                Err(e) => break 'conn format!("connection to vsoa://{} failed: {e}", shared.addr),
+                Err(e) => break 'conn CloseReason::ReadFailed(e.to_string().into()),
             },
-            why = &mut killed => break 'conn why.to_string(),
+            why = &mut killed => break 'conn why,
         }
     };
-    tracing::debug!("client connection ended: {reason}");
+    tracing::debug!(addr = %shared.addr, "client connection ended: {reason}");
     // Kill first, so the failures below carry this reason.
-    shared.outbound.kill(&reason);
+    shared.outbound.kill(reason);
     let pending = std::mem::take(&mut *shared.pending.lock().unwrap_or_else(|e| e.into_inner()));
     drop(pending); // every waiting call sees its sender gone and reports Error::Closed
     shared

@@ -33,7 +33,7 @@ use subscription::Sink;
 pub use subscription::{Datagrams, Message, Subscription};
 
 use crate::outbound::Outbound;
-use crate::{Error, Payload};
+use crate::{CloseReason, Error, Payload};
 
 /// Default time to connect and complete the handshake.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,10 +73,7 @@ impl Shared {
 
     fn closed_error(&self) -> Error {
         Error::Closed {
-            reason: self
-                .outbound
-                .close_reason()
-                .unwrap_or_else(|| Arc::from(format!("connection to vsoa://{} closed", self.addr))),
+            reason: self.outbound.close_reason().unwrap_or(CloseReason::Closed),
         }
     }
 }
@@ -151,7 +148,7 @@ impl Client {
     }
 
     /// Resolves when the connection ends, with the reason.
-    pub async fn closed(&self) -> Arc<str> {
+    pub async fn closed(&self) -> CloseReason {
         self.inner.shared.outbound.killed().await
     }
 
@@ -176,7 +173,7 @@ impl Client {
 
     /// Ends the connection now, without flushing; pending calls fail with `reason`.
     pub fn abort(&self, reason: &str) {
-        self.inner.shared.outbound.kill(reason);
+        self.inner.shared.outbound.kill(CloseReason::local(reason));
     }
 
     /// Starts an RPC to `url`; set method, param, data and timeout on the returned
@@ -235,7 +232,7 @@ impl Client {
         udp.send(&packet.to_bytes()?)
             .await
             .map_err(|e| Error::Closed {
-                reason: Arc::from(format!("quick send failed: {e}")),
+                reason: CloseReason::WriteFailed(format!("quick send: {e}").into()),
             })?;
         Ok(())
     }

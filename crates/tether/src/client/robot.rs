@@ -194,7 +194,7 @@ impl Robot {
                 None => Err(Error::NoLink { waited: timeout }),
             },
             Ok(Err(_)) => Err(Error::Closed {
-                reason: Arc::from("the robot was closed"),
+                reason: crate::CloseReason::local("the robot was closed"),
             }),
             Err(_) => Err(Error::NoLink { waited: timeout }),
         }

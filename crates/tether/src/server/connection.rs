@@ -31,7 +31,7 @@ use super::{encode_reply, outbound_for, ClientEvent, Shared};
 use crate::listening::Shutdown;
 use crate::outbound::OutboundRx;
 use crate::tls::PeerCertificate;
-use crate::Payload;
+use crate::{CloseReason, Payload};
 
 /// Read buffer space kept free before each read. Small, so that idle connections are cheap;
 /// the buffer grows to whatever a large packet needs.
@@ -53,7 +53,7 @@ pub(crate) struct Connection {
 /// How a packet's handling ends.
 enum Flow {
     Continue,
-    Close(String),
+    Close(CloseReason),
 }
 
 impl Connection {
@@ -145,7 +145,7 @@ impl Connection {
         let killed = outbound.killed();
         let stop = shutdown.requested();
         tokio::pin!(killed, stop);
-        let reason: String = 'conn: loop {
+        let reason: CloseReason = 'conn: loop {
             let mut packets = 0;
             loop {
                 match decoder.decode(&mut buf) {
@@ -156,7 +156,7 @@ impl Connection {
                         }
                     }
                     Ok(None) => break,
-                    Err(e) => break 'conn format!("protocol error: {e}"),
+                    Err(e) => break 'conn CloseReason::Protocol(e.to_string().into()),
                 }
             }
             traffic.add_in(packets, 0);
@@ -165,24 +165,22 @@ impl Connection {
             }
             tokio::select! {
                 res = rd.read_buf(&mut buf) => match res {
-                    Ok(0) if buf.is_empty() => break 'conn "peer closed the connection".into(),
-                    Ok(0) => break 'conn format!(
-                        "peer closed the connection in the middle of a packet ({} bytes unread)", buf.len()),
+                    Ok(0) if buf.is_empty() => break 'conn CloseReason::PeerClosed,
+                    Ok(0) => break 'conn CloseReason::Truncated { unread: buf.len() },
                     Ok(n) => {
                         traffic.add_in(0, n as u64);
                         last_heard = Instant::now();
                     }
-                    Err(e) => break 'conn format!("read failed: {e}"),
+                    Err(e) => break 'conn CloseReason::ReadFailed(e.to_string().into()),
                 },
                 _ = tokio::time::sleep_until(last_heard + idle_timeout.unwrap_or_default()), if idle_timeout.is_some() => {
-                    break 'conn format!("nothing received for {:?} (idle timeout)", idle_timeout.unwrap_or_default());
+                    break 'conn CloseReason::IdleTimeout(idle_timeout.unwrap_or_default());
                 }
                 _ = tokio::time::sleep_until(deadline), if !self.logged_in => {
-                    break 'conn format!(
-                        "no handshake within {:?}", self.shared.config.handshake_timeout);
+                    break 'conn CloseReason::HandshakeTimeout(self.shared.config.handshake_timeout);
                 }
-                why = &mut killed => break 'conn why.to_string(),
-                _ = &mut stop => break 'conn "server shutting down".into(),
+                why = &mut killed => break 'conn why,
+                _ = &mut stop => break 'conn CloseReason::Shutdown,
             }
         };
 
@@ -200,9 +198,7 @@ impl Connection {
         }
         if self.logged_in {
             if let Some(hook) = &self.shared.hooks.on_client {
-                let why = outbound
-                    .close_reason()
-                    .unwrap_or_else(|| Arc::from(reason.as_str()));
+                let why = outbound.close_reason().unwrap_or(reason);
                 hook(ClientEvent::Disconnected(self.client.clone(), why));
             }
         }
@@ -211,7 +207,7 @@ impl Connection {
     async fn send(&self, packet: Packet) -> Flow {
         match self.client.outbound.send(encode_reply(packet)).await {
             Ok(()) => Flow::Continue,
-            Err(e) => Flow::Close(e.to_string()),
+            Err(e) => Flow::Close(e.reason()),
         }
     }
 
@@ -235,7 +231,7 @@ impl Connection {
                 Step::Reply(challenge) => return self.send(challenge).await,
                 Step::Refuse(why) => {
                     let _ = self.send(Packet::reply_to(&packet, Status::PASSWORD)).await;
-                    return Flow::Close(why.into());
+                    return Flow::Close(CloseReason::LoginRefused(why.into()));
                 }
             }
         }
@@ -258,7 +254,7 @@ impl Connection {
             .with_param(self.shared.info_json.clone())
             .with_data(Bytes::copy_from_slice(&self.client.id.to_be_bytes()));
         if let Err(e) = self.client.outbound.send_alone(encode_reply(reply)).await {
-            return Flow::Close(e.to_string());
+            return Flow::Close(e.reason());
         }
         if packet.flags.contains(Flags::TUNNEL) && packet.tunid != 0 {
             if let Some(socket) = &self.quick_socket {

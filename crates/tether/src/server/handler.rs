@@ -410,7 +410,7 @@ impl From<SendError> for crate::Error {
     fn from(e: SendError) -> Self {
         match e {
             SendError::Closed(reason) => crate::Error::Closed { reason },
-            SendError::SlowConsumer(t) => crate::Error::SlowConsumer { timeout: t },
+            SendError::CutOff(t) => crate::Error::SlowConsumer { timeout: t },
         }
     }
 }

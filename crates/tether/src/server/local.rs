@@ -156,7 +156,7 @@ impl LocalSubscriber {
         let mut s = sinks(&self.shared);
         if !s.sinks.contains_key(&self.id) {
             return Err(Error::Closed {
-                reason: "this subscriber was cut off".into(),
+                reason: crate::CloseReason::local("this subscriber was cut off"),
             });
         }
         if !s.subs.client_has_pattern(self.id, pattern) && s.subs.count_of(self.id) >= limit {

@@ -40,7 +40,7 @@ pub use traffic::{LatencyHistogram, LatencySnapshot, Traffic, LATENCY_BUCKETS};
 
 use crate::listening::{pause_after_accept_error, Shutdown};
 use crate::outbound::Outbound;
-use crate::{BindAddr, Error, Listening, Payload};
+use crate::{BindAddr, CloseReason, Error, Listening, Payload};
 use handler::Route;
 use registry::Registry;
 
@@ -72,7 +72,7 @@ pub enum ClientEvent {
     /// Handshake completed.
     Connected(ClientHandle),
     /// Connection ended, with the reason.
-    Disconnected(ClientHandle, Arc<str>),
+    Disconnected(ClientHandle, CloseReason),
 }
 
 type ClientHook = Box<dyn Fn(ClientEvent) + Send + Sync>;
@@ -156,8 +156,9 @@ impl Shared {
                         "closed the connection of {} that had not logged in: more than {} waiting (max_pending_logins)",
                         old.addr, cfg.max_pending_logins
                     ));
-                    old.outbound
-                        .kill("evicted: too many connections waiting to log in");
+                    old.outbound.kill(CloseReason::local(
+                        "evicted: too many connections waiting to log in",
+                    ));
                 }
                 true
             }
@@ -248,7 +249,7 @@ impl Server {
             return Reply::error(Status::INVALID_URL, format!("no route for {url:?}"));
         };
         let (outbound, _writer) = Outbound::new(1, Duration::ZERO);
-        outbound.kill("this caller has no VSOA connection");
+        outbound.kill(CloseReason::local("this caller has no VSOA connection"));
         let req = Request {
             method,
             seqno: 0,
@@ -335,7 +336,7 @@ impl Server {
         for res in join_all(sends).await {
             match res {
                 Ok(()) => report.delivered += 1,
-                Err(crate::outbound::SendError::SlowConsumer(_)) => {
+                Err(crate::outbound::SendError::CutOff(_)) => {
                     report.cut_off += 1;
                     self.shared.traffic.count_cut_off(1);
                 }
