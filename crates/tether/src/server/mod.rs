@@ -11,7 +11,7 @@ mod config;
 mod connection;
 mod handler;
 mod local;
-mod login;
+pub(crate) mod login;
 mod quick;
 mod registry;
 pub(crate) mod traffic;
