@@ -16,6 +16,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+echo "== fuzz targets type-check (as cargo-fuzz builds them, with --cfg fuzzing)"
+(cd fuzz && RUSTFLAGS="--cfg fuzzing" CARGO_TARGET_DIR=../target/fuzz-check cargo check --bins --locked)
 echo "== cargo test"
 cargo test --workspace --locked
 echo "== benchmark smoke test (every scenario and peer once, tiny; nothing is measured)"
