@@ -38,14 +38,21 @@ async fn main() -> Result<(), tether::Error> {
     let (server, listening) = start_server(&addr.to_string()).await?;
     println!("server restarted on {addr}");
 
-    // Wait until the robot has reconnected (and re-subscribed).
+    // Wait until the robot has noticed the loss and reconnected (and re-subscribed): the
+    // events may still hold the first connection's `Connected`, so look for a
+    // `Connected` after a `Disconnected`.
+    let mut lost = false;
     loop {
         match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
-            Ok(Ok(RobotEvent::Connected { id, .. })) => {
+            Ok(Ok(RobotEvent::Disconnected { reason })) => {
+                println!("robot: link down: {reason}");
+                lost = true;
+            }
+            Ok(Ok(RobotEvent::Connected { id, .. })) if lost => {
                 println!("robot reconnected as client {id}");
                 break;
             }
-            Ok(Ok(RobotEvent::Disconnected { reason })) => println!("robot: link down: {reason}"),
+            Ok(Ok(RobotEvent::Connected { .. })) => {}
             other => panic!("no reconnect within 10 s: {other:?}"),
         }
     }

@@ -423,7 +423,7 @@ async fn serve_tls(
                     continue;
                 }
             },
-            () = shutdown.requested() => return,
+            () = shutdown.requested() => break,
         };
         let (tls, router) = (tls.clone(), router.clone());
         tokio::spawn(async move {
@@ -444,4 +444,7 @@ async fn serve_tls(
             }
         });
     }
+    // The port closes before the signal is dropped: shutdown returns with the port free.
+    drop(listener);
+    drop(shutdown);
 }

@@ -95,7 +95,7 @@ impl Connection {
 
     /// Serves the connection: plain TCP, or TLS after a handshake that must finish within
     /// the handshake timeout.
-    pub(crate) async fn run(self, stream: TcpStream, shutdown: Shutdown) {
+    pub(crate) async fn run(self, stream: TcpStream, shutdown: &mut Shutdown) {
         let _ = stream.set_nodelay(true);
         let Some(tls) = self.client.stream_tls.clone() else {
             let (rd, wr) = stream.into_split();
@@ -122,7 +122,7 @@ impl Connection {
         }
     }
 
-    async fn serve<R, W>(mut self, mut rd: R, wr: W, mut shutdown: Shutdown)
+    async fn serve<R, W>(mut self, mut rd: R, wr: W, shutdown: &mut Shutdown)
     where
         R: tokio::io::AsyncRead + Unpin,
         W: tokio::io::AsyncWrite + Unpin + Send + 'static,

@@ -556,8 +556,14 @@ async fn accept_loop(
                         continue; // dropping the stream closes it
                     }
                     let span = tracing::info_span!("vsoa", client = id, peer = %peer);
-                    // The connection's copy of the signal is dropped when it ends.
-                    tokio::spawn(conn.run(stream, shutdown.clone()).instrument(span));
+                    let mut shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        conn.run(stream, &mut shutdown).await;
+                        // Only now, with the connection (and its handle on the quick
+                        // socket) gone: the listener's shutdown returns when every copy of
+                        // the signal is dropped, and the port must be free by then.
+                        drop(shutdown);
+                    }.instrument(span));
                 }
                 Err(e) => pause_after_accept_error("VSOA", &e).await,
             },

@@ -475,7 +475,9 @@ async fn dropping_the_listening_handle_leaves_the_server_running() {
     after.ping_barrier(2).await;
 }
 
-#[tokio::test]
+// On two worker threads, where the task waiting in shutdown can run while a connection's
+// task is still dropping its handles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_address_can_be_bound_again_as_soon_as_shutdown_returns() {
     let server = Server::builder().build();
     let mut l = server.bind("127.0.0.1:0").await.unwrap();
