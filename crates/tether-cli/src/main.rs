@@ -26,6 +26,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a server with the demo services (/echo, /publish, datagram echo).
+    // A later flag overrides an earlier one: the settings of --config come first.
+    #[command(args_override_self = true)]
     Serve(Box<cmd::serve::Args>),
     /// Make one RPC call and print the reply as one JSON line.
     Call(cmd::call::RpcArgs),
@@ -50,7 +52,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::CommandFactory;
+    let argv = match cmd::config::expand(std::env::args_os().collect(), &Cli::command()) {
+        Ok(argv) => argv,
+        Err(failure) => {
+            eprintln!("tether: {}", failure.message);
+            return ExitCode::from(failure.code);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

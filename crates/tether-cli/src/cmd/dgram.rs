@@ -37,7 +37,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
             _ => {
                 return Err(Failure {
                     message: format!("no datagram from {} within {wait:?}", args.url),
-                    code: 5,
+                    code: crate::cmd::exit::TIMEOUT,
                 })
             }
         }

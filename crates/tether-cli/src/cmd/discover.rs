@@ -14,16 +14,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), Failure> {
-    let found = tether::clevershow::discovery::discover(args.listen, args.timeout)
-        .await
-        .map_err(|e| Failure {
-            code: if matches!(e, tether::Error::NoAnnouncement { .. }) {
-                5
-            } else {
-                1
-            },
-            message: e.to_string(),
-        })?;
+    let found = tether::clevershow::discovery::discover(args.listen, args.timeout).await?;
     crate::output::print_line(
         &serde_json::json!({
             "host": found.host,

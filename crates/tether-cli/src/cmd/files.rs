@@ -53,7 +53,7 @@ pub(crate) async fn put(args: PutArgs) -> Result<(), Failure> {
     if let Err(e) = std::fs::File::open(&args.file) {
         return Err(Failure {
             message: format!("cannot read {}: {e}", args.file.display()),
-            code: 1,
+            code: crate::cmd::exit::OTHER,
         });
     }
     transfer(Direction::Put, &args.url, &args.file, &args.opts).await

@@ -2,6 +2,7 @@
 
 pub(crate) mod bench;
 pub(crate) mod call;
+pub(crate) mod config;
 pub(crate) mod dgram;
 pub(crate) mod discover;
 pub(crate) mod files;
@@ -12,10 +13,21 @@ pub(crate) mod sub;
 
 use std::time::Duration;
 
-/// A command's failure: the sentence for stderr and the process exit code.
-///
-/// Exit codes: 1 other failure, 2 usage (clap), 3 server unreachable or connection lost,
-/// 4 wrong password, 5 timeout.
+/// The process exit codes every command shares (README, "The `tether` command").
+pub(crate) mod exit {
+    /// Any other failure.
+    pub(crate) const OTHER: u8 = 1;
+    /// Bad usage: arguments, a configuration file (clap uses 2 as well).
+    pub(crate) const USAGE: u8 = 2;
+    /// The server is unreachable or the connection was lost.
+    pub(crate) const UNREACHABLE: u8 = 3;
+    /// Wrong password or secret.
+    pub(crate) const WRONG_PASSWORD: u8 = 4;
+    /// A timeout ran out (or nothing was heard in time).
+    pub(crate) const TIMEOUT: u8 = 5;
+}
+
+/// A command's failure: the sentence for stderr and the process exit code (see [`exit`]).
 pub(crate) struct Failure {
     pub message: String,
     pub code: u8,
@@ -26,10 +38,14 @@ impl From<tether::Error> for Failure {
         let code = match &e {
             tether::Error::Unreachable { .. }
             | tether::Error::Closed { .. }
-            | tether::Error::TlsHandshake { .. } => 3,
-            tether::Error::WrongPassword { .. } | tether::Error::WrongSecret { .. } => 4,
-            tether::Error::Timeout { .. } | tether::Error::ConnectTimeout { .. } => 5,
-            _ => 1,
+            | tether::Error::TlsHandshake { .. } => exit::UNREACHABLE,
+            tether::Error::WrongPassword { .. } | tether::Error::WrongSecret { .. } => {
+                exit::WRONG_PASSWORD
+            }
+            tether::Error::Timeout { .. }
+            | tether::Error::ConnectTimeout { .. }
+            | tether::Error::NoAnnouncement { .. } => exit::TIMEOUT,
+            _ => exit::OTHER,
         };
         Failure {
             message: e.to_string(),
@@ -42,9 +58,15 @@ impl Failure {
     pub(crate) fn usage(message: impl Into<String>) -> Self {
         Failure {
             message: message.into(),
-            code: 2,
+            code: crate::cmd::exit::USAGE,
         }
     }
+}
+
+/// A duration as the `SECS` flags take it (`0.5`, `10`): for help texts that show the
+/// library's defaults.
+pub(crate) fn secs(d: Duration) -> String {
+    format!("{}", d.as_secs_f64())
 }
 
 /// Parses a positive number of seconds for `--timeout`.
@@ -106,7 +128,7 @@ pub(crate) struct ConnectArgs {
     #[arg(long, value_name = "S", env = "TETHER_SECRET", hide_env_values = true)]
     secret: Option<String>,
     /// Seconds to wait for the connection (and for `call`, for the reply).
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", default_value = secs(tether::client::DEFAULT_CONNECT_TIMEOUT), value_parser = parse_secs)]
     pub timeout: Duration,
     /// Connect over TLS, trusting the CA certificate(s) in this PEM file.
     #[arg(long, value_name = "FILE")]

@@ -9,7 +9,7 @@ use crate::output;
 #[derive(clap::Args)]
 pub(crate) struct ServeArgs {
     /// UDP address to answer on (VSOA's position port is 54).
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:54")]
+    #[arg(long, value_name = "HOST:PORT", default_value = format!("127.0.0.1:{}", tether::position::DEFAULT_PORT))]
     listen: SocketAddr,
     /// Names to answer: one `NAME ADDR PORT [tls]` per line, `#` comments.
     #[arg(long, value_name = "FILE")]
@@ -30,7 +30,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), Failure> {
     ));
     tokio::signal::ctrl_c().await.map_err(|e| Failure {
         message: format!("cannot wait for Ctrl-C: {e}"),
-        code: 1,
+        code: crate::cmd::exit::OTHER,
     })?;
     Ok(())
 }
@@ -43,7 +43,7 @@ pub(crate) struct LookupArgs {
     #[arg(long = "pos", value_name = "ADDR", value_parser = parse_pos)]
     position_servers: Vec<SocketAddr>,
     /// Seconds to wait for each position server.
-    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", default_value = super::secs(tether::position::DEFAULT_TIMEOUT), value_parser = parse_secs)]
     timeout: std::time::Duration,
 }
 

@@ -4,6 +4,11 @@ use super::Failure;
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
+    /// Read settings from this TOML file: its keys are the long names of these flags
+    /// (`listen = "127.0.0.1:3005"`, `max-connections = 500`, `require-secret = true`).
+    /// Flags and environment variables override it; an unknown key is an error.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// Address to listen on (port 0 picks a free port; the bound address is printed).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:3005")]
     listen: String,
@@ -49,11 +54,10 @@ pub(crate) struct Args {
         long,
         value_name = "HOST:PORT",
         env = "TETHER_GATEWAY",
-        default_value = "127.0.0.1:8080",
-        conflicts_with = "no_gateway"
+        default_value = "127.0.0.1:8080"
     )]
     gateway: String,
-    /// Do not start the WebSocket gateway.
+    /// Do not start the WebSocket gateway (whatever --gateway or TETHER_GATEWAY say).
     #[arg(long)]
     no_gateway: bool,
     #[command(flatten)]
@@ -71,6 +75,34 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), Failure> {
+    if let Some(file) = &args.config {
+        tracing::info!("settings from {} (flags override it)", file.display());
+    }
+    let built = build(&args)?;
+    let running = start(&args, built).await?;
+    print_contract(&running);
+    wait(running).await
+}
+
+/// The server with its demo services and file service, as the arguments configure it.
+struct Built {
+    server: tether::Server,
+    tls: Option<tether::tls::ServerTls>,
+    files: tether::files::FileRoot,
+}
+
+/// Everything `serve` runs; dropping a handle here would leave its listener running, so
+/// [`wait`] shuts them down.
+struct Running {
+    tls: bool,
+    vsoa: tether::Listening,
+    gateway: Option<tether::Listening>,
+    clever_show: Option<tether::Listening>,
+    announcer: Option<tether::clevershow::discovery::Announcer>,
+    _registration: Option<tether::position::Registration>,
+}
+
+fn build(args: &Args) -> Result<Built, Failure> {
     let mut builder = tether::Server::builder().info(serde_json::json!({ "name": args.name }));
     if let Some(pw) = &args.password {
         builder = builder.password(pw);
@@ -85,24 +117,29 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     if let Some(secret) = &args.secret {
         builder = builder.secret(secret).require_secret(args.require_secret);
     }
-    let builder = crate::demo::datagram_echo(args.limits.apply(builder));
-    let server = builder.build();
+    let server = crate::demo::datagram_echo(args.limits.apply(builder)).build();
     crate::demo::install(&server);
     let files = tether::files::FileRoot::new(&args.files_root).map_err(|e| Failure {
         message: format!("files root {}: {e}", args.files_root.display()),
-        code: 1,
+        code: crate::cmd::exit::OTHER,
     })?;
     tether::transfer::FileService::new(files.clone())
         .max_size(args.max_file_size)
         .install(&server, "/files/");
-    let listening = server.bind(args.listen.as_str()).await?;
-    let _registration = match args.register {
+    Ok(Built { server, tls, files })
+}
+
+/// Binds every listener the arguments ask for and starts the services around them.
+async fn start(args: &Args, built: Built) -> Result<Running, Failure> {
+    let Built { server, tls, files } = built;
+    let vsoa = server.bind(args.listen.as_str()).await?;
+    let registration = match args.register {
         Some(pos) => Some(
             tether::position::Registration::start(
                 pos,
                 &args.name,
-                listening.local_addr().port(),
-                args.tls_cert.is_some(),
+                vsoa.local_addr().port(),
+                tls.is_some(),
                 args.register_ttl,
             )
             .await?,
@@ -113,7 +150,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         Some(addr) => {
             let node = tether::clevershow::Node::new();
             crate::demo::install_clever_show(&node)
-                .files(files.clone())
+                .files(files)
                 .routes(&server);
             Some(node.bind(addr).await?)
         }
@@ -127,51 +164,93 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let gateway = if args.no_gateway {
         None
     } else {
-        let state = tether_gateway::State::default();
-        let ws: crate::dashboard::WsClients = Default::default();
-        let seen = ws.clone();
-        let mut gw = tether_gateway::Gateway::builder(server.clone());
-        if let Some(tls) = &tls {
-            gw = gw.tls(tls.clone());
-        }
-        let gw = gw
-            .shared_state(state.clone())
-            .page(
-                "/index.html",
-                "text/html; charset=utf-8",
-                crate::dashboard::PAGE,
-            )
-            .on_connection(move |c| seen.lock().unwrap_or_else(|e| e.into_inner()).push(c))
-            .build();
-        let bound = gw.bind(&args.gateway).await.map_err(|e| Failure {
-            message: format!("{e} (the WebSocket gateway; move it with --gateway HOST:PORT or turn it off with --no-gateway)"),
-            code: 1,
-        })?;
-        let scheme = if tls.is_some() { "wss" } else { "ws" };
-        let info = crate::dashboard::Info {
-            name: args.name.clone(),
-            vsoa: format!("vsoa://{}", listening.local_addr()),
-            gateway: format!("{scheme}://{}/ws", bound.local_addr()),
-            clever_show: clever_show.as_ref().map(|c| c.local_addr().to_string()),
-        };
-        crate::dashboard::start(server.clone(), state, info, ws);
-        Some(bound)
+        Some(start_gateway(args, &server, tls.as_ref(), &vsoa, clever_show.as_ref()).await?)
     };
-    // The first stdout line is the contract for scripts that start us on port 0.
+    Ok(Running {
+        tls: tls.is_some(),
+        vsoa,
+        gateway,
+        clever_show,
+        announcer,
+        _registration: registration,
+    })
+}
+
+/// The WebSocket gateway with the dashboard.
+async fn start_gateway(
+    args: &Args,
+    server: &tether::Server,
+    tls: Option<&tether::tls::ServerTls>,
+    vsoa: &tether::Listening,
+    clever_show: Option<&tether::Listening>,
+) -> Result<tether::Listening, Failure> {
+    let state = tether_gateway::State::default();
+    let ws: crate::dashboard::WsClients = Default::default();
+    let seen = ws.clone();
+    let mut gw = tether_gateway::Gateway::builder(server.clone());
+    if let Some(tls) = tls {
+        gw = gw.tls(tls.clone());
+    }
+    let gw = gw
+        .shared_state(state.clone())
+        .page(
+            "/index.html",
+            "text/html; charset=utf-8",
+            crate::dashboard::PAGE,
+        )
+        .on_connection(move |c| seen.lock().unwrap_or_else(|e| e.into_inner()).push(c))
+        .build();
+    let bound = gw.bind(args.gateway.as_str()).await.map_err(|e| Failure {
+        message: format!("{e} (the WebSocket gateway; move it with --gateway HOST:PORT or turn it off with --no-gateway)"),
+        code: crate::cmd::exit::OTHER,
+    })?;
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    let info = crate::dashboard::Info {
+        name: args.name.clone(),
+        vsoa: format!("vsoa://{}", vsoa.local_addr()),
+        gateway: format!("{scheme}://{}/ws", bound.local_addr()),
+        clever_show: clever_show.map(|c| c.local_addr().to_string()),
+    };
+    crate::dashboard::start(server.clone(), state, info, ws);
+    Ok(bound)
+}
+
+/// The lines scripts rely on (README): the VSOA address first, then the gateway and
+/// clever-show ones.
+fn print_contract(running: &Running) {
     crate::output::print_line(&format!(
         "tether: VSOA server on vsoa://{}",
-        listening.local_addr()
+        running.vsoa.local_addr()
     ));
-    if let Some(gw) = &gateway {
-        let scheme = if tls.is_some() { "wss" } else { "ws" };
+    if let Some(gw) = &running.gateway {
+        let scheme = if running.tls { "wss" } else { "ws" };
         crate::output::print_line(&format!(
             "tether: gateway on {scheme}://{}/ws",
             gw.local_addr()
         ));
     }
-    if let Some(cs) = &clever_show {
+    if let Some(cs) = &running.clever_show {
         crate::output::print_line(&format!("tether: clever-show on {}", cs.local_addr()));
     }
+}
+
+/// Serves until Ctrl-C, stopping clever-show if an older server announces itself, then
+/// shuts down.
+async fn wait(running: Running) -> Result<(), Failure> {
+    let Running {
+        vsoa,
+        gateway,
+        mut clever_show,
+        announcer,
+        _registration,
+        ..
+    } = running;
+    let ctrl_c = || async {
+        tokio::signal::ctrl_c().await.map_err(|e| Failure {
+            message: format!("cannot wait for Ctrl-C: {e}"),
+            code: crate::cmd::exit::OTHER,
+        })
+    };
     let yielded = async {
         match &announcer {
             Some(a) => a.yielded().await,
@@ -179,31 +258,27 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         }
     };
     tokio::select! {
-        done = tokio::signal::ctrl_c() => if let Err(e) = done {
-            return Err(Failure {
-                message: format!("cannot wait for Ctrl-C: {e}"),
-                code: 1,
-            });
-        },
+        done = ctrl_c() => done?,
         older = yielded => {
             // The original's "younger server yields": stop serving clever-show, keep VSOA.
-            if let Some(cs) = clever_show {
+            if let Some(cs) = clever_show.take() {
                 cs.shutdown().await;
             }
             crate::output::print_line(&format!(
                 "tether: clever-show stopped: server {} at {}:{} started earlier",
                 older.id, older.host, older.port
             ));
-            if let Err(e) = tokio::signal::ctrl_c().await {
-                return Err(Failure {
-                    message: format!("cannot wait for Ctrl-C: {e}"),
-                    code: 1,
-                });
-            }
+            ctrl_c().await?;
         }
     }
     tracing::info!("shutting down");
-    listening.shutdown().await;
+    vsoa.shutdown().await;
+    if let Some(gw) = gateway {
+        gw.shutdown().await;
+    }
+    if let Some(cs) = clever_show {
+        cs.shutdown().await;
+    }
     Ok(())
 }
 
@@ -216,7 +291,12 @@ struct AnnounceArgs {
     #[arg(long, value_name = "HOST:PORT", requires = "clever_show")]
     announce: Option<std::net::SocketAddr>,
     /// Seconds between announcements.
-    #[arg(long, value_name = "SECS", default_value = "3", value_parser = super::parse_secs)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = super::secs(tether::clevershow::discovery::DEFAULT_ANNOUNCE_EVERY),
+        value_parser = super::parse_secs
+    )]
     announce_every: std::time::Duration,
     /// The host announced (default: the clever-show listener's IP address).
     #[arg(long, value_name = "HOST")]
@@ -256,66 +336,60 @@ impl AnnounceArgs {
     }
 }
 
-/// The server limits (docs/security.md); each flag's default is the library's.
+/// The server limits (docs/security.md); each default shown is the library's
+/// (`tether::Config::default()`).
 #[derive(clap::Args)]
 struct Limits {
-    /// Connections held at once (default 10000).
-    #[arg(long, value_name = "N")]
-    max_connections: Option<usize>,
-    /// Connections waiting to log in; a newcomer evicts the oldest (default 1024).
-    #[arg(long, value_name = "N")]
-    max_pending_logins: Option<usize>,
-    /// RPCs of one client running at once (default 1024).
-    #[arg(long, value_name = "N")]
-    max_in_flight: Option<usize>,
-    /// Subscriptions per client (default 65536).
-    #[arg(long, value_name = "N")]
-    max_subscriptions: Option<usize>,
-    /// Longest URL in bytes (default 4096).
-    #[arg(long, value_name = "N")]
-    max_url_len: Option<usize>,
+    /// Connections held at once.
+    #[arg(long, value_name = "N", default_value_t = defaults().max_connections)]
+    max_connections: usize,
+    /// Connections waiting to log in; a newcomer evicts the oldest.
+    #[arg(long, value_name = "N", default_value_t = defaults().max_pending_logins)]
+    max_pending_logins: usize,
+    /// RPCs of one client running at once.
+    #[arg(long, value_name = "N", default_value_t = defaults().max_in_flight_per_client)]
+    max_in_flight: usize,
+    /// Subscriptions per client.
+    #[arg(long, value_name = "N", default_value_t = defaults().max_subscriptions_per_client)]
+    max_subscriptions: usize,
+    /// Longest URL in bytes.
+    #[arg(long, value_name = "N", default_value_t = defaults().max_url_len)]
+    max_url_len: usize,
     /// New connections per second per IP address (default: no limit).
     #[arg(long, value_name = "N")]
     connection_rate: Option<u32>,
-    /// Seconds a connection has to log in (default 5).
-    #[arg(long, value_name = "SECS", value_parser = super::parse_secs)]
-    handshake_timeout: Option<std::time::Duration>,
+    /// Seconds a connection has to log in.
+    #[arg(long, value_name = "SECS", value_parser = super::parse_secs,
+          default_value = super::secs(defaults().handshake_timeout))]
+    handshake_timeout: std::time::Duration,
     /// Seconds without a packet before a connection is closed (default: never).
     #[arg(long, value_name = "SECS", value_parser = super::parse_secs)]
     idle_timeout: Option<std::time::Duration>,
-    /// Seconds a client may leave its queue full before it is cut off (default 0.5).
-    #[arg(long, value_name = "SECS", value_parser = super::parse_secs)]
-    send_timeout: Option<std::time::Duration>,
+    /// Seconds a client may leave its queue full before it is cut off.
+    #[arg(long, value_name = "SECS", value_parser = super::parse_secs,
+          default_value = super::secs(defaults().send_timeout))]
+    send_timeout: std::time::Duration,
+}
+
+fn defaults() -> tether::Config {
+    tether::Config::default()
 }
 
 impl Limits {
     fn apply(&self, mut b: tether::ServerBuilder) -> tether::ServerBuilder {
-        if let Some(n) = self.max_connections {
-            b = b.max_connections(n);
-        }
-        if let Some(n) = self.max_pending_logins {
-            b = b.max_pending_logins(n);
-        }
-        if let Some(n) = self.max_in_flight {
-            b = b.max_in_flight_per_client(n);
-        }
-        if let Some(n) = self.max_subscriptions {
-            b = b.max_subscriptions_per_client(n);
-        }
-        if let Some(n) = self.max_url_len {
-            b = b.max_url_len(n);
-        }
+        b = b
+            .max_connections(self.max_connections)
+            .max_pending_logins(self.max_pending_logins)
+            .max_in_flight_per_client(self.max_in_flight)
+            .max_subscriptions_per_client(self.max_subscriptions)
+            .max_url_len(self.max_url_len)
+            .handshake_timeout(self.handshake_timeout)
+            .send_timeout(self.send_timeout);
         if let Some(n) = self.connection_rate {
             b = b.connection_rate_per_ip(n);
         }
-        if let Some(t) = self.handshake_timeout {
-            b = b.handshake_timeout(t);
-        }
         if let Some(t) = self.idle_timeout {
             b = b.idle_timeout(t);
-        }
-        if let Some(t) = self.send_timeout {
-            b = b.send_timeout(t);
         }
         b
     }

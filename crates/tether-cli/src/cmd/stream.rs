@@ -21,7 +21,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
                 "{} opened no stream (reply status {})",
                 url.path, reply.status
             ),
-            code: 1,
+            code: crate::cmd::exit::OTHER,
         });
     }
     let stream = client.connect_stream(reply.tunid).await?;
@@ -44,7 +44,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     upload.abort();
     received.map_err(|e| Failure {
         message: format!("stream from {} failed: {e}", url),
-        code: 3,
+        code: crate::cmd::exit::UNREACHABLE,
     })?;
     Ok(())
 }

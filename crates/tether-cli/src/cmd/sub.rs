@@ -43,7 +43,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
                 None => {
                     return Err(Failure {
                         message: format!("connection to {} ended after {seen} messages", args.url),
-                        code: 3,
+                        code: crate::cmd::exit::UNREACHABLE,
                     })
                 }
             },

@@ -933,3 +933,45 @@ async fn dashboard_shows_counts_and_the_newest_clients() {
     let newest: Vec<u64> = clients[3..].iter().map(|c| c.id() as u64).collect();
     assert_eq!(shown, newest);
 }
+
+#[tokio::test]
+async fn serve_takes_its_settings_from_a_config_file_and_flags_override_it() {
+    let dir = temp_dir("config");
+    let file = dir.join("serve.toml");
+    std::fs::write(
+        &file,
+        "# a ground station\nname = \"from-file\"\nmax-url-len = 16\nno-gateway = true\n",
+    )
+    .unwrap();
+    let s = tether_serve(&["--config", file.to_str().unwrap(), "--name", "from-flag"]).await;
+    let client = tether::Client::connect(&format!("vsoa://127.0.0.1:{}", s.port))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.server_info()["name"],
+        "from-flag",
+        "the flag overrides the file"
+    );
+    let short = client.call("/echo").await.unwrap();
+    assert_eq!(short.status, tether::Status::SUCCESS);
+    let long = client.call("/a-url-longer-than-sixteen").await.unwrap();
+    assert_eq!(
+        long.status,
+        tether::Status::ARGUMENTS,
+        "the file's limit holds"
+    );
+
+    // A key that is no flag, and a value the flag refuses, are usage errors naming the key.
+    std::fs::write(&file, "max_connections = 5\n").unwrap();
+    let r = tether(&["serve", "--config", file.to_str().unwrap()]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("did you mean \"max-connections\""),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(&file, "max-connections = \"many\"\n").unwrap();
+    let r = tether(&["serve", "--config", file.to_str().unwrap()]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--max-connections"), "{}", r.stderr);
+}

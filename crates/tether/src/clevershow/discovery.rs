@@ -111,6 +111,9 @@ fn python_float(f: f64) -> String {
     }
 }
 
+/// How often a server announces itself unless told otherwise: 3 s, as the original.
+pub const DEFAULT_ANNOUNCE_EVERY: Duration = Duration::from_secs(3);
+
 /// How a server announces itself (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Announce {
@@ -122,12 +125,13 @@ pub struct Announce {
 }
 
 impl Announce {
-    /// Announces `host:port` to `dest` every 3 s (the original's default), with a random
+    /// Announces `host:port` to `dest` every [`DEFAULT_ANNOUNCE_EVERY`] (the original's
+    /// default), with a random
     /// id and the current time as start time.
     pub fn new(dest: SocketAddr, host: impl Into<String>, port: u16) -> Self {
         Announce {
             dest,
-            every: Duration::from_secs(3),
+            every: DEFAULT_ANNOUNCE_EVERY,
             me: Announcement {
                 host: host.into(),
                 port,

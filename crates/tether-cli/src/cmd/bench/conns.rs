@@ -32,7 +32,7 @@ fn rss_kib(pid: u32) -> Result<u64, Failure> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| Failure {
             message: "no VmRSS in /proc status".into(),
-            code: 1,
+            code: crate::cmd::exit::OTHER,
         })
 }
 
@@ -45,7 +45,7 @@ async fn logged_in(addr: std::net::SocketAddr) -> Result<TcpStream, Failure> {
         .to_bytes()
         .map_err(|e| Failure {
             message: e.to_string(),
-            code: 1,
+            code: crate::cmd::exit::OTHER,
         })?;
     s.write_all(&hello).await.map_err(io_failure("login"))?;
     let mut buf = BytesMut::new();
@@ -53,12 +53,12 @@ async fn logged_in(addr: std::net::SocketAddr) -> Result<TcpStream, Failure> {
     loop {
         if let Some(p) = dec.decode(&mut buf).map_err(|e| Failure {
             message: format!("login reply: {e}"),
-            code: 1,
+            code: crate::cmd::exit::OTHER,
         })? {
             if !p.status.is_success() {
                 return Err(Failure {
                     message: format!("login refused: status {}", p.status),
-                    code: 1,
+                    code: crate::cmd::exit::OTHER,
                 });
             }
             return Ok(s);
@@ -66,7 +66,7 @@ async fn logged_in(addr: std::net::SocketAddr) -> Result<TcpStream, Failure> {
         if s.read_buf(&mut buf).await.map_err(io_failure("login"))? == 0 {
             return Err(Failure {
                 message: "the server closed the connection during login".into(),
-                code: 1,
+                code: crate::cmd::exit::OTHER,
             });
         }
     }
@@ -94,11 +94,11 @@ pub(super) async fn connections(a: Connections) -> Result<serde_json::Value, Fai
         .map_err(io_failure("start tether serve"))?;
     let pid = child.id().ok_or_else(|| Failure {
         message: "tether serve exited at once".into(),
-        code: 1,
+        code: crate::cmd::exit::OTHER,
     })?;
     let stdout = child.stdout.take().ok_or_else(|| Failure {
         message: "no stdout from tether serve".into(),
-        code: 1,
+        code: crate::cmd::exit::OTHER,
     })?;
     let mut first = String::new();
     tokio::time::timeout(
@@ -108,7 +108,7 @@ pub(super) async fn connections(a: Connections) -> Result<serde_json::Value, Fai
     .await
     .map_err(|_| Failure {
         message: "tether serve did not start within 10 s".into(),
-        code: 1,
+        code: crate::cmd::exit::OTHER,
     })?
     .map_err(io_failure("read tether serve's banner"))?;
     let addr: std::net::SocketAddr = first
@@ -118,7 +118,7 @@ pub(super) async fn connections(a: Connections) -> Result<serde_json::Value, Fai
         .and_then(|a| a.parse().ok())
         .ok_or_else(|| Failure {
             message: format!("unexpected banner {first:?}"),
-            code: 1,
+            code: crate::cmd::exit::OTHER,
         })?;
 
     // A few connections first, so one-time allocations are not counted per connection.
@@ -162,7 +162,7 @@ async fn open_many(n: usize, addr: std::net::SocketAddr) -> Result<Vec<TcpStream
     for t in tasks {
         out.push(t.await.map_err(|e| Failure {
             message: e.to_string(),
-            code: 1,
+            code: crate::cmd::exit::OTHER,
         })??);
     }
     Ok(out)

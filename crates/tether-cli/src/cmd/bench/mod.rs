@@ -134,7 +134,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure {
             message: format!("the benchmark task failed: {e}"),
-            code: 1,
+            code: crate::cmd::exit::OTHER,
         })??;
     result["params"]["threads"] = json!(args.threads);
     crate::output::print_line(&result.to_string());
@@ -166,7 +166,7 @@ async fn scenario(scenario: Scenario) -> Result<serde_json::Value, Failure> {
 pub(super) fn io_failure(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
     move |e| Failure {
         message: format!("{what}: {e}"),
-        code: 1,
+        code: crate::cmd::exit::OTHER,
     }
 }
 
@@ -265,7 +265,7 @@ where
     for t in tasks {
         let finished = t.await.map_err(|e| Failure {
             message: e.to_string(),
-            code: 1,
+            code: crate::cmd::exit::OTHER,
         })??;
         end = end.max(finished);
     }
@@ -391,7 +391,7 @@ async fn rpc_latency(a: Latency) -> Result<serde_json::Value, Failure> {
         if r.payload.param.len() != param.len() {
             return Err(Failure {
                 message: "echo came back wrong".into(),
-                code: 1,
+                code: crate::cmd::exit::OTHER,
             });
         }
         Ok((client, param))
@@ -430,7 +430,7 @@ async fn rpc_throughput(a: Throughput) -> Result<serde_json::Value, Failure> {
             if !r.status.is_success() {
                 return Err(Failure {
                     message: format!("/echo answered status {}", r.status),
-                    code: 1,
+                    code: crate::cmd::exit::OTHER,
                 });
             }
             Ok(())
@@ -502,7 +502,7 @@ async fn pub_throughput(a: Publish) -> Result<serde_json::Value, Failure> {
         if !r.status.is_success() {
             return Err(Failure {
                 message: format!("{url}/publish answered status {}", r.status),
-                code: 1,
+                code: crate::cmd::exit::OTHER,
             });
         }
         published = a.count;
@@ -522,7 +522,7 @@ async fn pub_throughput(a: Publish) -> Result<serde_json::Value, Failure> {
     for r in receivers {
         let (got, at) = r.await.map_err(|e| Failure {
             message: e.to_string(),
-            code: 1,
+            code: crate::cmd::exit::OTHER,
         })?;
         delivered += got;
         last = last.max(at);

@@ -51,7 +51,7 @@ pub(super) struct NatsPub {
 fn nats_failure(what: &str) -> impl Fn(Box<dyn std::error::Error + Send + Sync>) -> Failure + '_ {
     move |e| Failure {
         message: format!("NATS {what}: {e}"),
-        code: 3,
+        code: crate::cmd::exit::UNREACHABLE,
     }
 }
 
@@ -106,7 +106,7 @@ pub(super) async fn rpc(a: NatsRpc) -> Result<serde_json::Value, Failure> {
             if m.payload.len() != payload.len() {
                 return Err(Failure {
                     message: "NATS echo came back wrong".into(),
-                    code: 1,
+                    code: crate::cmd::exit::OTHER,
                 });
             }
             Ok(())
@@ -194,7 +194,7 @@ pub(super) async fn publish(a: NatsPub) -> Result<serde_json::Value, Failure> {
     for r in receivers {
         let (got, at) = r.await.map_err(|e| Failure {
             message: e.to_string(),
-            code: 1,
+            code: crate::cmd::exit::OTHER,
         })?;
         delivered += got;
         last = last.max(at);

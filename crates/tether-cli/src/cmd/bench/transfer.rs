@@ -188,7 +188,7 @@ pub(super) async fn floor_tcp_copy(a: Bulk) -> Result<serde_json::Value, Failure
         .await
         .map_err(|e| Failure {
             message: e.to_string(),
-            code: 1,
+            code: crate::cmd::exit::OTHER,
         })?
         .map_err(io_failure("write"))?;
     Ok(bulk_report("floor-tcp-copy", got, elapsed))
@@ -229,7 +229,7 @@ pub(super) async fn reconnect(a: Reconnect) -> Result<serde_json::Value, Failure
                     _ => {
                         return Err(Failure {
                             message: "the robot did not reconnect within 10 s".into(),
-                            code: 1,
+                            code: crate::cmd::exit::OTHER,
                         })
                     }
                 }

@@ -72,7 +72,7 @@ pub(super) struct WsFanout {
 fn failure(e: impl std::fmt::Display) -> Failure {
     Failure {
         message: e.to_string(),
-        code: 1,
+        code: crate::cmd::exit::OTHER,
     }
 }
 
