@@ -35,6 +35,7 @@ pub mod client;
 mod close;
 mod error;
 pub mod files;
+mod framed;
 pub mod listening;
 mod outbound;
 mod payload;

@@ -22,14 +22,17 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use serde_json::{Map, Value};
 use tether_wire::clevershow::{Content, Decoder, Frame};
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::{Dial, Node};
+use crate::framed::Framed;
 use crate::outbound::Outbound;
 use crate::{CloseReason, Error};
+
+/// Read room per link (drones send small frames; files arrive as one large one).
+const READ_RESERVE: usize = 8 * 1024;
 
 /// Default time a request waits for its response.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -764,28 +767,27 @@ fn args_kwargs(content: &mut Map<String, Value>) -> (Vec<Value>, Map<String, Val
 
 async fn read_loop(
     peer: Peer,
-    mut rd: tokio::net::tcp::OwnedReadHalf,
+    rd: tokio::net::tcp::OwnedReadHalf,
     outbound: Outbound,
     max_message: usize,
 ) -> CloseReason {
-    let mut decoder = Decoder::with_max_content(max_message);
-    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let decoder = Decoder::with_max_content(max_message);
+    let mut framed = Framed::new(rd, BytesMut::new(), decoder, READ_RESERVE);
+    let killed = outbound.killed();
+    tokio::pin!(killed);
     loop {
         loop {
-            match decoder.decode(&mut buf) {
+            match framed.try_next() {
                 Ok(Some(frame)) => dispatch(&peer, frame).await,
                 Ok(None) => break,
-                Err(e) => return CloseReason::Protocol(e.to_string().into()),
+                Err(why) => return why,
             }
         }
         tokio::select! {
-            res = rd.read_buf(&mut buf) => match res {
-                Ok(0) if buf.is_empty() => return CloseReason::PeerClosed,
-                Ok(0) => return CloseReason::Truncated { unread: buf.len() },
-                Ok(_) => {}
-                Err(e) => return CloseReason::ReadFailed(e.to_string().into()),
+            res = framed.fill() => if let Err(why) = res {
+                return why;
             },
-            why = outbound.killed() => return why,
+            why = &mut killed => return why,
         }
     }
 }

@@ -6,39 +6,31 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tether_wire::vsoa::{Decoder, Packet, PacketType};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 
 use super::subscription::{settle, Offer};
 use super::{Message, Shared};
+use crate::framed::Framed;
 use crate::{CloseReason, Payload};
 
+/// Read room: a client has one connection, so it reads in larger pieces than the server.
 const READ_RESERVE: usize = 16 * 1024;
 
-pub(super) async fn read_loop<R: AsyncRead + Unpin>(
-    shared: Arc<Shared>,
-    mut rd: R,
-    mut buf: BytesMut,
-) {
-    let mut decoder = Decoder::new();
+pub(super) async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, rd: R, buf: BytesMut) {
+    let mut framed = Framed::new(rd, buf, Decoder::new(), READ_RESERVE);
     let killed = shared.outbound.killed();
     tokio::pin!(killed);
     let reason: CloseReason = 'conn: loop {
         loop {
-            match decoder.decode(&mut buf) {
+            match framed.try_next() {
                 Ok(Some(packet)) => dispatch(&shared, packet).await,
                 Ok(None) => break,
-                Err(e) => break 'conn CloseReason::Protocol(e.to_string().into()),
+                Err(why) => break 'conn why,
             }
         }
-        if buf.capacity() - buf.len() < READ_RESERVE / 2 {
-            buf.reserve(READ_RESERVE);
-        }
         tokio::select! {
-            res = rd.read_buf(&mut buf) => match res {
-                Ok(0) if buf.is_empty() => break 'conn CloseReason::PeerClosed,
-                Ok(0) => break 'conn CloseReason::Truncated { unread: buf.len() },
-                Ok(_) => {}
-                Err(e) => break 'conn CloseReason::ReadFailed(e.to_string().into()),
+            res = framed.fill() => if let Err(why) = res {
+                break 'conn why;
             },
             why = &mut killed => break 'conn why,
         }
