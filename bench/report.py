@@ -206,6 +206,14 @@ for name, got, ok in targets:
 print(f"| gateway requests >= 20 x Python hat-juggler | {ratio(best_ws, wp['rate_per_s'])} | {'yes' if best_ws >= 20 * wp['rate_per_s'] else '**no**'} |")
 print()
 print("## Profiles and what they changed\n")
+print("- **Issue 12's refactor (one framed reader, typed close reasons, one Listening, connection options) and a new "
+      "machine.** The 2026-12-03 run is on an Intel Xeon VM where the 2026-12-01 run was on an AMD EPYC, so its "
+      "absolute figures and some targets moved. To tell the machine from the code, the session's first and last "
+      "release binaries (bcb5810 and 8e6071d) ran interleaved on this machine: publish 1 -> 1, two threads, 20 pairs: "
+      "1.66 M vs 1.59 M msg/s, median ratio of pairs 0.988 (new faster in 9 of 20), zero loss in both; fan-out "
+      "1 -> 100, 12 pairs: median ratio 0.965; RPC throughput, 256 in flight, one thread, 12 pairs: median ratio 1.018; "
+      "RPC p50, one thread, 5 pairs: 12.7 vs 12.6 us. No change beyond the VM's noise (runs of one binary spread "
+      "+-15 %).")
 print("- **Fan-out 1 -> 100** (`perf record -g target/release/tether bench --threads 1 pub-throughput --count 30000 "
       "--subscribers 100`): 28.7 % of samples in the kernel zeroing fresh pages (`clear_page_erms`, from heap growth "
       "while subscriber queues back up), then `Vec::extend` (4.5 %), `hash_one` (1.6 %) and `sort_by_key` (1.5 %) "
