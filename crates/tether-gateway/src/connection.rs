@@ -14,7 +14,7 @@ use tether_wire::juggler::{self, Message, Package, Parsed, Reassembler};
 use tokio::sync::{mpsc, Mutex};
 use tokio::time::Instant;
 
-use crate::Ctx;
+use crate::GatewayState;
 
 /// WebSocket close codes we use.
 const NORMAL: u16 = 1000;
@@ -30,14 +30,14 @@ enum Control {
 
 /// The sending side, shared by the reader, the request workers and the notifier.
 #[derive(Clone)]
-pub(crate) struct Out {
+pub(crate) struct Outgoing {
     pub(crate) messages: mpsc::Sender<Vec<String>>,
     control: mpsc::UnboundedSender<Control>,
     max_segment: usize,
-    ctx: Arc<Ctx>,
+    ctx: Arc<GatewayState>,
 }
 
-impl Out {
+impl Outgoing {
     /// Queues a message, cut into segments; waits while the queue is full. `false` once the
     /// connection is closing.
     pub(crate) async fn send(&self, msg: &Message) -> bool {
@@ -58,11 +58,16 @@ impl Out {
     }
 }
 
-pub(crate) async fn serve(socket: WebSocket, ctx: Arc<Ctx>, peer: SocketAddr, remote: String) {
+pub(crate) async fn serve(
+    socket: WebSocket,
+    ctx: Arc<GatewayState>,
+    peer: SocketAddr,
+    remote: String,
+) {
     let (sink, stream) = socket.split();
     let (msg_tx, msg_rx) = mpsc::channel(ctx.config.send_queue.max(1));
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
-    let out = Out {
+    let out = Outgoing {
         messages: msg_tx,
         control: ctl_tx,
         max_segment: ctx.config.max_segment,
@@ -98,7 +103,7 @@ async fn write_loop(
     mut sink: SplitSink<WebSocket, WsMessage>,
     mut messages: mpsc::Receiver<Vec<String>>,
     control: mpsc::UnboundedReceiver<Control>,
-    ctx: Arc<Ctx>,
+    ctx: Arc<GatewayState>,
 ) {
     let stats = &ctx.stats;
     write_frames(&mut sink, &mut messages, control, stats).await;
@@ -169,17 +174,17 @@ async fn write_frames(
 
 /// Per-connection request state: the subscriber (created on the first `subscribe`).
 struct Session {
-    ctx: Arc<Ctx>,
+    ctx: Arc<GatewayState>,
     peer: SocketAddr,
-    out: Out,
+    out: Outgoing,
     subscriber: Mutex<Option<Arc<tether::LocalSubscriber>>>,
 }
 
 async fn read_loop(
     mut stream: SplitStream<WebSocket>,
-    ctx: &Arc<Ctx>,
+    ctx: &Arc<GatewayState>,
     peer: SocketAddr,
-    out: &Out,
+    out: &Outgoing,
 ) -> String {
     let session = Arc::new(Session {
         ctx: ctx.clone(),
@@ -305,7 +310,7 @@ pub struct Connection {
     peer: SocketAddr,
     remote: String,
     state: crate::State,
-    out: Out,
+    out: Outgoing,
 }
 
 impl std::fmt::Debug for Connection {

@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State as Shared};
+use axum::extract::{ConnectInfo, State as AxumState};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -234,7 +234,7 @@ impl GatewayBuilder {
     /// The gateway.
     pub fn build(self) -> Gateway {
         Gateway {
-            ctx: Arc::new(Ctx {
+            ctx: Arc::new(GatewayState {
                 server: self.server,
                 config: self.config,
                 state: self.state,
@@ -248,7 +248,8 @@ impl GatewayBuilder {
     }
 }
 
-struct Ctx {
+/// What every route and WebSocket connection of one gateway shares.
+struct GatewayState {
     server: tether::Server,
     config: Config,
     state: Option<State>,
@@ -262,7 +263,7 @@ struct Ctx {
 /// The WebSocket gateway of one [`tether::Server`]. Cheap to clone.
 #[derive(Clone)]
 pub struct Gateway {
-    ctx: Arc<Ctx>,
+    ctx: Arc<GatewayState>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -382,7 +383,7 @@ async fn upgrade(
     ws: WebSocketUpgrade,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: axum::http::HeaderMap,
-    Shared(ctx): Shared<Arc<Ctx>>,
+    AxumState(ctx): AxumState<Arc<GatewayState>>,
 ) -> Response {
     let max = ctx.config.max_message;
     let remote = if ctx.config.trust_forwarded {
@@ -396,7 +397,9 @@ async fn upgrade(
         .on_upgrade(move |socket| connection::serve(socket, ctx, peer, remote))
 }
 
-async fn prometheus(Shared(ctx): Shared<Arc<Ctx>>) -> impl axum::response::IntoResponse {
+async fn prometheus(
+    AxumState(ctx): AxumState<Arc<GatewayState>>,
+) -> impl axum::response::IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,

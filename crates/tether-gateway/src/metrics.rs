@@ -65,7 +65,7 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &LatencySnapshot) {
 /// The page.
 pub(crate) fn render(server: &tether::Server, ws: &Stats) -> String {
     let mut out = String::with_capacity(4096);
-    let (all, pending) = server.connection_count();
+    let tether::server::ConnectionCount { all, pending } = server.connection_count();
     let t = server.traffic();
     let q = server.quick_stats();
     let a = server.admission_stats();

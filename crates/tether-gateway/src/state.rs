@@ -193,7 +193,7 @@ impl State {
 
 /// Keeps one client's copy of `state` in step, on `mode`'s schedule, until the connection
 /// ends. The client starts at `null`, so a non-null document goes out whole first.
-pub(crate) async fn sync(state: State, mode: Autoflush, out: crate::connection::Out) {
+pub(crate) async fn sync(state: State, mode: Autoflush, out: crate::connection::Outgoing) {
     use broadcast::error::RecvError;
     use tether_wire::juggler::{diff, Message};
 

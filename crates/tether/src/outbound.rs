@@ -59,7 +59,8 @@ impl SendError {
     }
 }
 
-struct Shared {
+/// What the producers of one queue and its writer share.
+struct QueueState {
     tx: mpsc::UnboundedSender<Frame>,
     budget: Semaphore,
     limit: u32,
@@ -70,7 +71,7 @@ struct Shared {
 /// Producer handle of a connection's outbound queue. Cloning is one `Arc` increment.
 #[derive(Clone)]
 pub(crate) struct Outbound {
-    shared: Arc<Shared>,
+    shared: Arc<QueueState>,
 }
 
 /// The writer task's end of the queue.
@@ -107,7 +108,7 @@ impl Outbound {
         let limit = limit_bytes.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize)) as u32;
         let (tx, rx) = mpsc::unbounded_channel();
         let outbound = Outbound {
-            shared: Arc::new(Shared {
+            shared: Arc::new(QueueState {
                 tx,
                 budget: Semaphore::new(limit as usize),
                 limit,

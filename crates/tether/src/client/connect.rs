@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 
 use super::login::{LoggedIn, Login, Step};
 use super::options::{connect_options, ConnectOptions};
-use super::{connection, quick, subscription, Client, Inner, Shared};
+use super::{connection, quick, subscription, Client, Inner, Link};
 use crate::outbound::Outbound;
 use crate::{Error, VsoaUrl};
 
@@ -157,7 +157,7 @@ fn start_tasks(
 ) -> Client {
     let server_cert = stream.server_certificate();
     let (outbound, writer) = Outbound::new(options.queue_bytes, options.send_timeout);
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(Link {
         addr,
         outbound,
         pending: Mutex::new(HashMap::new()),

@@ -9,14 +9,14 @@ use tether_wire::vsoa::{Decoder, Packet, PacketType};
 use tokio::io::AsyncRead;
 
 use super::subscription::{settle, Offer};
-use super::{Message, Shared};
+use super::{Link, Message};
 use crate::framed::Framed;
 use crate::{CloseReason, Payload};
 
 /// Read room: a client has one connection, so it reads in larger pieces than the server.
 const READ_RESERVE: usize = 16 * 1024;
 
-pub(super) async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, rd: R, buf: BytesMut) {
+pub(super) async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Link>, rd: R, buf: BytesMut) {
     let mut framed = Framed::new(rd, buf, Decoder::new(), READ_RESERVE);
     let killed = shared.outbound.killed();
     tokio::pin!(killed);
@@ -50,7 +50,7 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, rd: R, 
 
 /// Routes one packet. Waits only for full stream buffers, at most the stall timeout (see
 /// `subscription.rs`).
-async fn dispatch(shared: &Shared, packet: Packet) {
+async fn dispatch(shared: &Link, packet: Packet) {
     match packet.ptype {
         PacketType::Rpc
         | PacketType::Subscribe

@@ -46,8 +46,9 @@ pub const DEFAULT_BUFFER: usize = 65_536;
 
 type Waiter = oneshot::Sender<Packet>;
 
-/// State shared by the client handle and its reader task.
-struct Shared {
+/// One logged-in link to a server: what the client handles and the link's reader task
+/// share.
+struct Link {
     addr: SocketAddr,
     outbound: Outbound,
     pending: Mutex<HashMap<u32, Waiter>>,
@@ -62,7 +63,7 @@ struct Shared {
     tls: Option<crate::tls::ClientTls>,
 }
 
-impl Shared {
+impl Link {
     /// Queues encoded bytes; a closed connection is reported with its reason.
     async fn send(&self, bytes: Bytes) -> Result<(), Error> {
         self.outbound
@@ -79,7 +80,7 @@ impl Shared {
 }
 
 struct Inner {
-    shared: Arc<Shared>,
+    shared: Arc<Link>,
     info: serde_json::Value,
     id: u32,
     datagrams_taken: std::sync::atomic::AtomicBool,

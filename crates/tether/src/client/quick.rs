@@ -12,7 +12,7 @@ use tether_wire::vsoa::{Decoder, PacketType};
 use tokio::net::UdpSocket;
 
 use super::connection::message;
-use super::Shared;
+use super::Link;
 
 /// A UDP socket on `local_ip`, connected to the server's address.
 pub(super) async fn open(
@@ -24,7 +24,7 @@ pub(super) async fn open(
     Ok(socket)
 }
 
-pub(super) async fn read_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
+pub(super) async fn read_loop(shared: Arc<Link>, socket: Arc<UdpSocket>) {
     let mut buf = vec![0u8; 65_536];
     loop {
         tokio::select! {
@@ -38,7 +38,7 @@ pub(super) async fn read_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
     }
 }
 
-fn receive(shared: &Shared, datagram: Bytes) {
+fn receive(shared: &Link, datagram: Bytes) {
     let packet = match Decoder::new().decode_datagram(datagram) {
         Ok(p) => p,
         Err(e) => {

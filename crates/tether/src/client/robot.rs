@@ -96,7 +96,7 @@ impl RobotBuilder {
         let (events, _) = broadcast::channel(64);
         let inner = Arc::new(RobotInner {
             current: watch::channel(None).0,
-            subs: Mutex::new(Registry::default()),
+            subs: Mutex::new(RobotSubscriptions::default()),
             events,
         });
         let (stop, stop_rx) = watch::channel(false);
@@ -116,8 +116,9 @@ struct RobotSub {
     generation: u64,
 }
 
+/// The subscriptions a robot makes again on every new link.
 #[derive(Default)]
-struct Registry {
+struct RobotSubscriptions {
     subs: Vec<RobotSub>,
     next_id: u64,
 }
@@ -125,7 +126,7 @@ struct Registry {
 struct RobotInner {
     /// The live connection and its generation.
     current: watch::Sender<Option<(u64, Client)>>,
-    subs: Mutex<Registry>,
+    subs: Mutex<RobotSubscriptions>,
     events: broadcast::Sender<RobotEvent>,
 }
 
@@ -140,7 +141,7 @@ impl Drop for StopOnDrop {
 }
 
 impl RobotInner {
-    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+    fn registry(&self) -> std::sync::MutexGuard<'_, RobotSubscriptions> {
         self.subs.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use super::{ClientEvent, ClientHandle, DatagramHandler, Hooks};
+use super::hooks::Hooks;
+use super::{ClientEvent, ClientHandle, DatagramHandler};
 
 /// A password or shared secret. Its `Debug` output never shows the value.
 #[derive(Clone, PartialEq, Eq)]

@@ -1,4 +1,5 @@
-//! One client connection, from accept to close.
+//! One client's session on the server, from accept to close (a [`Session`]), and the
+//! encoding of what it sends.
 //!
 //! The connection task owns the read half and the per-connection state (login progress,
 //! the decoder and its buffer); a writer task owns the write half (see `outbound.rs`).
@@ -26,9 +27,10 @@ use tokio::time::Instant;
 use super::handler::{call_guarded, ClientHandle, Datagram, Method, Mode, Request};
 use super::login::{Credentials, Login, Step};
 use super::quick::QuickPath;
-use super::{encode_reply, outbound_for, ClientEvent, Shared};
+use super::{ClientEvent, Config, ServerState};
 use crate::framed::Framed;
 use crate::listening::Shutdown;
+use crate::outbound::Outbound;
 use crate::outbound::OutboundRx;
 use crate::tls::PeerCertificate;
 use crate::{CloseReason, Payload};
@@ -39,8 +41,8 @@ use crate::{CloseReason, Payload};
 /// costs at most ~16 KiB in all, measured in docs/benchmarks.md).
 const READ_RESERVE: usize = 8 * 1024;
 
-pub(crate) struct Connection {
-    shared: Arc<Shared>,
+pub(crate) struct Session {
+    shared: Arc<ServerState>,
     client: ClientHandle,
     writer: Option<OutboundRx>,
     quick_socket: Option<Arc<UdpSocket>>,
@@ -52,15 +54,12 @@ pub(crate) struct Connection {
     in_flight: Arc<tokio::sync::Semaphore>,
 }
 
-/// How a packet's handling ends.
-enum Flow {
-    Continue,
-    Close(CloseReason),
-}
+/// How a packet's handling ends: go on, or close the connection for this reason.
+type Flow = std::ops::ControlFlow<CloseReason>;
 
-impl Connection {
+impl Session {
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        shared: Arc<ServerState>,
         id: u32,
         addr: SocketAddr,
         local: SocketAddr,
@@ -80,7 +79,7 @@ impl Connection {
         let in_flight = Arc::new(tokio::sync::Semaphore::new(
             shared.config.max_in_flight_per_client,
         ));
-        Connection {
+        Session {
             shared,
             client,
             writer: Some(writer),
@@ -133,7 +132,7 @@ impl Connection {
             Some(w) => tokio::spawn(w.count_into(self.shared.traffic.clone()).run(wr)),
             None => return,
         };
-        // Admission registered this connection already (see `Shared::admit`).
+        // Admission registered this connection already (see `ServerState::admit`).
         tracing::debug!("connected");
 
         let deadline = Instant::now() + self.shared.config.handshake_timeout;
@@ -152,7 +151,7 @@ impl Connection {
                 match framed.try_next() {
                     Ok(Some(packet)) => {
                         packets += 1;
-                        if let Flow::Close(why) = self.handle(packet).await {
+                        if let Flow::Break(why) = self.handle(packet).await {
                             break 'conn why;
                         }
                     }
@@ -202,15 +201,15 @@ impl Connection {
 
     async fn send(&self, packet: Packet) -> Flow {
         match self.client.outbound.send(encode_reply(packet)).await {
-            Ok(()) => Flow::Continue,
-            Err(e) => Flow::Close(e.reason()),
+            Ok(()) => Flow::Continue(()),
+            Err(e) => Flow::Break(e.reason()),
         }
     }
 
     async fn handle(&mut self, packet: Packet) -> Flow {
         if packet.is_reply() {
             tracing::trace!(ptype = ?packet.ptype, "ignoring packet with REPLY set");
-            return Flow::Continue;
+            return Flow::Continue(());
         }
         if !self.login.is_done() {
             let cfg = &self.shared.config;
@@ -227,7 +226,7 @@ impl Connection {
                 Step::Reply(challenge) => return self.send(challenge).await,
                 Step::Refuse(why) => {
                     let _ = self.send(Packet::reply_to(&packet, Status::PASSWORD)).await;
-                    return Flow::Close(CloseReason::LoginRefused(why.into()));
+                    return Flow::Break(CloseReason::LoginRefused(why.into()));
                 }
             }
         }
@@ -237,10 +236,10 @@ impl Connection {
             PacketType::Subscribe | PacketType::Unsubscribe => self.subscription(packet).await,
             PacketType::Datagram => self.datagram(packet).await,
             PacketType::PingEcho => self.send(Packet::reply_to(&packet, Status::SUCCESS)).await,
-            PacketType::Noop => Flow::Continue,
+            PacketType::Noop => Flow::Continue(()),
             other => {
                 tracing::debug!(?other, "ignoring packet type a client should not send");
-                Flow::Continue
+                Flow::Continue(())
             }
         }
     }
@@ -250,7 +249,7 @@ impl Connection {
             .with_param(self.shared.info_json.clone())
             .with_data(Bytes::copy_from_slice(&self.client.id.to_be_bytes()));
         if let Err(e) = self.client.outbound.send_alone(encode_reply(reply)).await {
-            return Flow::Close(e.reason());
+            return Flow::Break(e.reason());
         }
         if packet.flags.contains(Flags::TUNNEL) && packet.tunid != 0 {
             if let Some(socket) = &self.quick_socket {
@@ -276,7 +275,7 @@ impl Connection {
                 hook(ClientEvent::Connected(self.client.clone()));
             }
         }
-        Flow::Continue
+        Flow::Continue(())
     }
 
     async fn rpc(&mut self, packet: Packet) -> Flow {
@@ -337,12 +336,12 @@ impl Connection {
         };
         if let Mode::Inline = route.mode {
             job.await;
-            return Flow::Continue;
+            return Flow::Continue(());
         }
         // At the in-flight limit this waits, and so stops reading: the flooding client
         // slows down, nobody else does.
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
-            return Flow::Continue; // never closed
+            return Flow::Continue(()); // never closed
         };
         let job = async move {
             job.await;
@@ -354,7 +353,7 @@ impl Connection {
                 tokio::spawn(job);
             }
         }
-        Flow::Continue
+        Flow::Continue(())
     }
 
     async fn subscription(&mut self, packet: Packet) -> Flow {
@@ -418,12 +417,12 @@ impl Connection {
         let url = match check_url(&packet.url) {
             Ok(u) if u.len() > self.shared.config.max_url_len => {
                 tracing::debug!("datagram dropped: URL over max_url_len");
-                return Flow::Continue;
+                return Flow::Continue(());
             }
             Ok(u) => u.to_string(),
             Err(e) => {
                 tracing::debug!("datagram dropped: {e}");
-                return Flow::Continue;
+                return Flow::Continue(());
             }
         };
         match &self.shared.hooks.on_datagram {
@@ -441,7 +440,7 @@ impl Connection {
             }
             None => tracing::debug!(url, "datagram dropped: the server has no datagram handler"),
         }
-        Flow::Continue
+        Flow::Continue(())
     }
 }
 
@@ -475,4 +474,25 @@ fn parse_urls(packet: &Packet, max_len: usize) -> Result<Option<Vec<String>>, St
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
+}
+/// Encodes `packet` for a connection's queue; a reply too large for VSOA becomes a status
+/// 6 reply so the caller is told instead of left waiting.
+pub(crate) fn encode_reply(packet: Packet) -> Bytes {
+    match packet.to_bytes() {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(
+                seqno = packet.seqno,
+                "reply not sent: {e}; answering status 6"
+            );
+            // A bare status reply is 20 bytes and always encodes.
+            Packet::reply_to(&packet, Status::NO_MEMORY)
+                .to_bytes()
+                .unwrap_or_default()
+        }
+    }
+}
+
+pub(crate) fn outbound_for(config: &Config) -> (Outbound, crate::outbound::OutboundRx) {
+    Outbound::new(config.outbound_queue_bytes, config.send_timeout)
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tether_wire::url::{check_url, SubscriptionIndex};
 use tokio::sync::mpsc;
 
-use super::{PublishReport, Shared};
+use super::{PublishReport, ServerState};
 use crate::{Error, Payload};
 
 /// One publish, as a local subscriber receives it.
@@ -103,7 +103,7 @@ impl LocalSinks {
 /// and (un)subscribe from different tasks. Dropping it unsubscribes.
 pub struct LocalSubscriber {
     id: u64,
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     rx: tokio::sync::Mutex<mpsc::Receiver<Published>>,
     cut_off: Arc<AtomicBool>,
     skipped: Arc<AtomicU64>,
@@ -119,12 +119,12 @@ impl std::fmt::Debug for LocalSubscriber {
 
 static NEXT_LOCAL: AtomicU64 = AtomicU64::new(1);
 
-fn sinks(shared: &Shared) -> MutexGuard<'_, LocalSinks> {
+fn sinks(shared: &ServerState) -> MutexGuard<'_, LocalSinks> {
     shared.local.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl LocalSubscriber {
-    pub(crate) fn new(shared: Arc<Shared>, capacity: usize, observer: bool) -> Self {
+    pub(crate) fn new(shared: Arc<ServerState>, capacity: usize, observer: bool) -> Self {
         let id = NEXT_LOCAL.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let cut_off = Arc::new(AtomicBool::new(false));

@@ -1,22 +1,29 @@
-//! The VSOA server: configuration, route table, publishing, and the accept loop.
+//! The VSOA server: the [`Server`] handle, its state, and its route table.
 //!
-//! A [`Server`] is a cheap handle (an `Arc`) on shared state: the routes, the registry of
+//! A [`Server`] is a cheap handle (an `Arc`) on [`ServerState`]: the routes, the registry of
 //! connected clients with their subscriptions, and the hooks. Routes can be added before
-//! or after [`Server::bind`]; one server can listen on several addresses. Each accepted
-//! connection is served by the task in `connection.rs`.
+//! or after [`Server::bind`]; one server can listen on several addresses. The rest lives
+//! beside this file, one concern each: `config.rs` (settings and the builder),
+//! `listen.rs` (bind, accept), `connection.rs` (one client's session), `login.rs`,
+//! `handler.rs` (what handlers see), `publish.rs`, `clients.rs` (inspecting and steering
+//! connected clients), `hooks.rs`, `registry.rs`, `admission.rs`, `quick.rs`, `local.rs`,
+//! `bridge.rs` and `traffic.rs`.
 
 mod admission;
 mod bridge;
+mod clients;
 mod config;
 mod connection;
 mod handler;
+mod hooks;
+mod listen;
 mod local;
 pub(crate) mod login;
+mod publish;
 mod quick;
 mod registry;
 pub(crate) mod traffic;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -24,24 +31,26 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tether_wire::url::RouteTable;
-use tether_wire::vsoa::{Flags, Packet, PacketType, Status, MAX_BODY_LEN, MAX_QUICK_BODY_LEN};
-use tracing::Instrument;
+use tether_wire::vsoa::Status;
 
 pub use admission::AdmissionStats;
+pub use clients::{ConnectionCount, NoSuchClient};
 pub use config::{Config, Secret, ServerBuilder};
 pub use handler::{
     BoxFuture, ClientHandle, Datagram, DatagramHandler, Handler, Method, Mode, Reply, Request,
     WorkQueue,
 };
+pub use hooks::ClientEvent;
 pub use local::{LocalSubscriber, Published};
+pub use publish::{PublishReport, QuickReport};
 pub use quick::QuickStats;
 pub use registry::ClientSummary;
 pub use traffic::{LatencyHistogram, LatencySnapshot, Traffic, LATENCY_BUCKETS};
 
-use crate::listening::{pause_after_accept_error, Shutdown};
 use crate::outbound::Outbound;
-use crate::{BindAddr, CloseReason, Error, Listening, Payload};
+use crate::{CloseReason, Payload};
 use handler::Route;
+use hooks::Hooks;
 use registry::Registry;
 
 impl ServerBuilder {
@@ -49,7 +58,7 @@ impl ServerBuilder {
     pub fn build(self) -> Server {
         let info_json = serde_json::to_vec(&self.config.info).unwrap_or_else(|_| b"{}".to_vec());
         Server {
-            shared: Arc::new(Shared {
+            shared: Arc::new(ServerState {
                 info_json: info_json.into(),
                 config: self.config,
                 hooks: self.hooks,
@@ -66,36 +75,8 @@ impl ServerBuilder {
     }
 }
 
-/// A client entering or leaving.
-#[derive(Debug, Clone)]
-pub enum ClientEvent {
-    /// Handshake completed.
-    Connected(ClientHandle),
-    /// Connection ended, with the reason.
-    Disconnected(ClientHandle, CloseReason),
-}
-
-type ClientHook = Box<dyn Fn(ClientEvent) + Send + Sync>;
-type SubscriptionHook = Box<dyn Fn(&ClientHandle, &[String], bool) + Send + Sync>;
-
-#[derive(Default)]
-struct Hooks {
-    on_client: Option<ClientHook>,
-    on_subscription: Option<SubscriptionHook>,
-    on_datagram: Option<Box<dyn DatagramHandler>>,
-}
-
-impl std::fmt::Debug for Hooks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hooks")
-            .field("on_client", &self.on_client.is_some())
-            .field("on_subscription", &self.on_subscription.is_some())
-            .field("on_datagram", &self.on_datagram.is_some())
-            .finish()
-    }
-}
-
-pub(crate) struct Shared {
+/// Everything a server's handles, sessions and listeners share.
+pub(crate) struct ServerState {
     config: Config,
     info_json: Bytes,
     hooks: Hooks,
@@ -111,7 +92,7 @@ pub(crate) struct Shared {
     traffic: Arc<traffic::Counters>,
 }
 
-impl Shared {
+impl ServerState {
     /// The route serving `url`: exact, else the longest prefix, else `/`.
     pub(crate) fn route_for(&self, url: &str) -> Option<Route> {
         self.routes
@@ -123,7 +104,7 @@ impl Shared {
 
     /// Applies the admission rules of `admission.rs` to a new connection; registers it when
     /// it is taken.
-    fn admit(&self, conn: &connection::Connection) -> bool {
+    fn admit(&self, conn: &connection::Session) -> bool {
         let cfg = &self.config;
         let client = conn.client();
         let ip = client.addr.ip();
@@ -175,7 +156,7 @@ impl Shared {
 /// A VSOA server: routes, clients, publishing. Clone it freely; clones share everything.
 #[derive(Clone)]
 pub struct Server {
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
 }
 
 impl std::fmt::Debug for Server {
@@ -184,15 +165,6 @@ impl std::fmt::Debug for Server {
             .field("config", &self.shared.config)
             .finish()
     }
-}
-
-/// What a publish did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PublishReport {
-    /// Clients the message was queued for.
-    pub delivered: usize,
-    /// Matching clients that were cut off as slow consumers instead.
-    pub cut_off: usize,
 }
 
 impl Server {
@@ -288,313 +260,4 @@ impl Server {
             }
         }
     }
-
-    /// Listens on `addr` (TCP, and UDP on the same port for the quick channel) and serves
-    /// connections. [`Listening::shutdown`] stops accepting, closes every connection of this
-    /// listener after flushing what is queued for it, and returns once all of them have
-    /// ended and both ports are closed; dropping the handle leaves the server running.
-    pub async fn bind(&self, addr: impl BindAddr) -> Result<Listening, Error> {
-        let shown = addr.to_string();
-        let requested = crate::listening::resolve(addr, "VSOA").await?;
-        let quick = self.shared.config.quick && self.shared.config.tls.is_none();
-        let (listener, udp) = quick::bind_pair(requested, &shown, quick).await?;
-        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
-            addr: shown.clone(),
-            source,
-        })?;
-        let (listening, shutdown) = Listening::new(local_addr);
-        let shared = self.shared.clone();
-        let span = tracing::info_span!("vsoa-server", listen = %local_addr);
-        if let Some(udp) = &udp {
-            let receive = quick::receive_loop(shared.clone(), udp.clone(), shutdown.clone());
-            tokio::spawn(receive.instrument(span.clone()));
-        }
-        tokio::spawn(accept_loop(shared, listener, udp, shutdown).instrument(span));
-        tracing::info!("VSOA server listening on {local_addr}");
-        Ok(listening)
-    }
-
-    /// Publishes `payload` on `url` to every logged-in, authed client subscribed to it,
-    /// highest priority first. The packet is encoded once. A client whose queue stays full
-    /// for the send timeout is cut off (counted in the report), never silently skipped.
-    pub async fn publish(&self, url: &str, payload: Payload) -> Result<PublishReport, Error> {
-        let mut report = PublishReport::default();
-        self.deliver_local(url, &payload, false, &mut report);
-        let packet = payload.packet(PacketType::Publish, url, MAX_BODY_LEN)?;
-        let mut waiting = Vec::new();
-        let offered = self.shared.registry().offer(
-            url,
-            || packet.to_bytes(),
-            &mut report.delivered,
-            &mut waiting,
-        )?;
-        let Some(bytes) = offered else {
-            return Ok(report);
-        };
-        // Full queues wait together, so one slow client costs at most one send timeout.
-        let sends = waiting.iter().map(|out| out.send(bytes.clone()));
-        for res in join_all(sends).await {
-            match res {
-                Ok(()) => report.delivered += 1,
-                Err(crate::outbound::SendError::CutOff(_)) => {
-                    report.cut_off += 1;
-                    self.shared.traffic.count_cut_off(1);
-                }
-                Err(crate::outbound::SendError::Closed(_)) => {}
-            }
-        }
-        Ok(report)
-    }
-
-    /// Publishes over the quick (UDP) channel to every matching client that advertised a
-    /// UDP port: one datagram each, encoded once, never waiting. What the socket cannot take
-    /// now is dropped and counted (in the report and [`Server::quick_stats`]).
-    pub fn publish_quick(&self, url: &str, payload: Payload) -> Result<QuickReport, Error> {
-        let mut report = QuickReport::default();
-        let mut local = PublishReport::default();
-        self.deliver_local(url, &payload, true, &mut local);
-        report.sent += local.delivered;
-        report.dropped += local.cut_off;
-        let packet = payload.packet(PacketType::Publish, url, MAX_QUICK_BODY_LEN)?;
-        let mut targets = Vec::new();
-        self.shared.registry().targets(url, &mut targets);
-        let mut bytes = None;
-        for client in &targets {
-            if let Some(path) = quick::path_of(client) {
-                let bytes = match &bytes {
-                    Some(b) => b,
-                    None => bytes.insert(packet.to_bytes()?),
-                };
-                if path.send(bytes) {
-                    report.sent += 1;
-                } else {
-                    report.dropped += 1;
-                }
-            }
-        }
-        Ok(report)
-    }
-
-    /// A subscriber for a caller on another transport (the WebSocket gateway): publishes
-    /// matching its patterns queue up for it, at most `capacity`; if it falls that far
-    /// behind it is cut off (counted in [`PublishReport::cut_off`]).
-    pub fn local_subscriber(&self, capacity: usize) -> LocalSubscriber {
-        LocalSubscriber::new(self.shared.clone(), capacity, false)
-    }
-
-    /// A monitoring tap (a dashboard's list of recent publishes): like
-    /// [`Server::local_subscriber`], but not counted in publish reports, and when it falls
-    /// behind it skips publishes and counts them ([`LocalSubscriber::skipped`]) instead of
-    /// being cut off.
-    pub fn observer(&self, capacity: usize) -> LocalSubscriber {
-        LocalSubscriber::new(self.shared.clone(), capacity, true)
-    }
-
-    fn deliver_local(&self, url: &str, payload: &Payload, quick: bool, report: &mut PublishReport) {
-        if self
-            .shared
-            .has_local
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            self.shared
-                .local
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .deliver(url, payload, quick, report);
-        }
-    }
-
-    /// Packets and bytes over all TCP connections since the server was built.
-    pub fn traffic(&self) -> Traffic {
-        self.shared.traffic.snapshot()
-    }
-
-    /// How long RPC handlers took (VSOA clients and callers of other transports alike).
-    pub fn rpc_latency(&self) -> LatencySnapshot {
-        self.shared.traffic.rpc.snapshot()
-    }
-
-    /// Bytes queued for sending over all connections now.
-    pub fn queued_bytes(&self) -> usize {
-        self.shared
-            .registry()
-            .clients
-            .values()
-            .map(|e| e.handle.outbound.queued_bytes())
-            .sum()
-    }
-
-    /// Connections held now: (all, of which not yet logged in).
-    pub fn connection_count(&self) -> (usize, usize) {
-        let reg = self.shared.registry();
-        (reg.clients.len(), reg.pending.len())
-    }
-
-    /// Admission counters: connections refused or evicted by the limits.
-    pub fn admission_stats(&self) -> AdmissionStats {
-        self.shared.admission.stats()
-    }
-
-    /// Quick-channel counters.
-    pub fn quick_stats(&self) -> QuickStats {
-        self.shared.quick.snapshot()
-    }
-
-    /// Whether any logged-in client is subscribed to `url`.
-    pub fn is_subscribed(&self, url: &str) -> bool {
-        self.shared.registry().subs.is_subscribed(url)
-    }
-
-    /// The logged-in clients, by id.
-    pub fn clients(&self) -> Vec<ClientSummary> {
-        let reg = self.shared.registry();
-        let mut list: Vec<ClientSummary> = reg
-            .clients
-            .values()
-            .filter(|e| e.logged_in)
-            .map(|e| reg.summary(e))
-            .collect();
-        list.sort_by_key(|c| c.id);
-        list
-    }
-
-    /// A handle on client `id`, if it is connected.
-    pub fn client(&self, id: u32) -> Option<ClientHandle> {
-        self.shared
-            .registry()
-            .clients
-            .get(&id)
-            .map(|e| e.handle.clone())
-    }
-
-    /// Whether client `id` would receive a publish on `url`.
-    pub fn client_is_subscribed(&self, id: u32, url: &str) -> bool {
-        self.shared.registry().subs.client_is_subscribed(id, url)
-    }
-
-    /// Sets client `id`'s priority (publishes go to higher priorities first) and tells the
-    /// client with a QOSSETUP packet. Returns false if there is no such client.
-    pub async fn set_priority(&self, id: u32, priority: u8) -> bool {
-        let out = {
-            let mut reg = self.shared.registry();
-            let Some(e) = reg.clients.get_mut(&id) else {
-                return false;
-            };
-            e.priority = priority;
-            e.handle.outbound.clone()
-        };
-        let mut qos = Packet::new(PacketType::QosSetup);
-        qos.flags = Flags::REPLY;
-        qos.status = Status(priority);
-        match qos.to_bytes() {
-            Ok(bytes) => out.send(bytes).await.is_ok(),
-            Err(_) => false,
-        }
-    }
-
-    /// Sets whether client `id` receives publishes (default true after login).
-    pub fn set_authed(&self, id: u32, authed: bool) -> bool {
-        match self.shared.registry().clients.get_mut(&id) {
-            Some(e) => {
-                e.authed = authed;
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// What a quick publish did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct QuickReport {
-    /// Datagrams handed to the socket.
-    pub sent: usize,
-    /// Matching quick clients whose datagram the socket could not take now.
-    pub dropped: usize,
-}
-
-/// Awaits every future, concurrently, without spawning.
-async fn join_all<F: Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    let mut futs: Vec<_> = futs.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, slot) in futs.iter_mut().zip(out.iter_mut()) {
-            if slot.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *slot = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
-}
-
-async fn accept_loop(
-    shared: Arc<Shared>,
-    listener: tokio::net::TcpListener,
-    udp: Option<Arc<tokio::net::UdpSocket>>,
-    mut shutdown: Shutdown,
-) {
-    loop {
-        tokio::select! {
-            res = listener.accept() => match res {
-                Ok((stream, peer)) => {
-                    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-                    let Ok(local) = stream.local_addr() else { continue };
-                    let conn = connection::Connection::new(
-                        shared.clone(), id, peer, local, udp.clone(), shared.config.tls.clone(),
-                    );
-                    if !shared.admit(&conn) {
-                        continue; // dropping the stream closes it
-                    }
-                    let span = tracing::info_span!("vsoa", client = id, peer = %peer);
-                    let mut shutdown = shutdown.clone();
-                    tokio::spawn(async move {
-                        conn.run(stream, &mut shutdown).await;
-                        // Only now, with the connection (and its handle on the quick
-                        // socket) gone: the listener's shutdown returns when every copy of
-                        // the signal is dropped, and the port must be free by then.
-                        drop(shutdown);
-                    }.instrument(span));
-                }
-                Err(e) => pause_after_accept_error("VSOA", &e).await,
-            },
-            _ = shutdown.requested() => break,
-        }
-    }
-    // Close the port before reporting done: a restart may bind it again at once.
-    drop(listener);
-    drop(udp);
-    tracing::info!("listener closed");
-    drop(shutdown);
-}
-
-/// Encodes `packet` for a connection's queue; a reply too large for VSOA becomes a status
-/// 6 reply so the caller is told instead of left waiting.
-pub(crate) fn encode_reply(packet: Packet) -> Bytes {
-    match packet.to_bytes() {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(
-                seqno = packet.seqno,
-                "reply not sent: {e}; answering status 6"
-            );
-            // A bare status reply is 20 bytes and always encodes.
-            Packet::reply_to(&packet, Status::NO_MEMORY)
-                .to_bytes()
-                .unwrap_or_default()
-        }
-    }
-}
-
-pub(crate) fn outbound_for(config: &Config) -> (Outbound, crate::outbound::OutboundRx) {
-    Outbound::new(config.outbound_queue_bytes, config.send_timeout)
 }

@@ -19,7 +19,7 @@ use tether_wire::vsoa::{Decoder, PacketType, MAX_QUICK_PACKET_LEN};
 use tokio::net::{TcpListener, UdpSocket};
 
 use super::handler::{ClientHandle, Datagram};
-use super::Shared;
+use super::ServerState;
 use crate::listening::Shutdown;
 use crate::{Error, Payload};
 
@@ -126,7 +126,7 @@ pub(crate) async fn bind_pair(
 /// Receives quick datagrams until shutdown. The signal is dropped only after the socket
 /// is, so the port is free when the listener's shutdown returns.
 pub(crate) async fn receive_loop(
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     socket: Arc<UdpSocket>,
     mut shutdown: Shutdown,
 ) {
@@ -144,7 +144,7 @@ pub(crate) async fn receive_loop(
     drop(shutdown);
 }
 
-async fn receive(shared: &Shared, datagram: Bytes, src: SocketAddr) {
+async fn receive(shared: &ServerState, datagram: Bytes, src: SocketAddr) {
     let reject = |why: &str| {
         shared.quick.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%src, "quick datagram refused: {why}");

@@ -324,7 +324,7 @@ async fn publish_reaches_only_logged_in_authed_matching_clients() {
         .await;
         assert_eq!(c.expect().await.status, Status::SUCCESS);
     }
-    assert!(server.set_authed(b_id, false));
+    assert!(server.set_authed(b_id, false).is_ok());
     let report = server
         .publish(
             "/t/x",
@@ -362,7 +362,7 @@ async fn priority_orders_publishes_and_is_announced() {
     low.login(None).await;
     let mut high = Raw::connect(l.local_addr()).await;
     let high_id = u32::from_be_bytes(high.login(None).await.data[..4].try_into().unwrap());
-    assert!(server.set_priority(high_id, 3).await);
+    assert!(server.set_priority(high_id, 3).await.is_ok());
     let qos = high.expect().await;
     assert_eq!(
         (qos.ptype, qos.flags, qos.status),
@@ -377,7 +377,10 @@ async fn priority_orders_publishes_and_is_announced() {
             .priority,
         3
     );
-    assert!(!server.set_priority(999_999, 1).await);
+    assert_eq!(
+        server.set_priority(999_999, 1).await,
+        Err(tether::server::NoSuchClient(999_999))
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,144 @@
+//! Publishing: encode once, offer to every matching client's queue in priority order
+//! (full queues wait together, at most one send timeout), deliver to local subscribers, and
+//! report what happened; quick publishes go out over UDP and count what the socket refused.
+
+use std::future::Future;
+
+use tether_wire::vsoa::{PacketType, MAX_BODY_LEN, MAX_QUICK_BODY_LEN};
+
+use super::{quick, LocalSubscriber, Server};
+use crate::{Error, Payload};
+
+/// What a publish did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishReport {
+    /// Clients the message was queued for.
+    pub delivered: usize,
+    /// Matching clients that were cut off as slow consumers instead.
+    pub cut_off: usize,
+}
+
+/// What a quick publish did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuickReport {
+    /// Datagrams handed to the socket.
+    pub sent: usize,
+    /// Matching quick clients whose datagram the socket could not take now.
+    pub dropped: usize,
+}
+
+impl Server {
+    /// Publishes `payload` on `url` to every logged-in, authed client subscribed to it,
+    /// highest priority first. The packet is encoded once. A client whose queue stays full
+    /// for the send timeout is cut off (counted in the report), never silently skipped.
+    pub async fn publish(&self, url: &str, payload: Payload) -> Result<PublishReport, Error> {
+        let mut report = PublishReport::default();
+        self.deliver_local(url, &payload, false, &mut report);
+        let packet = payload.packet(PacketType::Publish, url, MAX_BODY_LEN)?;
+        let mut waiting = Vec::new();
+        let offered = self.shared.registry().offer(
+            url,
+            || packet.to_bytes(),
+            &mut report.delivered,
+            &mut waiting,
+        )?;
+        let Some(bytes) = offered else {
+            return Ok(report);
+        };
+        // Full queues wait together, so one slow client costs at most one send timeout.
+        let sends = waiting.iter().map(|out| out.send(bytes.clone()));
+        for res in join_all(sends).await {
+            match res {
+                Ok(()) => report.delivered += 1,
+                Err(crate::outbound::SendError::CutOff(_)) => {
+                    report.cut_off += 1;
+                    self.shared.traffic.count_cut_off(1);
+                }
+                Err(crate::outbound::SendError::Closed(_)) => {}
+            }
+        }
+        Ok(report)
+    }
+
+    /// Publishes over the quick (UDP) channel to every matching client that advertised a
+    /// UDP port: one datagram each, encoded once, never waiting. What the socket cannot take
+    /// now is dropped and counted (in the report and [`Server::quick_stats`]).
+    pub fn publish_quick(&self, url: &str, payload: Payload) -> Result<QuickReport, Error> {
+        let mut report = QuickReport::default();
+        let mut local = PublishReport::default();
+        self.deliver_local(url, &payload, true, &mut local);
+        report.sent += local.delivered;
+        report.dropped += local.cut_off;
+        let packet = payload.packet(PacketType::Publish, url, MAX_QUICK_BODY_LEN)?;
+        let mut targets = Vec::new();
+        self.shared.registry().targets(url, &mut targets);
+        let mut bytes = None;
+        for client in &targets {
+            if let Some(path) = quick::path_of(client) {
+                let bytes = match &bytes {
+                    Some(b) => b,
+                    None => bytes.insert(packet.to_bytes()?),
+                };
+                if path.send(bytes) {
+                    report.sent += 1;
+                } else {
+                    report.dropped += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// A subscriber for a caller on another transport (the WebSocket gateway): publishes
+    /// matching its patterns queue up for it, at most `capacity`; if it falls that far
+    /// behind it is cut off (counted in [`PublishReport::cut_off`]).
+    pub fn local_subscriber(&self, capacity: usize) -> LocalSubscriber {
+        LocalSubscriber::new(self.shared.clone(), capacity, false)
+    }
+
+    /// A monitoring tap (a dashboard's list of recent publishes): like
+    /// [`Server::local_subscriber`], but not counted in publish reports, and when it falls
+    /// behind it skips publishes and counts them ([`LocalSubscriber::skipped`]) instead of
+    /// being cut off.
+    pub fn observer(&self, capacity: usize) -> LocalSubscriber {
+        LocalSubscriber::new(self.shared.clone(), capacity, true)
+    }
+
+    fn deliver_local(&self, url: &str, payload: &Payload, quick: bool, report: &mut PublishReport) {
+        if self
+            .shared
+            .has_local
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.shared
+                .local
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .deliver(url, payload, quick, report);
+        }
+    }
+}
+
+/// Awaits every future, concurrently, without spawning.
+async fn join_all<F: Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut futs: Vec<_> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in futs.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
