@@ -300,6 +300,8 @@ impl Drop for JugglerClient {
 }
 
 #[allow(clippy::too_many_arguments)]
+// Long on purpose: the client's one task, a select over the socket, requests to send and
+// its own pings; its arms share the connection's state.
 async fn run<S>(
     ws: tokio_tungstenite::WebSocketStream<S>,
     cfg: ClientBuilder,

@@ -91,7 +91,7 @@ pub(crate) async fn serve(
             out: out.clone(),
         });
     }
-    let reason = read_loop(stream, &ctx, peer, &out).await;
+    let Err(reason) = read_loop(stream, &ctx, peer, &out).await;
     tracing::debug!(%peer, "juggler connection closed: {reason}");
     out.close(NORMAL, "");
     drop(out);
@@ -185,7 +185,7 @@ async fn read_loop(
     ctx: &Arc<GatewayState>,
     peer: SocketAddr,
     out: &Outgoing,
-) -> String {
+) -> Result<std::convert::Infallible, String> {
     let session = Arc::new(Session {
         ctx: ctx.clone(),
         peer,
@@ -193,7 +193,7 @@ async fn read_loop(
         subscriber: Mutex::new(None),
     });
     // In order: one worker takes the requests as they come; the reader stays free for pings.
-    let (ordered, mut queue) = mpsc::unbounded_channel::<(Value, Option<String>, Option<Value>)>();
+    let (ordered, mut queue) = mpsc::unbounded_channel::<Queued>();
     let worker = {
         let session = session.clone();
         tokio::spawn(async move {
@@ -219,7 +219,7 @@ async fn read_loop(
             () = wait => {
                 if pinged {
                     out.close(NORMAL, "ping timeout");
-                    return "no traffic after our ping".into();
+                    return Err("no traffic after our ping".into());
                 }
                 out.control(Control::Frame(juggler::PING.into()));
                 pinged = true;
@@ -230,77 +230,104 @@ async fn read_loop(
         // Any frame counts as traffic.
         pinged = false;
         deadline = delay.map(|d| Instant::now() + d);
-        let text = match frame {
-            None => return "peer went away".into(),
-            Some(Err(e)) => {
-                let why = format!("WebSocket error: {e}");
-                if is_too_big(e) {
-                    out.close(TOO_BIG, "message too big");
-                }
-                return why;
-            }
-            Some(Ok(WsMessage::Text(t))) => {
-                ctx.stats.frame_in(t.len());
-                t
-            }
-            Some(Ok(WsMessage::Binary(_))) => {
-                ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                out.close(NORMAL, "binary frames are not juggler");
-                return "binary frame".into();
-            }
-            Some(Ok(WsMessage::Close(_))) => return "peer closed".into(),
-            Some(Ok(_)) => continue, // WebSocket-level ping and pong
+        let Some(text) = text_of(frame, ctx, out)? else {
+            continue;
         };
-        let package = match juggler::parse_frame(text.as_str()) {
-            Ok(p) => p,
-            Err(e) => {
-                ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                out.close(NORMAL, e.to_string());
-                return e.to_string();
-            }
+        let Some((id, name, data)) = request_of(&text, &mut joiner, ctx, out)? else {
+            continue;
         };
-        let parsed = match package {
-            Package::Ping(payload) => {
-                out.control(Control::Frame(juggler::pong(payload)));
-                continue;
-            }
-            Package::Pong(_) => continue,
-            Package::Segment { last, text } => match joiner.push_as::<Parsed>(text, last) {
-                Ok(Some(Parsed(m))) => m,
-                Ok(None) => continue,
-                Err(e) => {
-                    ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                    let code = if matches!(e, juggler::FrameError::TooLarge { .. }) {
-                        TOO_BIG
-                    } else {
-                        NORMAL
-                    };
-                    out.close(code, e.to_string());
-                    return e.to_string();
-                }
-            },
-        };
-        match parsed {
-            Ok(Message::Request { id, name, data }) => {
-                if ctx.config.parallel_requests {
-                    let session = session.clone();
-                    tokio::spawn(async move { session.answer(id, name, data).await });
-                } else if ordered.send((id, name, data)).is_err() {
-                    return "request worker stopped".into();
-                }
-            }
-            Ok(other) => {
-                ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                let why = format!("a client may only send requests, not {other:?}");
-                out.close(NORMAL, "unexpected message type");
-                return why;
-            }
-            Err(e) => {
-                ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                out.close(NORMAL, e.to_string());
-                return e.to_string();
-            }
+        if ctx.config.parallel_requests {
+            let session = session.clone();
+            tokio::spawn(async move { session.answer(id, name, data).await });
+        } else if ordered.send((id, name, data)).is_err() {
+            return Err("request worker stopped".into());
         }
+    }
+}
+
+/// A request as it waits for its answer: id, name, data.
+type Queued = (Value, Option<String>, Option<Value>);
+
+/// Counts a protocol error, closes the connection with `code` (the peer sees `close`),
+/// and gives the reason to log.
+fn refuse(ctx: &GatewayState, out: &Outgoing, code: u16, close: &str, why: String) -> String {
+    ctx.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+    out.close(code, close.to_string());
+    why
+}
+
+/// The text of one WebSocket frame; `None` for WebSocket-level pings and pongs; an error
+/// (the connection ends) for everything that is not juggler's text.
+fn text_of(
+    frame: Option<Result<WsMessage, axum::Error>>,
+    ctx: &GatewayState,
+    out: &Outgoing,
+) -> Result<Option<axum::extract::ws::Utf8Bytes>, String> {
+    match frame {
+        None => Err("peer went away".into()),
+        Some(Err(e)) => {
+            let why = format!("WebSocket error: {e}");
+            if is_too_big(e) {
+                out.close(TOO_BIG, "message too big");
+            }
+            Err(why)
+        }
+        Some(Ok(WsMessage::Text(t))) => {
+            ctx.stats.frame_in(t.len());
+            Ok(Some(t))
+        }
+        Some(Ok(WsMessage::Binary(_))) => Err(refuse(
+            ctx,
+            out,
+            NORMAL,
+            "binary frames are not juggler",
+            "binary frame".into(),
+        )),
+        Some(Ok(WsMessage::Close(_))) => Err("peer closed".into()),
+        Some(Ok(_)) => Ok(None),
+    }
+}
+
+/// The request a text frame completes, if it completes one. Juggler pings are answered
+/// here, at once; a segment waits for the rest of its message; anything but a well-formed
+/// request ends the connection.
+fn request_of(
+    text: &str,
+    joiner: &mut Reassembler,
+    ctx: &GatewayState,
+    out: &Outgoing,
+) -> Result<Option<Queued>, String> {
+    let package = juggler::parse_frame(text)
+        .map_err(|e| refuse(ctx, out, NORMAL, &e.to_string(), e.to_string()))?;
+    let parsed = match package {
+        Package::Ping(payload) => {
+            out.control(Control::Frame(juggler::pong(payload)));
+            return Ok(None);
+        }
+        Package::Pong(_) => return Ok(None),
+        Package::Segment { last, text } => match joiner.push_as::<Parsed>(text, last) {
+            Ok(Some(Parsed(m))) => m,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                let code = if matches!(e, juggler::FrameError::TooLarge { .. }) {
+                    TOO_BIG
+                } else {
+                    NORMAL
+                };
+                return Err(refuse(ctx, out, code, &e.to_string(), e.to_string()));
+            }
+        },
+    };
+    match parsed {
+        Ok(Message::Request { id, name, data }) => Ok(Some((id, name, data))),
+        Ok(other) => Err(refuse(
+            ctx,
+            out,
+            NORMAL,
+            "unexpected message type",
+            format!("a client may only send requests, not {other:?}"),
+        )),
+        Err(e) => Err(refuse(ctx, out, NORMAL, &e.to_string(), e.to_string())),
     }
 }
 

@@ -63,6 +63,7 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &LatencySnapshot) {
 }
 
 /// The page.
+// Long on purpose: one block per metric, in the order of the page it writes.
 pub(crate) fn render(server: &tether::Server, ws: &Stats) -> String {
     let mut out = String::with_capacity(4096);
     let tether::server::ConnectionCount { all, pending } = server.connection_count();

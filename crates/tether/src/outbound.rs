@@ -285,6 +285,8 @@ impl OutboundRx {
         unsent
     }
 
+    // One function on purpose: the hot path runs from the queue to one vectored write with no
+    // call between, and its states (held frame, batch, closing) are easier to check together.
     async fn write_loop<W: AsyncWrite + Unpin>(
         &mut self,
         w: &mut W,

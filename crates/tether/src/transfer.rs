@@ -229,6 +229,8 @@ impl FileService {
         self.root.path().join(PARTS_DIR).join(format!("{key}.part"))
     }
 
+    // Long on purpose: the steps of one upload in order (offer, resume point, copy, checksum,
+    // atomic rename); split, they would pass most of their state around.
     async fn upload(&self, req: &Request, name: &str) -> Reply {
         let args: UploadArgs = match req.payload.param_json() {
             Ok(a) => a,
@@ -505,6 +507,7 @@ pub fn part_paths(local: &Path) -> (PathBuf, PathBuf) {
 /// partial copy an earlier broken download left beside it (see [`part_paths`]) when it
 /// belongs to the same content; the SHA-256 of the whole file is checked before `local`
 /// is replaced. `progress` gets `(bytes done, total)`.
+// Long on purpose: the steps of one download in order, as in `upload`.
 pub async fn get(
     client: &Client,
     url: &str,

@@ -180,6 +180,8 @@ impl Announce {
     }
 
     /// Starts announcing (the first datagram goes out at once).
+    // Long on purpose: the announcer's two tasks (sending, and listening for older servers)
+    // share their setup and are clearer side by side.
     pub async fn start(self) -> Result<Announcer, Error> {
         let ip = self.dest.ip();
         let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());

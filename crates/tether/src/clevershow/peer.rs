@@ -792,109 +792,119 @@ async fn read_loop(
     }
 }
 
+/// Hands one frame of a link to what handles its kind.
 async fn dispatch(peer: &Peer, frame: Frame) {
-    let node = &peer.inner.node;
     match frame.message_type.as_str() {
-        "message" => {
-            let name = frame.extra_str("action").unwrap_or_default().to_string();
-            if name == "filetransfer" {
-                if let Content::Binary(bytes) = &frame.content {
-                    let path = frame.extra_str("filepath").unwrap_or_default();
-                    // Awaited in place, like every action: a later request sees the file.
-                    super::files::receive_push(node, peer, path, bytes.clone()).await;
-                    return;
-                }
-            }
-            let handler = node
-                .handlers
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .actions
-                .get(&name)
-                .cloned();
-            let (Some(handler), Content::Json(Value::Object(mut content))) =
-                (handler, frame.content)
-            else {
-                tracing::warn!(peer = %peer.addr(), "no handler for action {name:?}; ignored");
-                return;
-            };
-            let (args, kwargs) = args_kwargs(&mut content);
-            // Awaited in place: actions of one link run in the order they were sent.
-            handler(peer.clone(), args, kwargs).await;
-        }
-        "request" => {
-            let Content::Json(Value::Object(mut content)) = frame.content else {
-                tracing::warn!(peer = %peer.addr(), "request without a JSON object; ignored");
-                return;
-            };
-            let text = |v: Option<Value>| match v {
-                Some(Value::String(s)) => s,
-                Some(other) => other.to_string(),
-                None => String::new(),
-            };
-            let name = text(content.remove("requested_value"));
-            let id = text(content.remove("request_id"));
-            let (args, kwargs) = args_kwargs(&mut content);
-            let handler = node
-                .handlers
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .requests
-                .get(&name)
-                .cloned();
-            let peer = peer.clone();
-            let node = node.clone();
-            tokio::spawn(async move {
-                let response = match handler {
-                    Some(h) => match h(peer.clone(), args, kwargs).await {
-                        Ok(value) => Frame::response(&name, &id, Content::Json(value)),
-                        Err(reason) => Frame::error_response(&name, &id, &reason),
-                    },
-                    None => {
-                        let answer = match super::files::builtin_request(&node, &name, &kwargs)
-                            .await
-                        {
-                            Some(answer) => Some(answer),
-                            None => super::bridge::route(&node, &peer, &name, args, kwargs).await,
-                        };
-                        match answer {
-                            Some(Ok(content)) => Frame::response(&name, &id, content),
-                            Some(Err(reason)) => Frame::error_response(&name, &id, &reason),
-                            None => Frame::error_response(
-                                &name,
-                                &id,
-                                &format!("no handler for request {name:?}"),
-                            ),
-                        }
-                    }
-                };
-                if let Err(e) = peer.send_frame(&response).await {
-                    tracing::debug!(peer = %peer.addr(), "response {name:?} #{id} not sent: {e}");
-                }
-            });
-        }
-        "response" => {
-            let id = frame
-                .extra_str("request_id")
-                .unwrap_or_default()
-                .to_string();
-            let name = frame.extra_str("requested_value").unwrap_or_default();
-            let waiter = {
-                let mut pending = peer.pending();
-                match pending.get(&id) {
-                    Some(p) if p.name == name => pending.remove(&id),
-                    _ => None,
-                }
-            };
-            match waiter {
-                Some(p) => {
-                    let _ = p.tx.send(Ok(frame.content));
-                }
-                None => {
-                    tracing::warn!(peer = %peer.addr(), "unexpected response {name:?} #{id}; dropped")
-                }
-            }
-        }
+        "message" => dispatch_action(peer, frame).await,
+        "request" => dispatch_request(peer, frame),
+        "response" => dispatch_response(peer, frame),
         other => tracing::debug!(peer = %peer.addr(), "message type {other:?} ignored"),
+    }
+}
+
+/// An action (or a file push): run its handler in place, so that the actions of one link
+/// run in the order they were sent. Never answered.
+async fn dispatch_action(peer: &Peer, frame: Frame) {
+    let node = &peer.inner.node;
+    let name = frame.extra_str("action").unwrap_or_default().to_string();
+    if name == "filetransfer" {
+        if let Content::Binary(bytes) = &frame.content {
+            let path = frame.extra_str("filepath").unwrap_or_default();
+            // Awaited in place, like every action: a later request sees the file.
+            super::files::receive_push(node, peer, path, bytes.clone()).await;
+            return;
+        }
+    }
+    let handler = node
+        .handlers
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .actions
+        .get(&name)
+        .cloned();
+    let (Some(handler), Content::Json(Value::Object(mut content))) = (handler, frame.content)
+    else {
+        tracing::warn!(peer = %peer.addr(), "no handler for action {name:?}; ignored");
+        return;
+    };
+    let (args, kwargs) = args_kwargs(&mut content);
+    // Awaited in place: actions of one link run in the order they were sent.
+    handler(peer.clone(), args, kwargs).await;
+}
+
+/// A request: answered from its own task (a slow handler holds up nothing else) by the
+/// node's handler, a built-in (files), a VSOA route, or an error response.
+fn dispatch_request(peer: &Peer, frame: Frame) {
+    let node = &peer.inner.node;
+    let Content::Json(Value::Object(mut content)) = frame.content else {
+        tracing::warn!(peer = %peer.addr(), "request without a JSON object; ignored");
+        return;
+    };
+    let text = |v: Option<Value>| match v {
+        Some(Value::String(s)) => s,
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    let name = text(content.remove("requested_value"));
+    let id = text(content.remove("request_id"));
+    let (args, kwargs) = args_kwargs(&mut content);
+    let handler = node
+        .handlers
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .requests
+        .get(&name)
+        .cloned();
+    let peer = peer.clone();
+    let node = node.clone();
+    tokio::spawn(async move {
+        let response = match handler {
+            Some(h) => match h(peer.clone(), args, kwargs).await {
+                Ok(value) => Frame::response(&name, &id, Content::Json(value)),
+                Err(reason) => Frame::error_response(&name, &id, &reason),
+            },
+            None => {
+                let answer = match super::files::builtin_request(&node, &name, &kwargs).await {
+                    Some(answer) => Some(answer),
+                    None => super::bridge::route(&node, &peer, &name, args, kwargs).await,
+                };
+                match answer {
+                    Some(Ok(content)) => Frame::response(&name, &id, content),
+                    Some(Err(reason)) => Frame::error_response(&name, &id, &reason),
+                    None => Frame::error_response(
+                        &name,
+                        &id,
+                        &format!("no handler for request {name:?}"),
+                    ),
+                }
+            }
+        };
+        if let Err(e) = peer.send_frame(&response).await {
+            tracing::debug!(peer = %peer.addr(), "response {name:?} #{id} not sent: {e}");
+        }
+    });
+}
+
+/// A response: wakes the request it answers, if both its id and its name match.
+fn dispatch_response(peer: &Peer, frame: Frame) {
+    let id = frame
+        .extra_str("request_id")
+        .unwrap_or_default()
+        .to_string();
+    let name = frame.extra_str("requested_value").unwrap_or_default();
+    let waiter = {
+        let mut pending = peer.pending();
+        match pending.get(&id) {
+            Some(p) if p.name == name => pending.remove(&id),
+            _ => None,
+        }
+    };
+    match waiter {
+        Some(p) => {
+            let _ = p.tx.send(Ok(frame.content));
+        }
+        None => {
+            tracing::warn!(peer = %peer.addr(), "unexpected response {name:?} #{id}; dropped")
+        }
     }
 }

@@ -72,6 +72,7 @@ async fn logged_in(addr: std::net::SocketAddr) -> Result<TcpStream, Failure> {
     }
 }
 
+// Long on purpose: a benchmark is one measured sequence (set up, warm, time, report).
 pub(super) async fn connections(a: Connections) -> Result<serde_json::Value, Failure> {
     let exe = std::env::current_exe().map_err(io_failure("find the tether binary"))?;
     let scratch = std::env::temp_dir().join(format!("tether-bench-conns-{}", std::process::id()));

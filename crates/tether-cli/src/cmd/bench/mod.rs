@@ -450,6 +450,7 @@ async fn rpc_throughput(a: Throughput) -> Result<serde_json::Value, Failure> {
     ))
 }
 
+// Long on purpose: a benchmark is one measured sequence (set up, warm, time, report).
 async fn pub_throughput(a: Publish) -> Result<serde_json::Value, Failure> {
     let server = Server::builder().build();
     let (url, _listening) = match &a.url {

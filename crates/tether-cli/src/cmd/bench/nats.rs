@@ -127,6 +127,7 @@ pub(super) async fn rpc(a: NatsRpc) -> Result<serde_json::Value, Failure> {
 }
 
 /// One publisher, S subscribers, each on its own connection; loss is counted.
+// Long on purpose: a benchmark is one measured sequence (set up, warm, time, report).
 pub(super) async fn publish(a: NatsPub) -> Result<serde_json::Value, Failure> {
     let max = Duration::from_secs(a.max_secs);
     let mut receivers = Vec::new();
