@@ -18,6 +18,7 @@
 mod bridge;
 pub mod discovery;
 mod files;
+mod link;
 mod peer;
 
 use std::collections::HashMap;

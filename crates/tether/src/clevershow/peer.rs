@@ -14,7 +14,6 @@
 //!   the way (clever-show has no acknowledgements); requests are covered by the re-send,
 //!   actions are not. [`Peer::push_file_verified`] checks a file push end to end.
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -26,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::link::{LinkState, NewLink, MAX_PENDING};
 use super::{Dial, Node};
 use crate::framed::Framed;
 use crate::outbound::Outbound;
@@ -41,41 +41,16 @@ const LINK_QUEUE: usize = 4 << 20;
 /// A link whose socket takes no byte for this long is cut.
 const SEND_STALL: Duration = Duration::from_secs(10);
 
-struct Pending {
-    name: String,
-    args: Vec<Value>,
-    kwargs: Map<String, Value>,
-    /// Times handed to a link: 0 (waiting for one), 1, or 2 (re-sent after a reconnect).
-    sends: u8,
-    /// The link it was last handed to (links count from 1).
-    sent_on: u64,
-    tx: oneshot::Sender<Result<Content, Error>>,
-}
+/// Who waits for a request's answer.
+type Waiter = oneshot::Sender<Result<Content, Error>>;
 
-impl Pending {
-    fn frame(&self, id: &str) -> Result<Bytes, Error> {
-        encode(&Frame::request(
-            &self.name,
-            id,
-            self.args.clone(),
-            self.kwargs.clone(),
-        ))
-    }
-}
-
-struct Link {
-    number: u64,
-    outbound: Outbound,
-}
-
-#[derive(Default)]
 struct State {
-    link: Option<Link>,
-    /// Frames waiting for the next link (dialed peers only), oldest first.
-    held: VecDeque<Bytes>,
-    held_bytes: usize,
+    /// The current link's outbound queue, if a link is up.
+    link: Option<Outbound>,
     /// Set once the peer is closed for good.
     closed: Option<CloseReason>,
+    /// Held frames and pending requests (`link.rs`).
+    kept: LinkState<Waiter>,
 }
 
 struct Inner {
@@ -86,7 +61,6 @@ struct Inner {
     /// How to redial; `None` for a peer that accepted us or that we connected to once.
     dial: Option<Dial>,
     state: Mutex<State>,
-    pending: Mutex<HashMap<String, Pending>>,
     /// Bumped on every change of `state` (link up or down, closed).
     changed: watch::Sender<u64>,
     links: std::sync::atomic::AtomicU64,
@@ -146,31 +120,21 @@ fn encode(frame: &Frame) -> Result<Bytes, Error> {
     })
 }
 
-/// The `request_id` of an encoded request frame.
-fn request_id_of(bytes: &Bytes) -> Option<String> {
-    let mut buf = BytesMut::from(&bytes[..]);
-    let frame = Decoder::with_max_content(usize::MAX)
-        .decode(&mut buf)
-        .ok()??;
-    match (frame.message_type.as_str(), frame.content) {
-        ("request", Content::Json(Value::Object(m))) => m
-            .get("request_id")
-            .and_then(Value::as_str)
-            .map(String::from),
-        _ => None,
-    }
-}
-
 impl Peer {
     fn new(node: Node, addr: SocketAddr, dial: Option<Dial>) -> Peer {
+        // Only a dialed peer keeps frames for its next link.
+        let hold_limit = dial.as_ref().map_or(0, |d| d.hold_limit);
         Peer {
             inner: Arc::new(Inner {
                 node,
                 addr: Mutex::new(addr),
                 local: Mutex::new(None),
                 dial,
-                state: Mutex::new(State::default()),
-                pending: Mutex::new(HashMap::new()),
+                state: Mutex::new(State {
+                    link: None,
+                    closed: None,
+                    kept: LinkState::new(hold_limit),
+                }),
                 changed: watch::channel(0).0,
                 links: Default::default(),
             }),
@@ -181,10 +145,6 @@ impl Peer {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn pending(&self) -> MutexGuard<'_, HashMap<String, Pending>> {
-        self.inner.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn bump(&self) {
         self.inner.changed.send_modify(|n| *n += 1);
     }
@@ -193,10 +153,13 @@ impl Peer {
     pub(crate) fn single(node: Node, socket: TcpStream, addr: SocketAddr) -> Peer {
         let peer = Peer::new(node, addr, None);
         let running = peer.start_link(socket);
-        peer.state().link = Some(Link {
-            number: running.number,
-            outbound: running.outbound.clone(),
-        });
+        {
+            let mut st = peer.state();
+            // Nothing is held or pending yet: the link is up at once, with nothing to send.
+            let up = st.kept.new_link(running.number);
+            debug_assert_eq!(up, NewLink::Up { requests: vec![] });
+            st.link = Some(running.outbound.clone());
+        }
         peer.call_hook();
         let p = peer.clone();
         tokio::spawn(async move {
@@ -253,18 +216,16 @@ impl Peer {
 
     /// Closed for good: fails every waiting request with `reason`.
     fn shut(&self, reason: CloseReason) {
-        {
+        let failed = {
             let mut st = self.state();
             st.link = None;
             if st.closed.is_none() {
                 st.closed = Some(reason.clone());
             }
-            st.held.clear();
-            st.held_bytes = 0;
-        }
-        let failed: Vec<Pending> = self.pending().drain().map(|(_, p)| p).collect();
-        for p in failed {
-            let _ = p.tx.send(Err(Error::Closed {
+            st.kept.close()
+        };
+        for waiter in failed {
+            let _ = waiter.send(Err(Error::Closed {
                 reason: reason.clone(),
             }));
         }
@@ -338,22 +299,17 @@ impl Peer {
                     });
                 }
                 match (&st.link, &self.inner.dial) {
-                    (Some(link), _) => link.outbound.clone(),
-                    (None, Some(dial)) => {
-                        if st.held_bytes + bytes.len() > dial.hold_limit {
-                            return Err(Error::NotDelivered {
-                                what: "a clever-show message".into(),
-                                reason: format!(
-                                    "no link to {} and {} bytes already wait for one (limit {})",
-                                    self.addr(),
-                                    st.held_bytes,
-                                    dial.hold_limit
-                                ),
-                            });
-                        }
-                        st.held_bytes += bytes.len();
-                        st.held.push_back(bytes);
-                        return Ok(());
+                    (Some(outbound), _) => outbound.clone(),
+                    (None, Some(_)) => {
+                        return st.kept.hold(bytes).map_err(|full| Error::NotDelivered {
+                            what: "a clever-show message".into(),
+                            reason: format!(
+                                "no link to {} and {} bytes already wait for one (limit {})",
+                                self.addr(),
+                                full.held,
+                                full.limit
+                            ),
+                        });
                     }
                     (None, None) => {
                         return Err(Error::Closed {
@@ -423,8 +379,8 @@ impl Peer {
     /// Closes the peer: the link is closed after what it has queued is written; frames
     /// waiting for a link are dropped and waiting requests fail.
     pub fn close(&self) {
-        if let Some(link) = &self.state().link {
-            link.outbound.close();
+        if let Some(outbound) = &self.state().link {
+            outbound.close();
         }
         self.shut(CloseReason::local("closed by this side"));
     }
@@ -440,65 +396,41 @@ impl Peer {
         name: &str,
         args: Vec<Value>,
         kwargs: Map<String, Value>,
-        tx: oneshot::Sender<Result<Content, Error>>,
+        tx: Waiter,
     ) -> Result<String, Error> {
-        if let Some(reason) = &self.state().closed {
+        let mut st = self.state();
+        if let Some(reason) = &st.closed {
             return Err(Error::Closed {
                 reason: reason.clone(),
             });
         }
-        let mut pending = self.pending();
-        if pending.len() >= 10_000 {
-            return Err(Error::NotDelivered {
+        st.kept
+            .register(name, args, kwargs, tx, crate::random::four_digits)
+            .ok_or_else(|| Error::NotDelivered {
                 what: format!("request {name}"),
-                reason: "10 000 requests are pending on this link".into(),
-            });
-        }
-        loop {
-            let id = crate::random::four_digits();
-            if let std::collections::hash_map::Entry::Vacant(slot) = pending.entry(id.clone()) {
-                slot.insert(Pending {
-                    name: name.to_string(),
-                    args,
-                    kwargs,
-                    sends: 0,
-                    sent_on: 0,
-                    tx,
-                });
-                return Ok(id);
-            }
-        }
+                reason: format!("{MAX_PENDING} requests are pending on this link"),
+            })
     }
 
     /// Hands a registered, never-sent request to the current link, if there is one (else
     /// the next link sends it).
     async fn send_request(&self, id: &str) -> Result<(), Error> {
-        let Some((number, outbound)) = self
-            .state()
-            .link
-            .as_ref()
-            .map(|l| (l.number, l.outbound.clone()))
-        else {
-            return Ok(());
-        };
-        let frame = {
-            let mut pending = self.pending();
-            let Some(p) = pending.get_mut(id) else {
+        let (number, outbound, frame) = {
+            let mut st = self.state();
+            let Some(outbound) = st.link.clone() else {
                 return Ok(());
             };
-            if p.sends != 0 {
+            let sent = st.kept.first_send(id).map_err(|e| Error::NotDelivered {
+                what: "a clever-show frame".into(),
+                reason: e.to_string(),
+            })?;
+            let Some((number, frame)) = sent else {
                 return Ok(());
-            }
-            p.sends = 1;
-            p.sent_on = number;
-            p.frame(id)?
+            };
+            (number, outbound, frame)
         };
         if let Err(e) = outbound.send(frame).await {
-            if let Some(p) = self.pending().get_mut(id) {
-                if p.sent_on == number && p.sends == 1 {
-                    p.sends = 0; // it never left; the next link sends it
-                }
-            }
+            self.state().kept.first_send_failed(id, number);
             if self.inner.dial.is_none() {
                 return Err(e.into());
             }
@@ -507,53 +439,42 @@ impl Peer {
     }
 
     fn forget(&self, id: &str) {
-        self.pending().remove(id);
+        self.state().kept.forget(id);
     }
 
-    /// A new link is up: what waited goes first, in order, then the link is published, then
-    /// requests not answered on an earlier link are re-sent. `false`: the link broke first.
+    /// A new link is up: what waited goes first, in order, then the link is published
+    /// and the requests not answered on an earlier link are sent on it. `false`: the link
+    /// broke first.
     async fn link_up(&self, number: u64, outbound: &Outbound) -> bool {
-        loop {
-            let batch: Vec<Bytes> = {
+        let requests = loop {
+            let step = {
                 let mut st = self.state();
                 if st.closed.is_some() {
                     return false;
                 }
-                if st.held.is_empty() {
-                    st.link = Some(Link {
-                        number,
-                        outbound: outbound.clone(),
-                    });
-                    break;
+                let step = st.kept.new_link(number);
+                if matches!(step, NewLink::Up { .. }) {
+                    st.link = Some(outbound.clone());
                 }
-                st.held_bytes = 0;
-                st.held.drain(..).collect()
+                step
             };
-            let mut frames = batch.into_iter();
-            while let Some(b) = frames.next() {
-                if outbound.send(b.clone()).await.is_err() {
-                    // Broken already: this frame and the rest wait again, in front.
-                    let mut st = self.state();
-                    for f in std::iter::once(b).chain(frames).rev() {
-                        st.held_bytes += f.len();
-                        st.held.push_front(f);
+            match step {
+                NewLink::Up { requests } => break requests,
+                NewLink::SendHeld(batch) => {
+                    let mut frames = batch.into_iter();
+                    while let Some(b) = frames.next() {
+                        if outbound.send(b.clone()).await.is_err() {
+                            // Broken already: this frame and the rest wait again, in front.
+                            let again = std::iter::once(b).chain(frames).collect();
+                            self.state().kept.hold_front(again);
+                            return false;
+                        }
                     }
-                    return false;
                 }
             }
-        }
+        };
         self.bump();
-        let frames: Vec<Result<Bytes, Error>> = self
-            .pending()
-            .iter_mut()
-            .filter(|(_, p)| p.sent_on != number && p.sends < 2)
-            .map(|(id, p)| {
-                p.sends += 1;
-                p.sent_on = number;
-                p.frame(id)
-            })
-            .collect();
-        for frame in frames.into_iter().flatten() {
+        for frame in requests {
             if outbound.send(frame).await.is_err() {
                 break;
             }
@@ -561,48 +482,18 @@ impl Peer {
         true
     }
 
-    /// A link ended: its unwritten frames wait for the next one (requests among them are
-    /// marked unsent); requests already re-sent once on it fail.
+    /// A link ended: its unwritten frames wait for the next one (requests among them do
+    /// not count as sent); requests already re-sent once on it fail.
     fn link_down(&self, number: u64, unsent: Vec<Bytes>) {
-        let mut unsent_requests = HashSet::new();
-        let frames: Vec<Bytes> = unsent
-            .into_iter()
-            .filter(|b| match request_id_of(b) {
-                Some(id) => {
-                    unsent_requests.insert(id);
-                    false
-                }
-                None => true,
-            })
-            .collect();
-        {
+        let failed = {
             let mut st = self.state();
             st.link = None;
-            for f in frames.into_iter().rev() {
-                st.held_bytes += f.len();
-                st.held.push_front(f);
-            }
-        }
-        let addr = self.addr();
-        let failed: Vec<(String, Pending)> = {
-            let mut pending = self.pending();
-            for (id, p) in pending.iter_mut() {
-                if p.sent_on == number && unsent_requests.contains(id) {
-                    p.sends = p.sends.saturating_sub(1);
-                }
-            }
-            let gone: Vec<String> = pending
-                .iter()
-                .filter(|(_, p)| p.sent_on == number && p.sends >= 2)
-                .map(|(id, _)| id.clone())
-                .collect();
-            gone.into_iter()
-                .filter_map(|id| pending.remove(&id).map(|p| (id, p)))
-                .collect()
+            st.kept.link_down(number, unsent)
         };
+        let addr = self.addr();
         for (id, p) in failed {
             let what = format!("request {} #{id}", p.name);
-            let _ = p.tx.send(Err(Error::NotDelivered {
+            let _ = p.waiter.send(Err(Error::NotDelivered {
                 what,
                 reason: format!(
                     "the link to {addr} dropped before the answer, after the request was sent \
@@ -892,16 +783,10 @@ fn dispatch_response(peer: &Peer, frame: Frame) {
         .unwrap_or_default()
         .to_string();
     let name = frame.extra_str("requested_value").unwrap_or_default();
-    let waiter = {
-        let mut pending = peer.pending();
-        match pending.get(&id) {
-            Some(p) if p.name == name => pending.remove(&id),
-            _ => None,
-        }
-    };
+    let waiter = peer.state().kept.answer(&id, name);
     match waiter {
-        Some(p) => {
-            let _ = p.tx.send(Ok(frame.content));
+        Some(waiter) => {
+            let _ = waiter.send(Ok(frame.content));
         }
         None => {
             tracing::warn!(peer = %peer.addr(), "unexpected response {name:?} #{id}; dropped")
