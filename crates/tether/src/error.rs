@@ -1,4 +1,6 @@
-//! The one error type of the runtime. Every variant reads as a sentence a user can act on.
+//! The runtime's error type. Every variant reads as a sentence a user can act on. What is
+//! particular to one subsystem has its own type there (TLS, position lookups, files,
+//! clever-show), carried here with `#[from]`, so a caller can match either level.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -90,14 +92,6 @@ pub enum Error {
         /// How long it waited.
         waited: Duration,
     },
-    /// A name could not be resolved through the position service.
-    #[error("cannot resolve {name:?}: {tried}")]
-    Lookup {
-        /// The name.
-        name: String,
-        /// What each position server said.
-        tried: String,
-    },
     /// Nobody connected to a server stream in time.
     #[error("nobody connected to stream port {port} within {timeout:?}")]
     StreamTimeout {
@@ -105,20 +99,6 @@ pub enum Error {
         port: u16,
         /// The timeout that ran out.
         timeout: Duration,
-    },
-    /// A TLS setup that cannot be used (files, PEM, certificate and key mismatch).
-    #[error("TLS configuration: {detail}")]
-    Tls {
-        /// What is wrong.
-        detail: String,
-    },
-    /// The TLS handshake failed (untrusted or expired certificate, wrong name, ...).
-    #[error("TLS handshake with {addr} failed: {detail}")]
-    TlsHandshake {
-        /// The peer.
-        addr: SocketAddr,
-        /// What rustls said.
-        detail: String,
     },
     /// The peer answered a request with an error (clever-show error response).
     #[error("{what} failed on the peer: {reason}")]
@@ -128,30 +108,18 @@ pub enum Error {
         /// The peer's reason.
         reason: String,
     },
-    /// A message that may not have reached the peer, and will not be retried.
-    #[error("{what} was not delivered: {reason}")]
-    NotDelivered {
-        /// What was sent.
-        what: String,
-        /// Why it was given up.
-        reason: String,
-    },
+    /// TLS: a setup that cannot be used, or a failed handshake.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// A name the position service could not resolve.
+    #[error(transparent)]
+    Lookup(#[from] crate::position::LookupError),
     /// A file transfer refused or failed on this side.
-    #[error("{what}: {reason}")]
-    File {
-        /// The transfer and path.
-        what: String,
-        /// Why.
-        reason: String,
-    },
-    /// Discovery heard no valid announcement.
-    #[error("no clever-show server announced itself on {listen} within {waited:?}")]
-    NoAnnouncement {
-        /// Where we listened.
-        listen: SocketAddr,
-        /// How long.
-        waited: Duration,
-    },
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
+    /// clever-show: a message given up, or no server heard.
+    #[error(transparent)]
+    CleverShow(#[from] crate::clevershow::ShowError),
     /// A path a files root refused.
     #[error(transparent)]
     Path(#[from] crate::files::PathError),

@@ -8,6 +8,16 @@
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
+/// A file transfer refused or failed on this side.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {reason}")]
+pub struct FileError {
+    /// The transfer and path.
+    pub what: String,
+    /// Why.
+    pub reason: String,
+}
+
 /// Why a path was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {

@@ -27,6 +27,16 @@ use tokio::net::UdpSocket;
 
 use crate::{BindAddr, Error, Listening};
 
+/// A name that could not be resolved.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot resolve {name:?}: {tried}")]
+pub struct LookupError {
+    /// The name.
+    pub name: String,
+    /// What each position server said.
+    pub tried: String,
+}
+
 /// The port position servers use when an entry names none.
 pub const DEFAULT_PORT: u16 = 54;
 /// How long [`lookup`] waits for each position server (as VSOA).
@@ -152,10 +162,10 @@ pub async fn lookup_with(
     if tried.is_empty() {
         tried.push("no position server configured (set VSOA_POS_SERVER or /etc/vsoa.pos)".into());
     }
-    Err(Error::Lookup {
+    Err(Error::Lookup(crate::position::LookupError {
         name: name.to_string(),
         tried: tried.join("; "),
-    })
+    }))
 }
 
 /// A UDP socket for talking to `server`: on loopback when the server is, else unspecified.
@@ -230,9 +240,11 @@ pub async fn register(
     let request = json!({ "register": {
         "name": name, "port": port, "security": security, "ttl": ttl.as_secs().max(1),
     }});
-    let fail = |why: String| Error::Lookup {
-        name: name.to_string(),
-        tried: format!("registering with {pos}: {why}"),
+    let fail = |why: String| {
+        Error::Lookup(crate::position::LookupError {
+            name: name.to_string(),
+            tried: format!("registering with {pos}: {why}"),
+        })
     };
     let answer = exchange(pos, &request, DEFAULT_TIMEOUT)
         .await

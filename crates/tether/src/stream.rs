@@ -83,10 +83,10 @@ impl DataStream {
         let name = tls.name_for(server.ip())?;
         match tls.connector.connect(name, socket).await {
             Ok(s) => Ok(DataStream::new(Transport::ClientTls(Box::new(s)))),
-            Err(e) => Err(Error::TlsHandshake {
+            Err(e) => Err(Error::Tls(crate::tls::TlsError::Handshake {
                 addr: server,
                 detail: e.to_string(),
-            }),
+            })),
         }
     }
 
@@ -238,10 +238,10 @@ impl PendingStream {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 return match tokio::time::timeout(left, tls.acceptor.accept(socket)).await {
                     Ok(Ok(s)) => Ok(DataStream::new(Transport::ServerTls(Box::new(s)))),
-                    Ok(Err(e)) => Err(Error::TlsHandshake {
+                    Ok(Err(e)) => Err(Error::Tls(crate::tls::TlsError::Handshake {
                         addr: peer,
                         detail: e.to_string(),
-                    }),
+                    })),
                     Err(_) => Err(timed_out()),
                 };
             }

@@ -22,14 +22,34 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::Error;
 
+/// TLS errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A TLS setup that cannot be used (files, PEM, certificate and key mismatch).
+    #[error("TLS configuration: {detail}")]
+    Config {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The TLS handshake failed (untrusted or expired certificate, wrong name, ...).
+    #[error("TLS handshake with {addr} failed: {detail}")]
+    Handshake {
+        /// The peer.
+        addr: std::net::SocketAddr,
+        /// What rustls said.
+        detail: String,
+    },
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 fn tls_error(what: impl std::fmt::Display) -> Error {
-    Error::Tls {
+    Error::Tls(crate::tls::TlsError::Config {
         detail: what.to_string(),
-    }
+    })
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, Error> {
@@ -199,13 +219,12 @@ impl ClientTls {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let name = self.name_for(addr.ip())?;
-        self.connector
-            .connect(name, stream)
-            .await
-            .map_err(|e| Error::TlsHandshake {
+        self.connector.connect(name, stream).await.map_err(|e| {
+            Error::Tls(crate::tls::TlsError::Handshake {
                 addr,
                 detail: e.to_string(),
             })
+        })
     }
 
     pub(crate) fn name_for(&self, ip: IpAddr) -> Result<ServerName<'static>, Error> {

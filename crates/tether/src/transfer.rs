@@ -390,9 +390,11 @@ fn refused(what: &str, status: Status, payload: &crate::Payload) -> Error {
 }
 
 fn file_error(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::File {
-        what: what.to_string(),
-        reason: e.to_string(),
+    move |e| {
+        Error::File(crate::files::FileError {
+            what: what.to_string(),
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -573,13 +575,13 @@ pub async fn get(
     if size != offer.size || sha256 != offer.sha256 {
         let _ = tokio::fs::remove_file(&part).await;
         let _ = tokio::fs::remove_file(&sidecar).await;
-        return Err(Error::File {
+        return Err(Error::File(crate::files::FileError {
             what: what.clone(),
             reason: format!(
                 "received SHA-256 {sha256}, the server announced {}; discarded",
                 offer.sha256
             ),
-        });
+        }));
     }
     tokio::fs::rename(&part, local).await.map_err(&io)?;
     let _ = tokio::fs::remove_file(&sidecar).await;

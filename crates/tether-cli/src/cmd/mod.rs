@@ -38,13 +38,15 @@ impl From<tether::Error> for Failure {
         let code = match &e {
             tether::Error::Unreachable { .. }
             | tether::Error::Closed { .. }
-            | tether::Error::TlsHandshake { .. } => exit::UNREACHABLE,
+            | tether::Error::Tls(tether::tls::TlsError::Handshake { .. }) => exit::UNREACHABLE,
             tether::Error::WrongPassword { .. } | tether::Error::WrongSecret { .. } => {
                 exit::WRONG_PASSWORD
             }
             tether::Error::Timeout { .. }
             | tether::Error::ConnectTimeout { .. }
-            | tether::Error::NoAnnouncement { .. } => exit::TIMEOUT,
+            | tether::Error::CleverShow(tether::clevershow::ShowError::NoAnnouncement { .. }) => {
+                exit::TIMEOUT
+            }
             _ => exit::OTHER,
         };
         Failure {

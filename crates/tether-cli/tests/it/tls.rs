@@ -121,7 +121,10 @@ async fn mutual_tls_needs_a_client_certificate_from_the_ca() {
             .timeout(Duration::from_secs(5))
             .await
             .unwrap_err();
-        assert!(matches!(e, Error::TlsHandshake { .. }), "{cert:?}: {e}");
+        assert!(
+            matches!(e, Error::Tls(tether::tls::TlsError::Handshake { .. })),
+            "{cert:?}: {e}"
+        );
     }
 }
 
@@ -188,7 +191,10 @@ async fn wrong_protocols_and_stalled_handshakes_are_closed() {
         .tls(client_tls(&pki, "ca.pem", None))
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::TlsHandshake { .. }), "{e}");
+    assert!(
+        matches!(e, Error::Tls(tether::tls::TlsError::Handshake { .. })),
+        "{e}"
+    );
 }
 
 async fn python_tls_client(port: u16, pki: &Pki, cert: Option<&str>, expect_fail: bool) {

@@ -215,14 +215,12 @@ impl Announce {
             })?),
             None => None,
         };
-        let datagram = self
-            .me
-            .to_frame()
-            .to_bytes()
-            .map_err(|e| Error::NotDelivered {
+        let datagram = self.me.to_frame().to_bytes().map_err(|e| {
+            Error::CleverShow(crate::clevershow::ShowError::NotDelivered {
                 what: "server_ip announcement".into(),
                 reason: e.to_string(),
-            })?;
+            })
+        })?;
         let (yield_tx, yielded) = watch::channel(None);
         let me = self.me.clone();
         let (dest, every) = (self.dest, self.every);
@@ -331,12 +329,12 @@ pub async fn discover(listen: SocketAddr, wait: Duration) -> Result<Announcement
             }
         }
     };
-    tokio::time::timeout(wait, heard)
-        .await
-        .map_err(|_| Error::NoAnnouncement {
+    tokio::time::timeout(wait, heard).await.map_err(|_| {
+        Error::CleverShow(crate::clevershow::ShowError::NoAnnouncement {
             listen,
             waited: wait,
         })
+    })
 }
 
 #[cfg(test)]

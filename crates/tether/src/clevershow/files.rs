@@ -110,19 +110,21 @@ impl Peer {
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()))
-            .map_err(|reason| Error::File {
-                what: what(),
-                reason,
+            .map_err(|reason| {
+                Error::File(crate::files::FileError {
+                    what: what(),
+                    reason,
+                })
             })?;
         let limit = self.node().message_limit();
         if bytes.len() > limit {
-            return Err(Error::File {
+            return Err(Error::File(crate::files::FileError {
                 what: what(),
                 reason: format!(
                     "{} bytes is over the clever-show limit of {limit} (use `tether put` over VSOA)",
                     bytes.len()
                 ),
-            });
+            }));
         }
         let size = bytes.len() as u64;
         self.send_frame(&Frame::file_push(remote, Bytes::from(bytes)))
@@ -133,9 +135,11 @@ impl Peer {
     /// [`Peer::push_file`], then asks the peer's `filestat` (Tether peers answer it) and
     /// checks size and SHA-256 against the local file.
     pub async fn push_file_verified(&self, local: &Path, remote: &str) -> Result<FileStat, Error> {
-        let (size, sha256) = sha256_file_async(local).await.map_err(|e| Error::File {
-            what: local.display().to_string(),
-            reason: e.to_string(),
+        let (size, sha256) = sha256_file_async(local).await.map_err(|e| {
+            Error::File(crate::files::FileError {
+                what: local.display().to_string(),
+                reason: e.to_string(),
+            })
         })?;
         self.push_file(local, remote).await?;
         let mut kwargs = Map::new();
@@ -144,10 +148,10 @@ impl Peer {
             serde_json::from_value(self.request("filestat").kwargs(kwargs).send().await?)?;
         let ours = FileStat { size, sha256 };
         if theirs != ours {
-            return Err(Error::File {
+            return Err(Error::File(crate::files::FileError {
                 what: format!("push of {} to {remote:?}", local.display()),
                 reason: format!("the peer has {theirs:?}, we sent {ours:?}"),
-            });
+            }));
         }
         Ok(ours)
     }
@@ -186,9 +190,11 @@ impl Peer {
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()))
-            .map_err(|reason| Error::File {
-                what: format!("{what} into {}", local.display()),
-                reason,
+            .map_err(|reason| {
+                Error::File(crate::files::FileError {
+                    what: format!("{what} into {}", local.display()),
+                    reason,
+                })
             })?;
         Ok(size)
     }

@@ -39,6 +39,28 @@ use crate::listening::pause_after_accept_error;
 use crate::server::BoxFuture;
 use crate::{Backoff, BindAddr, Error, Listening};
 
+/// clever-show errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShowError {
+    /// A message that may not have reached the peer, and will not be retried.
+    #[error("{what} was not delivered: {reason}")]
+    NotDelivered {
+        /// What was sent.
+        what: String,
+        /// Why it was given up.
+        reason: String,
+    },
+    /// Discovery heard no valid announcement.
+    #[error("no clever-show server announced itself on {listen} within {waited:?}")]
+    NoAnnouncement {
+        /// Where we listened.
+        listen: SocketAddr,
+        /// How long.
+        waited: Duration,
+    },
+}
+
 /// What a request handler answers: a JSON value, or a reason it failed.
 pub type RequestResult = Result<Value, String>;
 

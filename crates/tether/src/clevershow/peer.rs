@@ -114,9 +114,11 @@ impl Running {
 }
 
 fn encode(frame: &Frame) -> Result<Bytes, Error> {
-    frame.to_bytes().map_err(|e| Error::NotDelivered {
-        what: "a clever-show frame".into(),
-        reason: e.to_string(),
+    frame.to_bytes().map_err(|e| {
+        Error::CleverShow(crate::clevershow::ShowError::NotDelivered {
+            what: "a clever-show frame".into(),
+            reason: e.to_string(),
+        })
     })
 }
 
@@ -301,14 +303,16 @@ impl Peer {
                 match (&st.link, &self.inner.dial) {
                     (Some(outbound), _) => outbound.clone(),
                     (None, Some(_)) => {
-                        return st.kept.hold(bytes).map_err(|full| Error::NotDelivered {
-                            what: "a clever-show message".into(),
-                            reason: format!(
-                                "no link to {} and {} bytes already wait for one (limit {})",
-                                self.addr(),
-                                full.held,
-                                full.limit
-                            ),
+                        return st.kept.hold(bytes).map_err(|full| {
+                            Error::CleverShow(crate::clevershow::ShowError::NotDelivered {
+                                what: "a clever-show message".into(),
+                                reason: format!(
+                                    "no link to {} and {} bytes already wait for one (limit {})",
+                                    self.addr(),
+                                    full.held,
+                                    full.limit
+                                ),
+                            })
                         });
                     }
                     (None, None) => {
@@ -406,9 +410,11 @@ impl Peer {
         }
         st.kept
             .register(name, args, kwargs, tx, crate::random::four_digits)
-            .ok_or_else(|| Error::NotDelivered {
-                what: format!("request {name}"),
-                reason: format!("{MAX_PENDING} requests are pending on this link"),
+            .ok_or_else(|| {
+                Error::CleverShow(crate::clevershow::ShowError::NotDelivered {
+                    what: format!("request {name}"),
+                    reason: format!("{MAX_PENDING} requests are pending on this link"),
+                })
             })
     }
 
@@ -420,9 +426,11 @@ impl Peer {
             let Some(outbound) = st.link.clone() else {
                 return Ok(());
             };
-            let sent = st.kept.first_send(id).map_err(|e| Error::NotDelivered {
-                what: "a clever-show frame".into(),
-                reason: e.to_string(),
+            let sent = st.kept.first_send(id).map_err(|e| {
+                Error::CleverShow(crate::clevershow::ShowError::NotDelivered {
+                    what: "a clever-show frame".into(),
+                    reason: e.to_string(),
+                })
             })?;
             let Some((number, frame)) = sent else {
                 return Ok(());
@@ -493,13 +501,15 @@ impl Peer {
         let addr = self.addr();
         for (id, p) in failed {
             let what = format!("request {} #{id}", p.name);
-            let _ = p.waiter.send(Err(Error::NotDelivered {
-                what,
-                reason: format!(
-                    "the link to {addr} dropped before the answer, after the request was sent \
+            let _ = p.waiter.send(Err(Error::CleverShow(
+                crate::clevershow::ShowError::NotDelivered {
+                    what,
+                    reason: format!(
+                        "the link to {addr} dropped before the answer, after the request was sent \
                      and again after it was re-sent"
-                ),
-            }));
+                    ),
+                },
+            )));
         }
         self.bump();
     }

@@ -63,12 +63,12 @@ impl Connect {
         let entry = url.resolve(&options.position_servers).await?;
         let addr = entry.socket_addr();
         if entry.security && options.tls.is_none() {
-            return Err(Error::Lookup {
+            return Err(Error::Lookup(crate::position::LookupError {
                 name: url.to_string(),
                 tried: format!(
                     "it resolves to the TLS server {addr}: connect with TLS options (a trusted CA)"
                 ),
-            });
+            }));
         }
         let deadline = tokio::time::Instant::now() + options.connect_timeout;
         let timed_out = || Error::ConnectTimeout {
@@ -215,10 +215,10 @@ impl Handshake<'_> {
         // rustls reports a failed TLS exchange (e.g. a refused client certificate, which TLS
         // 1.3 signals after the client thinks it is done) as InvalidData.
         let io = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::InvalidData => Error::TlsHandshake {
+            std::io::ErrorKind::InvalidData => Error::Tls(crate::tls::TlsError::Handshake {
                 addr,
                 detail: e.to_string(),
-            },
+            }),
             _ => Error::Unreachable { addr, source: e },
         };
         self.stream

@@ -477,7 +477,13 @@ async fn a_request_lost_twice_is_reported_not_delivered() {
         .send()
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::NotDelivered { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::CleverShow(tether::clevershow::ShowError::NotDelivered { .. })
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("re-sent"), "{e}");
     assert!(calls.recv().await.is_some());
     assert!(calls.recv().await.is_some());
@@ -569,7 +575,13 @@ async fn holding_more_than_the_limit_while_down_fails_loudly() {
         }
         assert!(sent < 100, "never refused");
     };
-    assert!(matches!(e, Error::NotDelivered { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::CleverShow(tether::clevershow::ShowError::NotDelivered { .. })
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("limit 1000"), "{e}");
     drone.close();
     let e = drone.action("x", vec![], one).await.unwrap_err();
@@ -617,7 +629,13 @@ async fn discovery_times_out_with_a_clear_error() {
     let e = tether::clevershow::discovery::discover(beacon, Duration::from_millis(100))
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::NoAnnouncement { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::CleverShow(tether::clevershow::ShowError::NoAnnouncement { .. })
+        ),
+        "{e}"
+    );
     assert!(
         e.to_string().contains("no clever-show server announced"),
         "{e}"

@@ -153,7 +153,10 @@ async fn names_in_vsoa_urls_resolve_and_their_port_is_ignored() {
         .position_servers(vec![pos.local_addr()])
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::Lookup { .. }), "{e}");
+    assert!(
+        matches!(e, Error::Lookup(tether::position::LookupError { .. })),
+        "{e}"
+    );
 }
 
 #[test]
