@@ -178,24 +178,8 @@ async fn python_client_with_basic_auth_right_and_wrong() {
 
 #[tokio::test]
 async fn python_client_over_wss() {
-    let pki = Pki::new();
-    let (ca, cert, key) = (
-        pki.file("ca.pem"),
-        pki.file("server.pem"),
-        pki.file("server.key"),
-    );
-    let server = Server::builder().build();
-    server.route(
-        "/echo",
-        |req: Request| async move { Reply::ok(req.payload) },
-    );
-    let tls = tether::tls::ServerTls::from_pem_files(&cert, &key, None).unwrap();
-    let l = tether_gateway::Gateway::builder(server)
-        .tls(tls)
-        .build()
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
+    let (l, pki) = tls_echo_gateway().await;
+    let ca = pki.file("ca.pem");
     let ca = ca.to_string_lossy().into_owned();
     scenario_args(l.local_addr().port(), &["wss", &ca], || async {}).await;
 }

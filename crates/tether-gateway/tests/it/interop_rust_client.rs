@@ -122,24 +122,9 @@ async fn our_client_against_our_gateway_with_keepalive() {
 
 #[tokio::test]
 async fn our_client_over_wss_trusts_only_the_configured_ca() {
-    let pki = Pki::new();
-    let (ca, cert, key) = (
-        pki.file("ca.pem"),
-        pki.file("server.pem"),
-        pki.file("server.key"),
-    );
+    let (l, pki) = tls_echo_gateway().await;
+    let ca = pki.file("ca.pem");
     let other_ca = pki.file("other-ca.pem");
-    let server = tether::Server::builder().build();
-    server.route("/echo", |req: tether::Request| async move {
-        tether::Reply::ok(req.payload)
-    });
-    let tls = tether::tls::ServerTls::from_pem_files(&cert, &key, None).unwrap();
-    let l = tether_gateway::Gateway::builder(server)
-        .tls(tls)
-        .build()
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
     let url = format!("wss://{}/ws", l.local_addr());
     let trusted = tether::tls::ClientTls::from_pem_files(&ca, None).unwrap();
     let c = JugglerClient::builder(&url)

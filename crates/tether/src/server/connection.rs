@@ -5,7 +5,7 @@
 //! the decoder and its buffer); a writer task owns the write half (see `outbound.rs`).
 //! Other tasks reach the client only through its outbound queue and the registry.
 //!
-//! Reactions to bad input, each covered by a test in `tests/server_*.rs`:
+//! Reactions to bad input, each covered by a test in `crates/tether/tests/it/server_protocol.rs`:
 //! * bad magic, oversize declared length, truncated packet at EOF: close (logged);
 //! * wrong or missing password on the first packet: reply of the same type with status 1,
 //!   then close;
