@@ -12,9 +12,13 @@
 //!   when that link drops too, it fails;
 //! * a request whose frame never left a link (the writer gave it back unwritten) is not
 //!   counted as sent on it. Its frame is recognised by identity (the same buffer the
-//!   state handed out), not by decoding it again.
+//!   state handed out), not by decoding it again;
+//! * a request has a deadline, counted from when it was made and across reconnects; the
+//!   caller hands the state the time ([`LinkState::expire`]), and the state says which
+//!   requests are over it.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -31,6 +35,9 @@ pub(crate) struct Pending<W> {
     sent_on: u64,
     /// The frame last handed to a link, to recognise it if the link gives it back.
     frame: Option<Bytes>,
+    /// When it is given up, and the timeout that deadline came from.
+    deadline: Instant,
+    pub(crate) timeout: Duration,
     /// Who waits for the answer.
     pub(crate) waiter: W,
 }
@@ -108,14 +115,17 @@ impl<W> LinkState<W> {
         }
     }
 
-    /// Registers a request under the first id from `next_id` that no waiting request has;
-    /// `None` when [`MAX_PENDING`] already wait.
+    /// Registers a request, made at `now` and given up after `timeout`, under the first id
+    /// from `next_id` that no waiting request has; `None` when [`MAX_PENDING`] already wait.
+    #[allow(clippy::too_many_arguments)] // a request's parts, its clock and its id source
     pub(crate) fn register(
         &mut self,
         name: &str,
         args: Vec<Value>,
         kwargs: Map<String, Value>,
         waiter: W,
+        now: Instant,
+        timeout: Duration,
         mut next_id: impl FnMut() -> String,
     ) -> Option<String> {
         if self.pending.len() >= MAX_PENDING {
@@ -132,6 +142,8 @@ impl<W> LinkState<W> {
                     sends: 0,
                     sent_on: 0,
                     frame: None,
+                    deadline: now + timeout,
+                    timeout,
                     waiter,
                 });
                 return Some(id);
@@ -244,7 +256,26 @@ impl<W> LinkState<W> {
         }
     }
 
-    /// Request `id` is no longer waited for (timed out, or its first send failed).
+    /// The requests whose deadline has passed at `now`, with their ids; they are done.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(String, Pending<W>)> {
+        let gone: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        gone.into_iter()
+            .filter_map(|id| self.pending.remove(&id).map(|p| (id, p)))
+            .collect()
+    }
+
+    /// The earliest deadline of a waiting request.
+    #[cfg(test)]
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.pending.values().map(|p| p.deadline).min()
+    }
+
+    /// Request `id` is no longer waited for (its first send failed, or its caller gave up).
     pub(crate) fn forget(&mut self, id: &str) {
         self.pending.remove(id);
     }
@@ -262,6 +293,15 @@ impl<W> LinkState<W> {
 mod tests {
     use super::*;
     use tether_wire::clevershow::{Content, Decoder};
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[allow(non_snake_case)]
+    fn T0() -> Instant {
+        use std::sync::OnceLock;
+        static T: OnceLock<Instant> = OnceLock::new();
+        *T.get_or_init(Instant::now)
+    }
 
     fn ids() -> impl FnMut() -> String {
         let mut n = 0;
@@ -294,7 +334,15 @@ mod tests {
     fn a_request_made_without_a_link_goes_out_on_the_next_with_its_own_arguments() {
         let mut s = LinkState::new(1000);
         let id = s
-            .register("id", vec![Value::from(7)], kwargs(), (), ids())
+            .register(
+                "id",
+                vec![Value::from(7)],
+                kwargs(),
+                (),
+                T0(),
+                MINUTE,
+                ids(),
+            )
             .unwrap();
         assert_eq!(s.first_send(&id).unwrap(), None, "no link yet");
         let sent = requests(s.new_link(1));
@@ -314,7 +362,7 @@ mod tests {
         let mut s = LinkState::new(1000);
         requests(s.new_link(1));
         let id = s
-            .register("time", vec![], Map::new(), "waiter", ids())
+            .register("time", vec![], Map::new(), "waiter", T0(), MINUTE, ids())
             .unwrap();
         let (link, _frame) = s.first_send(&id).unwrap().unwrap();
         assert_eq!(link, 1);
@@ -336,7 +384,9 @@ mod tests {
     fn a_request_the_writer_gave_back_is_not_counted_as_sent() {
         let mut s = LinkState::new(1000);
         requests(s.new_link(1));
-        let id = s.register("id", vec![], Map::new(), (), ids()).unwrap();
+        let id = s
+            .register("id", vec![], Map::new(), (), T0(), MINUTE, ids())
+            .unwrap();
         let (_, frame) = s.first_send(&id).unwrap().unwrap();
         let action = Frame::action("led", vec![], Map::new()).to_bytes().unwrap();
         // The writer gives back both, unwritten (clones of the buffers it was handed).
@@ -352,7 +402,9 @@ mod tests {
         // A frame with the same bytes but another buffer is not the request's.
         let mut s = LinkState::new(1000);
         requests(s.new_link(1));
-        let id = s.register("id", vec![], Map::new(), (), ids()).unwrap();
+        let id = s
+            .register("id", vec![], Map::new(), (), T0(), MINUTE, ids())
+            .unwrap();
         let (_, frame) = s.first_send(&id).unwrap().unwrap();
         let copy = Bytes::copy_from_slice(&frame);
         s.link_down(1, vec![copy.clone()]);
@@ -387,14 +439,20 @@ mod tests {
     #[test]
     fn answers_must_match_id_and_name_and_close_returns_every_waiter() {
         let mut s = LinkState::new(1000);
-        let id = s.register("id", vec![], Map::new(), 1, ids()).unwrap();
-        let other = s.register("time", vec![], Map::new(), 2, ids()).unwrap();
+        let id = s
+            .register("id", vec![], Map::new(), 1, T0(), MINUTE, ids())
+            .unwrap();
+        let other = s
+            .register("time", vec![], Map::new(), 2, T0(), MINUTE, ids())
+            .unwrap();
         assert_ne!(id, other, "ids taken are skipped");
         assert_eq!(s.answer(&id, "time"), None, "the name must match");
         assert_eq!(s.answer(&id, "id"), Some(1));
         assert_eq!(s.answer(&id, "id"), None, "answered once");
         s.forget(&other);
-        let third = s.register("x", vec![], Map::new(), 3, ids()).unwrap();
+        let third = s
+            .register("x", vec![], Map::new(), 3, T0(), MINUTE, ids())
+            .unwrap();
         assert_eq!(s.close(), vec![3]);
         assert_eq!(s.answer(&third, "x"), None);
     }
@@ -404,8 +462,49 @@ mod tests {
         let mut s = LinkState::new(0);
         let mut next = ids();
         for _ in 0..MAX_PENDING {
-            assert!(s.register("r", vec![], Map::new(), (), &mut next).is_some());
+            assert!(s
+                .register("r", vec![], Map::new(), (), T0(), MINUTE, &mut next)
+                .is_some());
         }
-        assert!(s.register("r", vec![], Map::new(), (), &mut next).is_none());
+        assert!(s
+            .register("r", vec![], Map::new(), (), T0(), MINUTE, &mut next)
+            .is_none());
+    }
+
+    #[test]
+    fn requests_expire_at_their_deadline_on_the_clock_they_are_given() {
+        let mut s = LinkState::new(0);
+        let t0 = T0();
+        let a = s
+            .register(
+                "a",
+                vec![],
+                Map::new(),
+                'a',
+                t0,
+                Duration::from_secs(1),
+                ids(),
+            )
+            .unwrap();
+        let b = s
+            .register(
+                "b",
+                vec![],
+                Map::new(),
+                'b',
+                t0,
+                Duration::from_secs(2),
+                ids(),
+            )
+            .unwrap();
+        assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(1)));
+        assert!(s.expire(t0 + Duration::from_millis(999)).is_empty());
+        let gone = s.expire(t0 + Duration::from_millis(1500));
+        assert_eq!(gone.len(), 1);
+        assert_eq!((gone[0].0.as_str(), gone[0].1.waiter), (a.as_str(), 'a'));
+        assert_eq!(gone[0].1.timeout, Duration::from_secs(1));
+        assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(2)));
+        assert_eq!(s.answer(&b, "b"), Some('b'), "b is still waited for");
+        assert_eq!(s.next_deadline(), None);
     }
 }

@@ -394,14 +394,18 @@ impl Peer {
         self.state().closed.is_some()
     }
 
-    /// Registers a request under a fresh id (4 decimal digits, as the original).
+    /// Registers a request made at `now` with its timeout, under a fresh id (4 decimal
+    /// digits, as the original).
     fn register(
         &self,
         name: &str,
         args: Vec<Value>,
         kwargs: Map<String, Value>,
         tx: Waiter,
+        now: tokio::time::Instant,
+        timeout: Duration,
     ) -> Result<String, Error> {
+        let now = now.into_std();
         let mut st = self.state();
         if let Some(reason) = &st.closed {
             return Err(Error::Closed {
@@ -409,7 +413,15 @@ impl Peer {
             });
         }
         st.kept
-            .register(name, args, kwargs, tx, crate::random::four_digits)
+            .register(
+                name,
+                args,
+                kwargs,
+                tx,
+                now,
+                timeout,
+                crate::random::four_digits,
+            )
             .ok_or_else(|| {
                 Error::CleverShow(crate::clevershow::ShowError::NotDelivered {
                     what: format!("request {name}"),
@@ -448,6 +460,20 @@ impl Peer {
 
     fn forget(&self, id: &str) {
         self.state().kept.forget(id);
+    }
+
+    /// Fails every request whose deadline has passed (the state decides which).
+    fn expire_requests(&self) {
+        let now = tokio::time::Instant::now().into_std();
+        let gone = self.state().kept.expire(now);
+        let addr = self.addr();
+        for (_, p) in gone {
+            let _ = p.waiter.send(Err(Error::Timeout {
+                addr,
+                what: format!("request {}", p.name),
+                timeout: p.timeout,
+            }));
+        }
     }
 
     /// A new link is up: what waited goes first, in order, then the link is published
@@ -610,18 +636,25 @@ impl RequestBuilder<'_> {
         let peer = self.peer;
         let what = format!("request {}", self.name);
         let (tx, rx) = oneshot::channel();
-        let id = peer.register(&self.name, self.args, self.kwargs, tx)?;
+        // One instant for the state's deadline and for the wake-up below, so the state
+        // counts the request as expired when the caller wakes.
+        let now = tokio::time::Instant::now();
+        let deadline = now + self.timeout;
+        let id = peer.register(&self.name, self.args, self.kwargs, tx, now, self.timeout)?;
         if let Err(e) = peer.send_request(&id).await {
             peer.forget(&id);
             return Err(e);
         }
-        match tokio::time::timeout(self.timeout, rx).await {
+        match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(res)) => res,
             Ok(Err(_)) => Err(Error::Closed {
                 reason: CloseReason::local(format!("clever-show link to {} closed", peer.addr())),
             }),
             Err(_) => {
-                peer.forget(&id);
+                // Woken at the deadline: the state gives up this request (and any other
+                // whose deadline has passed; their callers get the same answer).
+                peer.expire_requests();
+                peer.forget(&id); // already gone; never left behind, whatever the clocks say
                 Err(Error::Timeout {
                     addr: peer.addr(),
                     what,
