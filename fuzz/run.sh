@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-600}"; shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(vsoa_decoder login url_rules text_parsers clevershow_decoder)
+[ ${#targets[@]} -gt 0 ] || targets=(vsoa_decoder login url_rules text_parsers clevershow_decoder sp_decoder)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 for t in "${targets[@]}"; do cargo fuzz build -O "$t"; done

@@ -10,11 +10,14 @@
 //! * [`url`]: VSOA URL rules: RPC route lookup and publish/subscribe matching
 //!   (docs/protocols/vsoa.md §6-7), including the [`url::SubscriptionIndex`] that answers
 //!   "who subscribed to this URL" without scanning every client.
+//! * [`sp`]: socket_protocol messages (status, service id, data id, JSON data) and their
+//!   checksummed framing (docs/protocols/socket-protocol.md §2-§4).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod clevershow;
 pub mod juggler;
 pub mod python_json;
+pub mod sp;
 pub mod url;
 pub mod vsoa;
