@@ -120,6 +120,9 @@ pub enum Error {
     /// clever-show: a message given up, or no server heard.
     #[error(transparent)]
     CleverShow(#[from] crate::clevershow::ShowError),
+    /// A socket_protocol failure.
+    #[error(transparent)]
+    Sp(#[from] crate::sp::SpError),
     /// A path a files root refused.
     #[error(transparent)]
     Path(#[from] crate::files::PathError),

@@ -42,6 +42,7 @@ mod payload;
 pub mod position;
 mod random;
 pub mod server;
+pub mod sp;
 pub mod stream;
 pub mod tls;
 pub mod transfer;

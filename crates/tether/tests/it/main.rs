@@ -12,5 +12,6 @@ mod position;
 mod quick;
 mod robot;
 mod server_protocol;
+mod sp;
 mod stream;
 mod transfer;
