@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::{Method, Server};
 use crate::Payload;
+use tether_wire::vsoa::Status;
 
 /// Splits a request name into method and route URL; `None` if it names no route.
 pub(crate) fn route_name(name: &str) -> Option<(Method, &str)> {
@@ -32,6 +33,19 @@ impl Server {
         from: SocketAddr,
         local: SocketAddr,
     ) -> Option<Result<Value, String>> {
+        let answer = self.call_json_status(name, param, from, local).await?;
+        Some(answer.map_err(|(_, why)| why))
+    }
+
+    /// [`Server::call_json`], with the failure's VSOA status (`None` when the reply was
+    /// fine but carried binary data).
+    pub(crate) async fn call_json_status(
+        &self,
+        name: &str,
+        param: Option<&Value>,
+        from: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<Result<Value, (Option<Status>, String)>> {
         let (method, url) = route_name(name)?;
         let param = match param {
             None | Some(Value::Null) => Vec::new(),
@@ -49,11 +63,13 @@ impl Server {
                 .and_then(|v| v.get("error"))
                 .and_then(Value::as_str)
                 .unwrap_or("no reason given");
-            return Some(Err(format!("{url}: status {}: {reason}", reply.status)));
+            let why = format!("{url}: status {}: {reason}", reply.status);
+            return Some(Err((Some(reply.status), why)));
         }
         if !reply.payload.data.is_empty() || (value.is_none() && !reply.payload.param.is_empty()) {
-            return Some(Err(format!(
-                "{url} replied with binary data, which this transport cannot carry"
+            return Some(Err((
+                None,
+                format!("{url} replied with binary data, which this transport cannot carry"),
             )));
         }
         Some(Ok(value.unwrap_or(Value::Null)))

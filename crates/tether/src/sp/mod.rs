@@ -29,6 +29,7 @@
 //! ```
 
 mod auth;
+mod bridge;
 mod definitions;
 mod peer;
 
@@ -40,6 +41,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
+pub use bridge::tether_sid;
 pub use peer::{Peer, Role, SendBuilder, Stats};
 pub use tether_wire::sp::{did, sid, status, AuthState, Message, DEFAULT_MAX_BODY};
 
@@ -417,7 +419,7 @@ impl Endpoint {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
-        let peer = Peer::new(self.clone(), role, None);
+        let peer = Peer::new(self.clone(), role, None, None);
         self.connected(&peer);
         let p = peer.clone();
         tokio::spawn(async move {
@@ -432,7 +434,7 @@ impl Endpoint {
     pub async fn connect(&self, addr: impl Into<SocketAddr>) -> Result<Peer, Error> {
         let addr = addr.into();
         let io = peer::dial(&self.config, addr).await?;
-        let peer = Peer::new(self.clone(), Role::Client, Some(addr));
+        let peer = Peer::new(self.clone(), Role::Client, Some(addr), None);
         let p = peer.clone();
         tokio::spawn(async move { p.keep_dialing(addr, io).await });
         Ok(peer)

@@ -108,6 +108,9 @@ struct Inner {
     endpoint: Endpoint,
     role: Role,
     addr: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+    /// The bridge's subscriber for this peer (see `bridge`).
+    subscriber: tokio::sync::Mutex<Option<Arc<crate::LocalSubscriber>>>,
     link: watch::Sender<Option<Link>>,
     auth: watch::Sender<AuthState>,
     server_auth: Mutex<ServerAuth>,
@@ -154,13 +157,20 @@ fn is_builtin(service_id: u32) -> bool {
 }
 
 impl Peer {
-    pub(crate) fn new(endpoint: Endpoint, role: Role, addr: Option<SocketAddr>) -> Self {
+    pub(crate) fn new(
+        endpoint: Endpoint,
+        role: Role,
+        addr: Option<SocketAddr>,
+        local: Option<SocketAddr>,
+    ) -> Self {
         let channel = endpoint.config.channel_name.clone();
         Peer {
             inner: Arc::new(Inner {
                 endpoint,
                 role,
                 addr,
+                local,
+                subscriber: tokio::sync::Mutex::new(None),
                 link: watch::Sender::new(None),
                 auth: watch::Sender::new(AuthState::Untrusted),
                 server_auth: Mutex::default(),
@@ -188,6 +198,17 @@ impl Peer {
     /// The other side's address, when the transport has one.
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.inner.addr
+    }
+
+    /// This side's address of the connection (server-side peers).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.local
+    }
+
+    pub(crate) fn inner_subscriber(
+        &self,
+    ) -> &tokio::sync::Mutex<Option<Arc<crate::LocalSubscriber>>> {
+        &self.inner.subscriber
     }
 
     /// The channel name both sides agreed on (or this side's own, before the exchange).
@@ -975,6 +996,7 @@ pub(crate) async fn serve_connection(
     remote: SocketAddr,
     mut shutdown: Shutdown,
 ) {
+    let local = stream.local_addr().ok();
     let io: Box<dyn Io> = match &endpoint.config.server_tls {
         Some(tls) => {
             let handshake =
@@ -993,7 +1015,7 @@ pub(crate) async fn serve_connection(
         }
         None => Box::new(stream),
     };
-    let peer = Peer::new(endpoint.clone(), Role::Server, Some(remote));
+    let peer = Peer::new(endpoint.clone(), Role::Server, Some(remote), local);
     endpoint.connected(&peer);
     tracing::debug!("socket_protocol: {remote} connected");
     let run = peer.run_link(io);

@@ -689,3 +689,96 @@ async fn a_full_receive_buffer_drops_the_oldest_and_counts_it() {
         assert_eq!(got.data, json!(want));
     }
 }
+
+#[tokio::test]
+async fn the_bridge_reaches_vsoa_routes_and_publishes() {
+    use tether::sp::tether_sid::*;
+    let server = tether::Server::builder().build();
+    server.route("/echo", |req: tether::Request| async move {
+        tether::Reply::ok(req.payload)
+    });
+    server.route("/whoami", |req: tether::Request| async move {
+        tether::Reply::ok(
+            tether::Payload::json(&json!({"from": req.client.addr().ip().to_string()})).unwrap(),
+        )
+    });
+    let sp_end = echo_server();
+    sp_end.bridge(&server).unwrap();
+    assert!(matches!(
+        sp_end.bridge(&server),
+        Err(SpError::RequestSidExists(ROUTE_REQUEST))
+    ));
+    let l = sp_end.bind("127.0.0.1:0").await.unwrap();
+    let client_end = Endpoint::new();
+    client_end
+        .bridge(&tether::Server::builder().build())
+        .unwrap();
+    let client = client_end.connect(l.local_addr()).await.unwrap();
+
+    let call = |d: u32, data: Value| {
+        let client = client.clone();
+        async move { answer(&client, ROUTE_REQUEST, ROUTE_RESPONSE, d, data).await }
+    };
+    let got = call(1, json!({"route": "/echo", "param": {"a": [1, "é"]}})).await;
+    assert_eq!(
+        (got.status, got.data),
+        (status::OKAY, json!({"a": [1, "é"]}))
+    );
+    let got = call(2, json!("SET /echo")).await;
+    assert_eq!((got.status, got.data), (status::OKAY, Value::Null));
+    let got = call(3, json!("/whoami")).await;
+    assert_eq!(got.data, json!({"from": "127.0.0.1"}));
+    let got = call(4, json!({"route": "/nobody"})).await;
+    assert_eq!(got.status, status::SERVICE_OR_DATA_UNKNOWN);
+    assert_eq!(got.data["vsoa_status"], json!(3));
+    let got = call(5, json!({"route": "echo"})).await;
+    assert_eq!(got.status, status::SERVICE_OR_DATA_UNKNOWN);
+    let got = call(6, json!(17)).await;
+    assert_eq!(got.status, status::CALLBACK_ERROR);
+
+    let sub = answer(
+        &client,
+        SUBSCRIBE_REQUEST,
+        SUBSCRIBE_RESPONSE,
+        0,
+        json!(["/a/", "/a/x"]),
+    )
+    .await;
+    assert_eq!(sub.status, status::OKAY);
+    for i in 0..100 {
+        let url = if i % 2 == 0 { "/a/x" } else { "/a" };
+        let report = server
+            .publish(url, tether::Payload::json(&i).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(report.delivered, 1);
+    }
+    server
+        .publish("/ab", tether::Payload::json(&"no").unwrap())
+        .await
+        .unwrap();
+    for i in 0..100 {
+        let m = client.receive(PUBLISH, 0, WAIT).await.expect("a publish");
+        let url = if i % 2 == 0 { "/a/x" } else { "/a" };
+        assert_eq!(
+            m.data,
+            json!({"url": url, "param": i, "quick": false}),
+            "once each, in order"
+        );
+    }
+    let unsub = answer(
+        &client,
+        SUBSCRIBE_REQUEST,
+        SUBSCRIBE_RESPONSE,
+        1,
+        json!(["/a/", "/a/x"]),
+    )
+    .await;
+    assert_eq!(unsub.status, status::OKAY);
+    let report = server
+        .publish("/a/x", tether::Payload::json(&1).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(report.delivered, 0);
+    assert_eq!(client.receive(PUBLISH, 0, SHORT).await, None);
+}
