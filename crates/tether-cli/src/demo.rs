@@ -7,7 +7,10 @@
 //! * every datagram is sent back to its sender on the same URL, channel (TCP or quick UDP)
 //!   and payload;
 //! * clever-show (`--clever-show`): the request `echo` answers
-//!   `{"args": [...], "kwargs": {...}}`, `time` the Unix time as a float.
+//!   `{"args": [...], "kwargs": {...}}`, `time` the Unix time as a float;
+//! * socket_protocol (`--socket-protocol`): read, write and execute requests (sids 10, 20,
+//!   30, any did) answer their data with status 0; the bridge (sids 100-112) reaches the
+//!   VSOA routes and publishes.
 
 use base64::Engine;
 use bytes::Bytes;
@@ -37,6 +40,19 @@ pub(crate) fn install_clever_show(node: &tether::clevershow::Node) -> &tether::c
     node.request("time", |_p, _a, _k| async move {
         Ok(serde_json::Value::from(crate::dashboard::unix_now()))
     })
+}
+
+/// The socket_protocol demo services (see the module docs), bridged to `server`.
+pub(crate) fn install_sp(endpoint: &tether::sp::Endpoint, server: &Server) {
+    use tether::sp::{sid, status};
+    for req in [sid::READ_REQUEST, sid::WRITE_REQUEST, sid::EXECUTE_REQUEST] {
+        endpoint.register_callback(req, None, |_, m: tether::sp::Message| async move {
+            Some((status::OKAY, m.data))
+        });
+    }
+    endpoint
+        .bridge(server)
+        .expect("a fresh endpoint has none of the bridge's sids");
 }
 
 pub(crate) fn install(server: &Server) {

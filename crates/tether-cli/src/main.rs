@@ -47,6 +47,8 @@ enum Command {
     Position(cmd::position::ServeArgs),
     /// Resolve a server name through position servers and print the answer as JSON.
     Lookup(cmd::position::LookupArgs),
+    /// Send one socket_protocol request and print the response as one JSON line.
+    Sp(cmd::sp::Args),
     /// Measure a scenario on loopback and print one JSON object.
     Bench(cmd::bench::Args),
 }
@@ -101,6 +103,7 @@ fn main() -> ExitCode {
             Command::Get(args) => cmd::files::get(args).await,
             Command::Discover(args) => cmd::discover::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
+            Command::Sp(args) => cmd::sp::run(args).await,
             Command::Position(args) => cmd::position::serve(args).await,
             Command::Lookup(args) => cmd::position::lookup(args).await,
         }

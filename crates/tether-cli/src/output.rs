@@ -1,4 +1,4 @@
-//! The JSON lines `call` and `sub` print. Field order is part of the contract.
+//! The JSON lines `call`, `sub` and `sp` print. Field order is part of the contract.
 
 use std::io::Write;
 
@@ -63,6 +63,17 @@ pub(crate) fn message_json(msg: &tether::Message) -> String {
         quick: msg.quick,
     };
     serde_json::to_string(&line).unwrap_or_default()
+}
+
+/// A socket_protocol message: `{"status":N,"service_id":N,"data_id":N,"data":...}`.
+pub(crate) fn sp_message_json(m: &tether::sp::Message) -> String {
+    serde_json::json!({
+        "status": m.status,
+        "service_id": m.service_id,
+        "data_id": m.data_id,
+        "data": m.data,
+    })
+    .to_string()
 }
 
 /// Prints one line and flushes, so a reader on a pipe sees it at once.

@@ -8,6 +8,7 @@ pub(crate) mod discover;
 pub(crate) mod files;
 pub(crate) mod position;
 pub(crate) mod serve;
+pub(crate) mod sp;
 pub(crate) mod stream;
 pub(crate) mod sub;
 
@@ -35,18 +36,27 @@ pub(crate) struct Failure {
 
 impl From<tether::Error> for Failure {
     fn from(e: tether::Error) -> Self {
+        use tether::sp::SpError;
         let code = match &e {
             tether::Error::Unreachable { .. }
             | tether::Error::Closed { .. }
-            | tether::Error::Tls(tether::tls::TlsError::Handshake { .. }) => exit::UNREACHABLE,
-            tether::Error::WrongPassword { .. } | tether::Error::WrongSecret { .. } => {
-                exit::WRONG_PASSWORD
+            | tether::Error::Tls(tether::tls::TlsError::Handshake { .. })
+            | tether::Error::Sp(SpError::Unreachable { .. } | SpError::NotSent { .. }) => {
+                exit::UNREACHABLE
             }
+            tether::Error::WrongPassword { .. }
+            | tether::Error::WrongSecret { .. }
+            | tether::Error::Sp(SpError::AuthFailed(_)) => exit::WRONG_PASSWORD,
             tether::Error::Timeout { .. }
             | tether::Error::ConnectTimeout { .. }
-            | tether::Error::CleverShow(tether::clevershow::ShowError::NoAnnouncement { .. }) => {
-                exit::TIMEOUT
-            }
+            | tether::Error::CleverShow(tether::clevershow::ShowError::NoAnnouncement { .. })
+            | tether::Error::Sp(
+                SpError::ConnectTimeout { .. }
+                | SpError::NotConnected { .. }
+                | SpError::NotTrusted { .. }
+                | SpError::SendTimeout { .. }
+                | SpError::AuthTimeout(_),
+            ) => exit::TIMEOUT,
             _ => exit::OTHER,
         };
         Failure {

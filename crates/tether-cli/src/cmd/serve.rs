@@ -40,6 +40,21 @@ pub(crate) struct Args {
     /// Requests `echo`, `time` and file transfer inside --files-root (docs: README).
     #[arg(long, value_name = "HOST:PORT")]
     clever_show: Option<std::net::SocketAddr>,
+    /// Also serve socket_protocol on this TCP address, off by default: read, write and
+    /// execute requests that echo, and the bridge to the VSOA routes and publishes (sids
+    /// 100-112, docs/protocols/socket-protocol.md). TLS with --tls-cert as well.
+    #[arg(long, value_name = "HOST:PORT")]
+    socket_protocol: Option<String>,
+    /// socket_protocol's shared secret: peers must authenticate (seed/key) before anything
+    /// but the whitelist reaches a service.
+    #[arg(
+        long,
+        value_name = "S",
+        env = "TETHER_SP_SECRET",
+        hide_env_values = true,
+        requires = "socket_protocol"
+    )]
+    sp_secret: Option<String>,
     /// The folder file transfers are confined to (VSOA `/files/` and clever-show
     /// `filetransfer`); created if missing.
     #[arg(long, value_name = "DIR", default_value = "files")]
@@ -98,6 +113,7 @@ struct Running {
     vsoa: tether::Listening,
     gateway: Option<tether::Listening>,
     clever_show: Option<tether::Listening>,
+    socket_protocol: Option<tether::Listening>,
     announcer: Option<tether::clevershow::discovery::Announcer>,
     _registration: Option<tether::position::Registration>,
 }
@@ -156,6 +172,20 @@ async fn start(args: &Args, built: Built) -> Result<Running, Failure> {
         }
         None => None,
     };
+    let socket_protocol = match &args.socket_protocol {
+        Some(addr) => {
+            let mut endpoint = tether::sp::Endpoint::new().channel_name(&args.name);
+            if let Some(secret) = &args.sp_secret {
+                endpoint = endpoint.secret(secret);
+            }
+            if let Some(tls) = &tls {
+                endpoint = endpoint.tls(tls.clone());
+            }
+            crate::demo::install_sp(&endpoint, &server);
+            Some(endpoint.bind(addr.as_str()).await?)
+        }
+        None => None,
+    };
     let announcer = match (&clever_show, args.announce.announce) {
         (Some(cs), Some(dest)) => Some(args.announce.start(dest, cs.local_addr()).await?),
         (None, Some(_)) => return Err(Failure::usage("--announce needs --clever-show")),
@@ -171,6 +201,7 @@ async fn start(args: &Args, built: Built) -> Result<Running, Failure> {
         vsoa,
         gateway,
         clever_show,
+        socket_protocol,
         announcer,
         _registration: registration,
     })
@@ -215,8 +246,8 @@ async fn start_gateway(
     Ok(bound)
 }
 
-/// The lines scripts rely on (README): the VSOA address first, then the gateway and
-/// clever-show ones.
+/// The lines scripts rely on (README): the VSOA address first, then the gateway,
+/// clever-show and socket_protocol ones.
 fn print_contract(running: &Running) {
     crate::output::print_line(&format!(
         "tether: VSOA server on vsoa://{}",
@@ -232,6 +263,9 @@ fn print_contract(running: &Running) {
     if let Some(cs) = &running.clever_show {
         crate::output::print_line(&format!("tether: clever-show on {}", cs.local_addr()));
     }
+    if let Some(sp) = &running.socket_protocol {
+        crate::output::print_line(&format!("tether: socket_protocol on {}", sp.local_addr()));
+    }
 }
 
 /// Serves until Ctrl-C, stopping clever-show if an older server announces itself, then
@@ -241,6 +275,7 @@ async fn wait(running: Running) -> Result<(), Failure> {
         vsoa,
         gateway,
         mut clever_show,
+        socket_protocol,
         announcer,
         _registration,
         ..
@@ -278,6 +313,9 @@ async fn wait(running: Running) -> Result<(), Failure> {
     }
     if let Some(cs) = clever_show {
         cs.shutdown().await;
+    }
+    if let Some(sp) = socket_protocol {
+        sp.shutdown().await;
     }
     Ok(())
 }

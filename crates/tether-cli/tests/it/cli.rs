@@ -5,33 +5,6 @@ use std::process::Stdio;
 use crate::common::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stdout_bytes: Vec<u8>,
-    stderr: String,
-}
-
-async fn tether(args: &[&str]) -> Run {
-    let out = tokio::time::timeout(
-        WAIT,
-        tether_cmd(&[])
-            .args(args)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("tether finished in time")
-    .expect("run tether");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stdout_bytes: out.stdout.clone(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 #[tokio::test]
 async fn call_prints_one_json_line_and_exits_0_for_any_status() {
     let s = tether_serve(&[]).await;

@@ -2,6 +2,7 @@
 //! pinned Python and npm peers (the generic harness is `tether_testkit`).
 
 use std::path::PathBuf;
+use std::process::Stdio;
 
 pub(crate) use tether_testkit::*;
 use tokio::process::Command;
@@ -15,6 +16,35 @@ pub(crate) fn tether_cmd(args: &[&str]) -> Command {
         .current_dir(scratch_dir())
         .env("TETHER_GATEWAY", "127.0.0.1:0");
     cmd
+}
+
+/// A finished `tether` command.
+pub(crate) struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stdout_bytes: Vec<u8>,
+    pub stderr: String,
+}
+
+/// Runs `tether ARGS...` to the end (stdin closed).
+pub(crate) async fn tether(args: &[&str]) -> Run {
+    let out = tokio::time::timeout(
+        WAIT,
+        tether_cmd(&[])
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("tether finished in time")
+    .expect("run tether");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stdout_bytes: out.stdout.clone(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// A directory for this test process's files, created once.

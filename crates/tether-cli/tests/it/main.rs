@@ -5,4 +5,5 @@ mod cli;
 mod common;
 mod interop_peers_as_clients;
 mod interop_rust_client;
+mod sp;
 mod tls;

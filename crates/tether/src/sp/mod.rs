@@ -356,6 +356,11 @@ impl Endpoint {
         self.defs().add_service(req, resp, req_name, resp_name)
     }
 
+    /// The response sid of a request sid, if a service has it.
+    pub fn response_sid(&self, request_sid: u32) -> Option<u32> {
+        self.read_defs().response_sid(request_sid)
+    }
+
     /// Names a message for logs (the seed's `add_data`); a named (sid, did) without a
     /// callback is buffered for [`Peer::receive`] instead of answered status 4.
     pub fn add_data(&self, sids: impl Sids, did: u32, name: &str) {

@@ -386,10 +386,11 @@ impl Peer {
         }
     }
 
-    /// The name logs give this connection: its channel name, else its address.
+    /// The name logs give this connection: its channel name and its address.
     fn label(&self) -> String {
         match (self.channel_name(), self.inner.addr) {
-            (Some(c), _) => c,
+            (Some(c), Some(a)) => format!("{c} ({a})"),
+            (Some(c), None) => c,
             (None, Some(a)) => a.to_string(),
             (None, None) => "peer".into(),
         }
