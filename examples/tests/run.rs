@@ -7,13 +7,14 @@ use std::process::Stdio;
 
 use tether_testkit::WAIT;
 
-const EXAMPLES: [&str; 6] = [
+const EXAMPLES: [&str; 7] = [
     "rpc_service",
     "pubsub",
     "robot",
     "stream_transfer",
     "gateway_state",
     "ground_station",
+    "sp_service",
 ];
 
 fn example(name: &str) -> PathBuf {
