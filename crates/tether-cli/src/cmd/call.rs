@@ -7,6 +7,7 @@ use crate::output;
 #[derive(clap::Args)]
 pub(crate) struct RpcArgs {
     /// vsoa://HOST:PORT/PATH
+    #[arg(value_parser = super::parse_route_url)]
     pub url: tether::VsoaUrl,
     /// Use method SET (default GET).
     #[arg(long)]

@@ -8,6 +8,7 @@ use crate::output;
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// vsoa://HOST:PORT/PATH
+    #[arg(value_parser = super::parse_route_url)]
     url: tether::VsoaUrl,
     /// Send over the quick (UDP) channel instead of TCP.
     #[arg(long)]

@@ -14,6 +14,7 @@ pub(crate) struct PutArgs {
     /// The local file to send.
     file: PathBuf,
     /// Where to: vsoa://HOST:PORT/files/NAME (any path under a server's file service).
+    #[arg(value_parser = super::parse_route_url)]
     url: tether::VsoaUrl,
     #[command(flatten)]
     opts: TransferOpts,
@@ -22,6 +23,7 @@ pub(crate) struct PutArgs {
 #[derive(clap::Args)]
 pub(crate) struct GetArgs {
     /// What to fetch: vsoa://HOST:PORT/files/NAME.
+    #[arg(value_parser = super::parse_route_url)]
     url: tether::VsoaUrl,
     /// The local file to write (default: the URL's last part, in the current directory).
     /// A partial copy from a broken download is kept beside it and resumed.

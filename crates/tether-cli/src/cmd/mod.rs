@@ -160,6 +160,19 @@ pub(crate) struct ConnectArgs {
     position_servers: Vec<std::net::SocketAddr>,
 }
 
+/// Parses a VSOA URL that names a route: `vsoa://HOST:PORT` alone names none (the library
+/// takes it as `/`, which a command line would do silently), so it is refused.
+pub(crate) fn parse_route_url(s: &str) -> Result<tether::VsoaUrl, String> {
+    let url: tether::VsoaUrl = s.parse().map_err(|e: tether::AddressError| e.to_string())?;
+    let after_scheme = s.split_once("://").map_or(s, |(_, rest)| rest);
+    if !after_scheme.contains('/') {
+        return Err(format!(
+            "{s:?} names no route: add its path, e.g. {s}/echo, or {s}/ for the route /"
+        ));
+    }
+    Ok(url)
+}
+
 /// Parses a position server address (`ip:port`, `[v6]:port`, or an address for port 54).
 pub(crate) fn parse_pos(s: &str) -> Result<std::net::SocketAddr, String> {
     tether::position::parse_server(s).ok_or_else(|| format!("{s:?} is not ip:port"))

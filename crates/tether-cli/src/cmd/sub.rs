@@ -6,6 +6,7 @@ use crate::output;
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// vsoa://HOST:PORT/PATH: the server and the first URL to subscribe to.
+    #[arg(value_parser = super::parse_route_url)]
     url: tether::VsoaUrl,
     /// More URLs on the same server.
     paths: Vec<String>,

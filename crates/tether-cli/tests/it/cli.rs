@@ -948,3 +948,33 @@ async fn serve_takes_its_settings_from_a_config_file_and_flags_override_it() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("--max-connections"), "{}", r.stderr);
 }
+
+#[tokio::test]
+async fn a_url_without_a_path_names_no_route_and_is_a_usage_error() {
+    let s = tether_serve(&[]).await;
+    let bare = format!("vsoa://127.0.0.1:{}", s.port);
+    let file = scratch_dir().join("no-path.txt");
+    std::fs::write(&file, b"x").unwrap();
+    let file = file.to_str().unwrap();
+    for args in [
+        vec!["call", bare.as_str()],
+        vec!["put", file, bare.as_str()],
+        vec!["get", bare.as_str()],
+        vec!["sub", bare.as_str()],
+        vec!["dgram", bare.as_str()],
+        vec!["stream", bare.as_str()],
+    ] {
+        let r = tether(&args).await;
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("names no route")
+                && r.stderr.contains(&format!("{bare}/ for the route /")),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    // The route `/` named as such is a call like any other (nothing serves it: status 3).
+    let r = tether(&["call", &format!("{bare}/")]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with("{\"status\":3"), "{}", r.stdout);
+}
