@@ -24,6 +24,11 @@ pub const REQUIRED_KEYS: [&str; 5] = [
     "message-type",
 ];
 
+/// The header key with which a request says its sender understands error responses
+/// (docs/protocol-extensions.md): Tether sends them only to requests that carry it as
+/// `true`, because an original peer writes whatever response comes into its target file.
+pub const ERROR_RESPONSES_KEY: &str = "error-responses";
+
 /// Default limit on one frame's content (the original has none).
 pub const DEFAULT_MAX_CONTENT: usize = 64 << 20;
 
@@ -122,6 +127,19 @@ impl Frame {
         Frame::new("request", Map::new(), Content::Json(Value::Object(content)))
     }
 
+    /// The same frame with `key: value` added to its header.
+    #[must_use]
+    pub fn with_extra(mut self, key: &str, value: Value) -> Self {
+        self.extra.insert(key.into(), value);
+        self
+    }
+
+    /// Whether a request's sender said it understands error responses
+    /// ([`ERROR_RESPONSES_KEY`]).
+    pub fn accepts_error_responses(&self) -> bool {
+        self.extra.get(ERROR_RESPONSES_KEY) == Some(&Value::Bool(true))
+    }
+
     /// A response; the ids travel in the header. `Content::Json(v)` is sent as `{"value": v}`.
     pub fn response(requested_value: &str, request_id: &str, content: Content) -> Self {
         let mut extra = Map::new();
@@ -139,7 +157,8 @@ impl Frame {
     }
 
     /// A response reporting a failure, with content `{"value": null, "error": reason}` (a
-    /// Tether extension: the original sends nothing; peers that read only `value` see null).
+    /// Tether extension, only for requests that [accept it](Frame::accepts_error_responses):
+    /// the original sends nothing, and writes any response to a file pull into its file).
     pub fn error_response(requested_value: &str, request_id: &str, reason: &str) -> Self {
         let mut frame = Self::response(requested_value, request_id, Content::Json(Value::Null));
         if let Content::Json(Value::Object(m)) = &mut frame.content {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use tether_wire::clevershow::{Frame, HeaderTooLong as EncodeError};
+use tether_wire::clevershow::{Frame, HeaderTooLong as EncodeError, ERROR_RESPONSES_KEY};
 
 /// A request waiting for its answer.
 pub(crate) struct Pending<W> {
@@ -72,7 +72,9 @@ pub(crate) struct LinkState<W> {
 }
 
 fn request_frame(id: &str, p: &Pending<impl Sized>) -> Result<Bytes, EncodeError> {
-    Frame::request(&p.name, id, p.args.clone(), p.kwargs.clone()).to_bytes()
+    Frame::request(&p.name, id, p.args.clone(), p.kwargs.clone())
+        .with_extra(ERROR_RESPONSES_KEY, Value::Bool(true))
+        .to_bytes()
 }
 
 impl<W> LinkState<W> {

@@ -6,8 +6,10 @@
 //! requests. Differences from the original, which keep its wire format:
 //!
 //! * a request nobody handles, or whose handler fails, gets a response whose content is
-//!   `{"value": null, "error": "<reason>"}` (Python peers read only `value`), instead of no
-//!   response at all; the requester sees [`Error::Remote`];
+//!   `{"value": null, "error": "<reason>"}` instead of no response at all, if its header says
+//!   `"error-responses": true` (Tether's requests do; the requester sees [`Error::Remote`]).
+//!   An original peer's request gets nothing, as from its own server: it would write the
+//!   response into its file (docs/protocol-extensions.md);
 //! * requests time out on the requesting side (default 10 s) instead of waiting forever;
 //! * a response must match both the pending `request_id` and its `requested_value`, as in the
 //!   original; anything else is logged and dropped;

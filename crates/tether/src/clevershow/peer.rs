@@ -770,6 +770,7 @@ async fn dispatch_action(peer: &Peer, frame: Frame) {
 /// node's handler, a built-in (files), a VSOA route, or an error response.
 fn dispatch_request(peer: &Peer, frame: Frame) {
     let node = &peer.inner.node;
+    let understands_errors = frame.accepts_error_responses();
     let Content::Json(Value::Object(mut content)) = frame.content else {
         tracing::warn!(peer = %peer.addr(), "request without a JSON object; ignored");
         return;
@@ -792,25 +793,26 @@ fn dispatch_request(peer: &Peer, frame: Frame) {
     let peer = peer.clone();
     let node = node.clone();
     tokio::spawn(async move {
-        let response = match handler {
-            Some(h) => match h(peer.clone(), args, kwargs).await {
-                Ok(value) => Frame::response(&name, &id, Content::Json(value)),
-                Err(reason) => Frame::error_response(&name, &id, &reason),
+        let answer = match handler {
+            Some(h) => h(peer.clone(), args, kwargs).await.map(Content::Json),
+            None => match super::files::builtin_request(&node, &name, &kwargs).await {
+                Some(answer) => answer,
+                None => super::bridge::route(&node, &peer, &name, args, kwargs)
+                    .await
+                    .unwrap_or_else(|| Err(format!("no handler for request {name:?}"))),
             },
-            None => {
-                let answer = match super::files::builtin_request(&node, &name, &kwargs).await {
-                    Some(answer) => Some(answer),
-                    None => super::bridge::route(&node, &peer, &name, args, kwargs).await,
-                };
-                match answer {
-                    Some(Ok(content)) => Frame::response(&name, &id, content),
-                    Some(Err(reason)) => Frame::error_response(&name, &id, &reason),
-                    None => Frame::error_response(
-                        &name,
-                        &id,
-                        &format!("no handler for request {name:?}"),
-                    ),
-                }
+        };
+        let response = match answer {
+            Ok(content) => Frame::response(&name, &id, content),
+            Err(reason) if understands_errors => Frame::error_response(&name, &id, &reason),
+            Err(reason) => {
+                // An original peer writes any response to a file pull into its target file,
+                // and fails on one it does not expect: it gets what its own server sends, nothing.
+                tracing::warn!(
+                    peer = %peer.addr(),
+                    "request {name:?} #{id} failed ({reason}); not answered: the requester did not say it understands error responses"
+                );
+                return;
             }
         };
         if let Err(e) = peer.send_frame(&response).await {

@@ -295,6 +295,89 @@ async fn paths_out_of_the_root_are_refused_and_the_link_survives() {
     let _ = std::fs::remove_dir_all(base);
 }
 
+/// Frames as the original `messaging.py` sends and reads them: requests without Tether's
+/// `error-responses` header key.
+struct OriginalPeer {
+    stream: tokio::net::TcpStream,
+    buf: bytes::BytesMut,
+}
+
+impl OriginalPeer {
+    async fn request(&mut self, name: &str, id: &str, kwargs: Value) {
+        let frame = tether_wire::clevershow::Frame::request(name, id, vec![], kw(kwargs));
+        assert!(!frame.accepts_error_responses());
+        self.stream
+            .write_all(&frame.to_bytes().unwrap())
+            .await
+            .unwrap();
+    }
+
+    /// The next frame within `wait`, or `None`.
+    async fn next(&mut self, wait: Duration) -> Option<tether_wire::clevershow::Frame> {
+        let mut dec = tether_wire::clevershow::Decoder::default();
+        let read = async {
+            loop {
+                if let Some(f) = dec.decode(&mut self.buf).unwrap() {
+                    return Some(f);
+                }
+                let n = tokio::io::AsyncReadExt::read_buf(&mut self.stream, &mut self.buf)
+                    .await
+                    .unwrap();
+                if n == 0 {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(wait, read).await.ok().flatten()
+    }
+}
+
+#[tokio::test]
+async fn an_original_peer_never_gets_an_error_response_but_a_tether_peer_does() {
+    // The original writes a response to its file pull into the local file (emptying it for
+    // an error response) and then fails on the content: it must get what its own server
+    // sends for a failed request, nothing.
+    let base = temp_dir("original-errors");
+    let (_s, l) = file_server(&base.join("root")).await;
+    let mut original = OriginalPeer {
+        stream: tokio::net::TcpStream::connect(l.local_addr())
+            .await
+            .unwrap(),
+        buf: bytes::BytesMut::new(),
+    };
+    original
+        .request(
+            "filetransfer",
+            "0001",
+            json!({"filepath": "../outside/secret"}),
+        )
+        .await;
+    original.request("no-such-request", "0002", json!({})).await;
+    original.request("echo", "0003", json!({"k": 1})).await;
+    let first = original.next(WAIT).await.expect("the echo answer");
+    assert_eq!(first.extra_str("request_id"), Some("0003"), "{first:?}");
+    assert_eq!(
+        first.content,
+        tether_wire::clevershow::Content::Json(json!({"value": {"args": [], "kwargs": {"k": 1}}}))
+    );
+    assert_eq!(
+        original.next(Duration::from_millis(300)).await,
+        None,
+        "nothing for the two failed requests"
+    );
+
+    // A Tether peer says it understands error responses, and gets the reason.
+    let drone = Node::new().connect(l.local_addr()).await.unwrap();
+    let e = drone
+        .pull_file("../outside/secret", &base.join("got"), WAIT)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("contains '..'"), "{e}");
+    let e = drone.request("no-such-request").send().await.unwrap_err();
+    assert!(matches!(e, Error::Remote { .. }), "{e}");
+    let _ = std::fs::remove_dir_all(base);
+}
+
 #[tokio::test]
 async fn without_a_files_root_transfers_are_refused() {
     let base = temp_dir("no-root");
