@@ -153,18 +153,24 @@ async fn publish(server: &Server, req: Request) -> Reply {
         }
         res.map(|()| serde_json::json!({ "quick": true, "sent": sent, "dropped": dropped }))
     } else {
-        let (mut delivered, mut cut_off) = (0, 0);
+        let mut total = tether::PublishReport::default();
         let mut res = Ok(());
         for _ in 0..count {
             match server.publish(&args.url, payload.clone()).await {
-                Ok(r) => (delivered, cut_off) = (delivered + r.delivered, cut_off + r.cut_off),
+                Ok(r) => {
+                    total.delivered += r.delivered;
+                    total.cut_off += r.cut_off;
+                    total.discarded += r.discarded;
+                }
                 Err(e) => {
                     res = Err(e);
                     break;
                 }
             }
         }
-        res.map(|()| serde_json::json!({ "delivered": delivered, "cut_off": cut_off }))
+        // What reached live queues: a cut-off throws away what its queue held.
+        let delivered = total.delivered.saturating_sub(total.discarded);
+        res.map(|()| serde_json::json!({ "delivered": delivered, "cut_off": total.cut_off }))
     };
     match reply {
         Ok(report) => Reply::json(&report).unwrap_or_default(),

@@ -112,7 +112,7 @@ pub(crate) fn render(server: &tether::Server, ws: &Stats) -> String {
         &mut out,
         "tether_cut_off_total",
         "counter",
-        "Subscribers cut off as slow consumers by publishes (VSOA and WebSocket).",
+        "Connections and subscribers cut off as slow consumers (VSOA and WebSocket), counted when it happens.",
         &[("", n(t.cut_off))],
     );
     histogram(

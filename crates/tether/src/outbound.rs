@@ -13,7 +13,8 @@
 //! connection, and a slow peer costs the others at most one send timeout.
 
 use std::io::IoSlice;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -28,8 +29,9 @@ const MAX_BATCH: usize = 64;
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 enum Frame {
-    /// Bytes and the budget permits they hold.
-    Data(Bytes, u32),
+    /// Bytes, the budget permits they hold, and whether they are a publish (counted until
+    /// written, so a cut-off can say how many it threw away).
+    Data(Bytes, u32, bool),
     /// Like `Data`, but written in a write of its own (the handshake reply: Python clients
     /// read it with one recv and drop whatever else that recv returns).
     Alone(Bytes, u32),
@@ -66,6 +68,12 @@ struct QueueState {
     limit: u32,
     send_timeout: Duration,
     killed: watch::Sender<Option<CloseReason>>,
+    /// The server's traffic counters, which count a cut-off when it happens.
+    counters: OnceLock<Arc<crate::server::traffic::Counters>>,
+    /// Publishes queued and not yet written.
+    publishes_queued: AtomicUsize,
+    /// Whether a publish report has counted this connection's cut-off.
+    cut_reported: AtomicBool,
 }
 
 /// Producer handle of a connection's outbound queue. Cloning is one `Arc` increment.
@@ -114,6 +122,9 @@ impl Outbound {
                 limit,
                 send_timeout,
                 killed: watch::channel(None).0,
+                counters: OnceLock::new(),
+                publishes_queued: AtomicUsize::new(0),
+                cut_reported: AtomicBool::new(false),
             }),
         };
         let rx = OutboundRx {
@@ -137,11 +148,20 @@ impl Outbound {
 
     /// Queues `bytes` if the budget allows it right now. `Ok(false)`: the queue is full.
     pub(crate) fn try_send(&self, bytes: &Bytes) -> Result<bool, SendError> {
+        self.try_send_tagged(bytes, false)
+    }
+
+    /// [`Outbound::try_send`] for a publish.
+    pub(crate) fn try_send_publish(&self, bytes: &Bytes) -> Result<bool, SendError> {
+        self.try_send_tagged(bytes, true)
+    }
+
+    fn try_send_tagged(&self, bytes: &Bytes, publish: bool) -> Result<bool, SendError> {
         let n = self.permits_for(bytes.len());
         match self.shared.budget.try_acquire_many(n) {
             Ok(permit) => {
                 permit.forget();
-                self.push(Frame::Data(bytes.clone(), n))?;
+                self.push_data(bytes.clone(), n, publish)?;
                 Ok(true)
             }
             Err(TryAcquireError::NoPermits) => Ok(false),
@@ -152,15 +172,20 @@ impl Outbound {
     /// Queues `bytes`, waiting up to the send timeout for room; on timeout the connection
     /// is killed as a slow consumer.
     pub(crate) async fn send(&self, bytes: Bytes) -> Result<(), SendError> {
-        self.send_frame(bytes, false).await
+        self.send_frame(bytes, false, false).await
+    }
+
+    /// [`Outbound::send`] for a publish.
+    pub(crate) async fn send_publish(&self, bytes: Bytes) -> Result<(), SendError> {
+        self.send_frame(bytes, false, true).await
     }
 
     /// Like [`Outbound::send`], but the writer puts these bytes in a write of their own.
     pub(crate) async fn send_alone(&self, bytes: Bytes) -> Result<(), SendError> {
-        self.send_frame(bytes, true).await
+        self.send_frame(bytes, true, false).await
     }
 
-    async fn send_frame(&self, bytes: Bytes, alone: bool) -> Result<(), SendError> {
+    async fn send_frame(&self, bytes: Bytes, alone: bool, publish: bool) -> Result<(), SendError> {
         let n = self.permits_for(bytes.len());
         // Room now is the common case: no timer for it. The waiting is boxed so that
         // every send's future stays small (it is moved on each call).
@@ -169,11 +194,18 @@ impl Outbound {
             Err(TryAcquireError::Closed) => return Err(self.closed_error()),
             Err(TryAcquireError::NoPermits) => Box::pin(self.wait_for_room(n)).await?,
         }
-        self.push(if alone {
-            Frame::Alone(bytes, n)
+        if alone {
+            self.push(Frame::Alone(bytes, n))
         } else {
-            Frame::Data(bytes, n)
-        })
+            self.push_data(bytes, n, publish)
+        }
+    }
+
+    fn push_data(&self, bytes: Bytes, n: u32, publish: bool) -> Result<(), SendError> {
+        if publish {
+            self.shared.publishes_queued.fetch_add(1, Ordering::Relaxed);
+        }
+        self.push(Frame::Data(bytes, n, publish))
     }
 
     /// Waits up to the send timeout for `n` permits; kills the connection if none come.
@@ -204,7 +236,8 @@ impl Outbound {
     /// [`Outbound::killed`] fires. The first reason given is kept.
     pub(crate) fn kill(&self, reason: CloseReason) {
         self.shared.budget.close();
-        self.shared.killed.send_if_modified(|current| {
+        let slow = reason.is_slow_consumer();
+        let first = self.shared.killed.send_if_modified(|current| {
             if current.is_none() {
                 *current = Some(reason);
                 true
@@ -212,6 +245,21 @@ impl Outbound {
                 false
             }
         });
+        if first && slow {
+            if let Some(c) = self.shared.counters.get() {
+                c.count_cut_off(1);
+            }
+        }
+    }
+
+    /// For the first publish report that finds this connection cut off as a slow consumer
+    /// (by its own send, an earlier one, or the writer): the publishes earlier reports
+    /// counted as delivered that were thrown away with the queue. `None` afterwards, and
+    /// for connections that are live or ended otherwise.
+    pub(crate) fn take_cut(&self) -> Option<usize> {
+        let cut = self.close_reason().is_some_and(|r| r.is_slow_consumer());
+        (cut && !self.shared.cut_reported.swap(true, Ordering::AcqRel))
+            .then(|| self.shared.publishes_queued.load(Ordering::Acquire))
     }
 
     /// Why the connection was killed, if it was.
@@ -252,6 +300,7 @@ impl OutboundRx {
 
     /// Adds what this writer sends to `counters`.
     pub(crate) fn count_into(mut self, counters: Arc<crate::server::traffic::Counters>) -> Self {
+        let _ = self.outbound.shared.counters.set(counters.clone());
         self.counters = Some(counters);
         self
     }
@@ -279,7 +328,7 @@ impl OutboundRx {
         let held = batch.held.into_iter();
         let queued = std::iter::from_fn(|| self.rx.try_recv().ok());
         unsent.extend(held.chain(queued).filter_map(|f| match f {
-            Frame::Data(b, _) | Frame::Alone(b, _) => Some(b),
+            Frame::Data(b, ..) | Frame::Alone(b, _) => Some(b),
             Frame::Close => None,
         }));
         unsent
@@ -311,6 +360,7 @@ impl OutboundRx {
             };
             let batch = &mut st.bufs;
             let mut permits: usize = 0;
+            let mut publishes: usize = 0;
             let mut closing = false;
             match first {
                 Frame::Close => closing = true,
@@ -318,16 +368,18 @@ impl OutboundRx {
                     batch.push(b);
                     permits += n as usize;
                 }
-                Frame::Data(b, n) => {
+                Frame::Data(b, n, publish) => {
                     let mut bytes = b.len();
                     batch.push(b);
                     permits += n as usize;
+                    publishes += usize::from(publish);
                     while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                         match self.rx.try_recv() {
-                            Ok(Frame::Data(b, n)) => {
+                            Ok(Frame::Data(b, n, publish)) => {
                                 bytes += b.len();
                                 batch.push(b);
                                 permits += n as usize;
+                                publishes += usize::from(publish);
                             }
                             Ok(other) => {
                                 st.held = Some(other);
@@ -364,6 +416,11 @@ impl OutboundRx {
                 batch.clear();
                 st.originals.clear();
                 out.shared.budget.add_permits(permits);
+                if publishes > 0 {
+                    out.shared
+                        .publishes_queued
+                        .fetch_sub(publishes, Ordering::Release);
+                }
                 if let (Some(c), Some((packets, bytes))) = (&self.counters, counted) {
                     c.add_out(packets, bytes);
                 }

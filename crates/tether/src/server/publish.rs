@@ -12,10 +12,24 @@ use crate::{Error, Payload};
 /// What a publish did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PublishReport {
-    /// Clients the message was queued for.
+    /// Clients the message was queued for (on a live connection).
     pub delivered: usize,
-    /// Matching clients that were cut off as slow consumers instead.
+    /// Matching clients found cut off as slow consumers: by this publish, or since the
+    /// previous report that saw them (each cut-off is counted in one report, and in
+    /// [`crate::Traffic::cut_off`] when it happens).
     pub cut_off: usize,
+    /// Publishes that earlier reports counted as delivered to the clients in `cut_off`,
+    /// thrown away with their queues. A caller summing reports over a run of publishes
+    /// gets what reached live queues as `delivered - discarded`.
+    pub discarded: usize,
+}
+
+impl PublishReport {
+    /// Counts a connection found cut off, with what its queue threw away.
+    pub(crate) fn cut(&mut self, discarded: usize) {
+        self.cut_off += 1;
+        self.discarded += discarded;
+    }
 }
 
 /// What a quick publish did.
@@ -36,25 +50,24 @@ impl Server {
         self.deliver_local(url, &payload, false, &mut report);
         let packet = payload.packet(PacketType::Publish, url, MAX_BODY_LEN)?;
         let mut waiting = Vec::new();
-        let offered = self.shared.registry().offer(
-            url,
-            || packet.to_bytes(),
-            &mut report.delivered,
-            &mut waiting,
-        )?;
+        let offered =
+            self.shared
+                .registry()
+                .offer(url, || packet.to_bytes(), &mut report, &mut waiting)?;
         let Some(bytes) = offered else {
             return Ok(report);
         };
         // Full queues wait together, so one slow client costs at most one send timeout.
-        let sends = waiting.iter().map(|out| out.send(bytes.clone()));
-        for res in join_all(sends).await {
+        let sends = waiting.iter().map(|out| out.send_publish(bytes.clone()));
+        for (res, out) in join_all(sends).await.into_iter().zip(&waiting) {
             match res {
                 Ok(()) => report.delivered += 1,
-                Err(crate::outbound::SendError::CutOff(_)) => {
-                    report.cut_off += 1;
-                    self.shared.traffic.count_cut_off(1);
+                // Cut off by this send or meanwhile (the writer): counted once, here.
+                Err(_) => {
+                    if let Some(discarded) = out.take_cut() {
+                        report.cut(discarded);
+                    }
                 }
-                Err(crate::outbound::SendError::Closed(_)) => {}
             }
         }
         Ok(report)
@@ -105,6 +118,7 @@ impl Server {
     }
 
     fn deliver_local(&self, url: &str, payload: &Payload, quick: bool, report: &mut PublishReport) {
+        let cut_before = report.cut_off;
         if self
             .shared
             .has_local
@@ -115,6 +129,12 @@ impl Server {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .deliver(url, payload, quick, report);
+        }
+        if !quick {
+            // Local subscribers are cut here and nowhere else.
+            self.shared
+                .traffic
+                .count_cut_off(report.cut_off - cut_before);
         }
     }
 }

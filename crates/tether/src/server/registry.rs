@@ -27,6 +27,9 @@ pub(crate) struct Registry {
     /// Scratch space for `order`, reused so publishing does not allocate per call.
     scratch: Vec<u32>,
     ordered: Vec<(std::cmp::Reverse<u8>, u32)>,
+    /// Subscribers cut off as slow consumers that ended before a publish report saw them:
+    /// the next report counts them.
+    unreported: super::PublishReport,
 }
 
 /// A snapshot of one client, for listings.
@@ -79,9 +82,12 @@ impl Registry {
         &mut self,
         url: &str,
         encode: impl FnOnce() -> Result<Bytes, E>,
-        delivered: &mut usize,
+        report: &mut super::PublishReport,
         waiting: &mut Vec<Outbound>,
     ) -> Result<Option<Bytes>, E> {
+        let earlier = std::mem::take(&mut self.unreported);
+        report.cut_off += earlier.cut_off;
+        report.discarded += earlier.discarded;
         self.order(url);
         if self.ordered.is_empty() {
             return Ok(None);
@@ -91,10 +97,15 @@ impl Registry {
             let Some(e) = self.clients.get(id) else {
                 continue;
             };
-            match e.handle.outbound.try_send(&bytes) {
-                Ok(true) => *delivered += 1,
+            match e.handle.outbound.try_send_publish(&bytes) {
+                Ok(true) => report.delivered += 1,
                 Ok(false) => waiting.push(e.handle.outbound.clone()),
-                Err(_) => {} // closing anyway; it was never going to receive this
+                // Closing: a cut-off not yet in any report is counted in this one.
+                Err(_) => {
+                    if let Some(discarded) = e.handle.outbound.take_cut() {
+                        report.cut(discarded);
+                    }
+                }
             }
         }
         Ok(Some(bytes))
@@ -132,7 +143,13 @@ impl Registry {
 
     /// Forgets a connection that ended.
     pub(crate) fn remove(&mut self, id: u32) {
-        self.clients.remove(&id);
+        if let Some(e) = self.clients.remove(&id) {
+            if self.subs.count_of(id) > 0 {
+                if let Some(discarded) = e.handle.outbound.take_cut() {
+                    self.unreported.cut(discarded);
+                }
+            }
+        }
         self.pending.remove(&id);
         self.subs.remove_client(id);
     }

@@ -9,7 +9,8 @@ pub(crate) struct Counters {
     pub(crate) bytes_in: AtomicU64,
     pub(crate) packets_out: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
-    /// Subscribers cut off because a publish found their queue full for too long.
+    /// Connections cut off as slow consumers (by a producer or by their writer) and local
+    /// subscribers that fell too far behind, counted when it happens.
     pub(crate) cut_off: AtomicU64,
     /// RPC handler time.
     pub(crate) rpc: LatencyHistogram,
@@ -59,7 +60,8 @@ pub struct Traffic {
     pub packets_out: u64,
     /// Bytes sent.
     pub bytes_out: u64,
-    /// Subscribers (VSOA or local) cut off as slow consumers by publishes.
+    /// Connections and local subscribers cut off as slow consumers, counted when it
+    /// happens (whatever cut them: a publish, a reply, the writer finding the socket stuck).
     pub cut_off: u64,
 }
 

@@ -336,7 +336,8 @@ async fn publish_reaches_only_logged_in_authed_matching_clients() {
         report,
         tether::PublishReport {
             delivered: 1,
-            cut_off: 0
+            cut_off: 0,
+            discarded: 0
         }
     );
     let p = a.expect().await;
@@ -444,12 +445,85 @@ async fn a_client_that_never_reads_is_cut_off_and_others_get_everything() {
         cut += server.publish("/flood", p).await.unwrap().cut_off;
     }
     assert_eq!(cut, 1, "the stalled client is cut off exactly once");
+    assert_eq!(server.traffic().cut_off, 1, "and counted in the metrics");
     assert_eq!(
         tokio::time::timeout(WAIT, consumer).await.unwrap().unwrap(),
         n
     );
     assert_eq!(server.clients().len(), 1, "only the reader remains");
     // The stalled client finds its connection closed once it finally reads.
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn a_cut_made_by_the_writer_is_counted_once_and_what_it_threw_away_is_not_delivered() {
+    // A queue so large that publishes never wait: the writer, finding the socket stuck,
+    // is what cuts the client (the case `SET /publish` with a large count hit).
+    let (server, l) = start(
+        Server::builder()
+            .send_timeout(Duration::from_millis(200))
+            .outbound_queue_bytes(256 << 20),
+    )
+    .await;
+    let mut stalled = Raw::connect(l.local_addr()).await;
+    stalled.login(None).await;
+    stalled
+        .send(
+            &Packet::new(PacketType::Subscribe)
+                .with_url("/flood")
+                .with_seqno(1),
+        )
+        .await;
+    assert_eq!(stalled.expect().await.status, Status::SUCCESS);
+    let reader = tether::Client::connect(&url(&l)).await.unwrap();
+    let mut sub = reader.subscribe(["/flood"]).await.unwrap();
+    let n = 3000u32;
+    let consumer = tokio::spawn(async move {
+        let mut seen = 0u32;
+        while let Some(m) = sub.next().await {
+            assert_eq!(&m.payload.param[..], seen.to_string().as_bytes());
+            seen += 1;
+            if seen == n {
+                break;
+            }
+        }
+        seen
+    });
+    let mut total = tether::PublishReport::default();
+    let mut add = |r: tether::PublishReport| {
+        total.delivered += r.delivered;
+        total.cut_off += r.cut_off;
+        total.discarded += r.discarded;
+    };
+    let payload = vec![7u8; 16 << 10];
+    for i in 0..n - 1 {
+        let p = tether::Payload::raw(i.to_string()).with_data(payload.clone());
+        add(server.publish("/flood", p).await.unwrap());
+    }
+    // Until the writer has cut it (and the connection is gone from the registry).
+    tokio::time::timeout(WAIT, async {
+        while server.clients().len() > 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the stalled client is cut");
+    let last = tether::Payload::raw((n - 1).to_string()).with_data(payload.clone());
+    add(server.publish("/flood", last).await.unwrap());
+    assert_eq!(total.cut_off, 1, "{total:?}");
+    assert_eq!(server.traffic().cut_off, 1);
+    assert!(total.discarded > 0, "{total:?}");
+    let live = total.delivered - total.discarded;
+    // Every publish reached the reader; of the stalled client's, only what its socket took.
+    let written_to_stalled = live - n as usize;
+    assert!(
+        written_to_stalled < (n as usize) / 2,
+        "{total:?}: most of the stalled client's queue was thrown away, not delivered"
+    );
+    assert_eq!(
+        tokio::time::timeout(WAIT, consumer).await.unwrap().unwrap(),
+        n
+    );
     drop(stalled);
 }
 
