@@ -28,9 +28,16 @@ pub const DEFAULT_CLIENT_STREAM_TIMEOUT: Duration = Duration::from_secs(10);
 /// One end of a stream: raw bytes both ways, over TLS when the VSOA connection uses TLS.
 /// Shut down the write half to tell the peer you are done; a read of 0 bytes means the
 /// peer did.
+///
+/// Over TLS, a peer that closes its socket without a TLS `close_notify` alert (the Python
+/// vsoa peers always do) also reads as the end of the stream, not as an error: a VSOA
+/// stream has no framing of its own, so the end is the peer's closing, as on plain TCP.
+/// [`DataStream::ended_without_close_notify`] says when it happened; what needs proof that
+/// nothing was cut off checks its content (the file service sends a SHA-256).
 #[derive(Debug)]
 pub struct DataStream {
     inner: Transport,
+    no_close_notify: bool,
 }
 
 #[derive(Debug)]
@@ -59,7 +66,16 @@ impl DataStream {
             Transport::ClientTls(s) => s.get_ref().0,
         };
         let _ = tcp.set_nodelay(true);
-        DataStream { inner }
+        DataStream {
+            inner,
+            no_close_notify: false,
+        }
+    }
+
+    /// Whether the TLS peer ended the stream by closing its socket without `close_notify`
+    /// (read as the end of the stream, see the type's docs).
+    pub fn ended_without_close_notify(&self) -> bool {
+        self.no_close_notify
     }
 
     /// The other end's address.
@@ -94,7 +110,10 @@ impl DataStream {
     pub(crate) fn into_plain(self) -> Result<TcpStream, Self> {
         match self.inner {
             Transport::Plain(s) => Ok(s),
-            other => Err(DataStream { inner: other }),
+            other => Err(DataStream {
+                inner: other,
+                no_close_notify: false,
+            }),
         }
     }
 
@@ -129,7 +148,16 @@ impl AsyncRead for DataStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        each!(self, s => Pin::new(s).poll_read(cx, buf))
+        let res = each!(self, s => Pin::new(s).poll_read(cx, buf));
+        match res {
+            // rustls reports a socket closed without close_notify as UnexpectedEof.
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof && self.is_tls() => {
+                tracing::debug!("stream: the TLS peer closed without close_notify; end of stream");
+                self.no_close_notify = true;
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
     }
 }
 

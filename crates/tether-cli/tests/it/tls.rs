@@ -263,6 +263,45 @@ async fn our_client_over_tls_to_a_python_server_and_the_cli() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+    // A stream from the Python server, which closes it without TLS close_notify: every
+    // byte arrives and the end of the stream is an end, not an error.
+    let sent: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let mut stream = tether_cmd(&[])
+        .args([
+            "stream",
+            &format!("vsoa://127.0.0.1:{}/stream/echo", py.port),
+            "--tls-ca",
+            &pki.path("ca.pem"),
+            "--tls-name",
+            "localhost",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = stream.stdin.take().unwrap();
+    let to_send = sent.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        stdin.write_all(&to_send).await.unwrap();
+        // Closing stdin shuts our write half down; the Python side then closes the
+        // stream, without close_notify.
+        drop(stdin);
+    });
+    let out = tokio::time::timeout(WAIT, stream.wait_with_output())
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout.len(), sent.len());
+    assert!(out.stdout == sent, "every byte, in order");
     // The CLI's TLS flags against our own TLS server.
     let ours = tether_serve(&[
         "--tls-cert",
