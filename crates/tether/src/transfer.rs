@@ -14,12 +14,20 @@
 //!   for a later resume; a wrong one is thrown away.
 //!
 //! Names are paths inside the service's [`FileRoot`]; partial uploads live in its
-//! `.tether-parts` folder, which no name can reach. One upload per name at a time.
+//! `.tether-parts` folder, which no name can reach. One upload per name at a time: an
+//! upload of a name that is being uploaded waits for the earlier one to end (up to
+//! [`TAKEOVER_WAIT`]); if that one received nothing meanwhile (its client died without the
+//! server noticing, or is stuck), the new one takes it over and resumes from its part;
+//! one still receiving, or one of other content, is refused as in progress.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, OwnedMutexGuard};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -31,6 +39,10 @@ use crate::{Client, DataStream, Error, Method, Reply, Request, Server, Status};
 pub const DEFAULT_MAX_FILE: u64 = 4 << 30;
 /// Copy buffer size.
 const CHUNK: usize = 256 * 1024;
+
+/// How long an upload waits for an earlier upload of the same name to end, and, if that
+/// one received nothing meanwhile, for it to stop once told to.
+pub const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
 
 /// The reply to a download request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,21 +92,99 @@ struct Outcome {
 pub struct FileService {
     root: FileRoot,
     max_size: u64,
-    busy: Arc<Mutex<HashSet<String>>>,
+    busy: Arc<Mutex<HashMap<String, Upload>>>,
+}
+
+/// An upload in progress, as other uploads of its name see it.
+#[derive(Debug, Clone)]
+struct Upload {
+    sha256: String,
+    /// Bytes received so far (a stuck upload's count does not move).
+    received: Arc<AtomicU64>,
+    /// Tells it to stop (it keeps its part).
+    stop: Arc<Notify>,
+    /// Held while it runs.
+    lease: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Holds a name as "upload in progress" until dropped.
 struct Busy {
     name: String,
-    set: Arc<Mutex<HashSet<String>>>,
+    set: Arc<Mutex<HashMap<String, Upload>>>,
+    me: Upload,
+    _lease: OwnedMutexGuard<()>,
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.name);
+        let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        if set
+            .get(&self.name)
+            .is_some_and(|u| Arc::ptr_eq(&u.stop, &self.me.stop))
+        {
+            set.remove(&self.name);
+        }
+    }
+}
+
+impl FileService {
+    /// Claims `name` for an upload of `sha256` (see the module docs): waits for, or takes
+    /// over, an earlier upload of the same content; refuses one of other content or one
+    /// still receiving.
+    async fn claim(&self, name: &str, sha256: &str) -> Result<Busy, String> {
+        let lease = Arc::new(tokio::sync::Mutex::new(()));
+        let me = Upload {
+            sha256: sha256.to_string(),
+            received: Arc::default(),
+            stop: Arc::default(),
+            lease: lease.clone(),
+        };
+        let guard = lease.try_lock_owned().map_err(|e| e.to_string())?;
+        let in_progress = || format!("an upload of {name:?} is in progress");
+        let busy = |me: Upload, guard| Busy {
+            name: name.to_string(),
+            set: self.busy.clone(),
+            me,
+            _lease: guard,
+        };
+        let earlier = {
+            let mut set = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+            match set.get(name) {
+                Some(u) if u.sha256 != sha256 => {
+                    return Err(format!("{} (of other content)", in_progress()))
+                }
+                Some(u) => u.clone(),
+                None => {
+                    set.insert(name.to_string(), me.clone());
+                    return Ok(busy(me, guard));
+                }
+            }
+        };
+        let before = earlier.received.load(Ordering::Relaxed);
+        let ended = tokio::time::timeout(TAKEOVER_WAIT, earlier.lease.clone().lock_owned()).await;
+        if ended.is_err() {
+            if earlier.received.load(Ordering::Relaxed) != before {
+                return Err(format!("{} and receiving", in_progress()));
+            }
+            tracing::info!("upload of {name:?}: the earlier one received nothing for {TAKEOVER_WAIT:?}; taking it over");
+            earlier.stop.notify_one();
+            let stopped =
+                tokio::time::timeout(TAKEOVER_WAIT, earlier.lease.clone().lock_owned()).await;
+            if stopped.is_err() {
+                return Err(format!(
+                    "{} and did not stop when taken over",
+                    in_progress()
+                ));
+            }
+        }
+        let mut set = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        match set.get(name) {
+            Some(u) if !Arc::ptr_eq(&u.stop, &earlier.stop) => Err(in_progress()),
+            _ => {
+                set.insert(name.to_string(), me.clone());
+                Ok(busy(me, guard))
+            }
+        }
     }
 }
 
@@ -257,20 +347,9 @@ impl FileService {
             Ok(p) => p,
             Err(e) => return refusal(&e),
         };
-        if !self
-            .busy
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string())
-        {
-            return Reply::error(
-                Status::ARGUMENTS,
-                format!("an upload of {name:?} is in progress"),
-            );
-        }
-        let busy = Busy {
-            name: name.to_string(),
-            set: self.busy.clone(),
+        let busy = match self.claim(name, &args.sha256).await {
+            Ok(b) => b,
+            Err(why) => return Reply::error(Status::ARGUMENTS, why),
         };
         let part = self.part_path(name, &args.sha256);
         let prepared = async {
@@ -295,7 +374,7 @@ impl FileService {
         };
         let name = name.to_string();
         req.with_stream(reply, move |mut stream| async move {
-            let outcome = receive(&mut stream, &part, &dest, offset, &args).await;
+            let outcome = receive(&mut stream, &part, &dest, offset, &args, &busy.me).await;
             drop(busy);
             match &outcome {
                 Ok(()) => tracing::info!("received {name:?}: {} bytes", args.size),
@@ -331,6 +410,7 @@ async fn receive(
     dest: &Path,
     offset: u64,
     args: &UploadArgs,
+    me: &Upload,
 ) -> Result<(), String> {
     let io = |e: std::io::Error| e.to_string();
     let mut file = tokio::fs::OpenOptions::new()
@@ -341,10 +421,22 @@ async fn receive(
         .map_err(io)?;
     // One byte more than expected shows a sender that sends too much.
     let want = args.size - offset;
-    let got = tokio::io::copy(&mut (&mut *stream).take(want + 1), &mut file).await;
+    let copied = copy_until_stopped(stream, &mut file, want + 1, me).await;
     file.sync_all().await.map_err(io)?;
     drop(file);
-    let got = got.map_err(|e| format!("stream broke off: {e}; the part is kept for a resume"))?;
+    let got = match copied {
+        Ok(Some(got)) => got,
+        Ok(None) => {
+            return Err(
+                "taken over by a newer upload of the same file, which resumes from the part".into(),
+            )
+        }
+        Err(e) => {
+            return Err(format!(
+                "stream broke off: {e}; the part is kept for a resume"
+            ))
+        }
+    };
     if got > want {
         let _ = tokio::fs::remove_file(part).await;
         return Err(format!("more than the announced {} bytes", args.size));
@@ -365,6 +457,34 @@ async fn receive(
         ));
     }
     tokio::fs::rename(part, dest).await.map_err(io)
+}
+
+/// Copies up to `limit` bytes from `stream` to `file`, counting them in `me.received`;
+/// `None` if told to stop first.
+async fn copy_until_stopped(
+    stream: &mut DataStream,
+    file: &mut tokio::fs::File,
+    limit: u64,
+    me: &Upload,
+) -> std::io::Result<Option<u64>> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut got = 0u64;
+    while got < limit {
+        let room = buf
+            .len()
+            .min(usize::try_from(limit - got).unwrap_or(usize::MAX));
+        let n = tokio::select! {
+            n = stream.read(&mut buf[..room]) => n?,
+            () = me.stop.notified() => return Ok(None),
+        };
+        if n == 0 {
+            break;
+        }
+        file.write_all(&buf[..n]).await?;
+        got += n as u64;
+        me.received.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    Ok(Some(got))
 }
 
 /// What a finished transfer moved.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tether::files::FileRoot;
 use tether::transfer::{get, part_paths, put, FileService};
 use tether::{Client, Server, Status};
-use tether_testkit::temp_dir;
+use tether_testkit::{temp_dir, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -103,16 +103,10 @@ async fn a_broken_upload_resumes_from_where_it_stopped() {
     stream.write_all(&data[..1 << 20]).await.unwrap();
     stream.flush().await.unwrap();
     drop(stream);
-    // The server keeps the part; the name frees up once it has seen the break.
-    let resumed = loop {
-        match put(&client, "/files/f", &base.join("f"), &mut quiet()).await {
-            Ok(r) => break r,
-            Err(e) if e.to_string().contains("in progress") => {
-                tokio::time::sleep(Duration::from_millis(10)).await
-            }
-            Err(e) => panic!("{e}"),
-        }
-    };
+    // The server keeps the part; the retry waits for it to see the break.
+    let resumed = put(&client, "/files/f", &base.join("f"), &mut quiet())
+        .await
+        .unwrap();
     assert_eq!(resumed.resumed_from, 1 << 20);
     assert_eq!(std::fs::read(base.join("root/f")).unwrap(), data);
     assert!(std::fs::read_dir(base.join("root/.tether-parts"))
@@ -333,7 +327,8 @@ async fn bad_requests_get_clear_refusals() {
 async fn one_upload_per_name_at_a_time() {
     let base = temp_dir("busy");
     let (_s, _l, client) = serve(&base.join("root"), 1 << 20).await;
-    let args = serde_json::json!({"size": 10, "sha256": sha(b"0123456789")});
+    let content: Vec<u8> = (0..40u8).collect();
+    let args = serde_json::json!({"size": content.len(), "sha256": sha(&content)});
     let first = client
         .call("/files/n")
         .set()
@@ -344,7 +339,33 @@ async fn one_upload_per_name_at_a_time() {
         .unwrap();
     assert_eq!(first.status, Status::SUCCESS);
     let mut stream = client.connect_stream(first.tunid).await.unwrap();
+    // Other content for the same name: refused at once.
+    let other = serde_json::json!({"size": 3, "sha256": sha(b"abc")});
     let second = client
+        .call("/files/n")
+        .set()
+        .json(&other)
+        .unwrap()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status, Status::ARGUMENTS);
+    let why = second.payload.param_value().unwrap()["error"].to_string();
+    assert!(why.contains("in progress (of other content)"), "{why}");
+    // The same content while the first is still receiving (a byte every 100 ms): it waits
+    // for the first, sees it move, and is refused.
+    let sender = tokio::spawn(async move {
+        for b in content {
+            stream.write_all(&[b]).await.unwrap();
+            stream.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stream.shutdown().await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    });
+    let third = client
         .call("/files/n")
         .set()
         .json(&args)
@@ -352,12 +373,52 @@ async fn one_upload_per_name_at_a_time() {
         .send()
         .await
         .unwrap();
-    assert_eq!(second.status, Status::ARGUMENTS);
-    stream.write_all(b"0123456789").await.unwrap();
-    stream.shutdown().await.unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
+    assert_eq!(third.status, Status::ARGUMENTS);
+    let why = third.payload.param_value().unwrap()["error"].to_string();
+    assert!(why.contains("in progress and receiving"), "{why}");
+    let answer = tokio::time::timeout(WAIT, sender).await.unwrap().unwrap();
     assert!(answer.contains("\"ok\":true"), "{answer}");
-    assert_eq!(std::fs::read(base.join("root/n")).unwrap(), b"0123456789");
+    assert_eq!(
+        std::fs::read(base.join("root/n")).unwrap(),
+        (0..40u8).collect::<Vec<_>>()
+    );
+    let _ = std::fs::remove_dir_all(base);
+}
+
+#[tokio::test]
+async fn a_retry_takes_over_an_upload_whose_client_vanished_and_resumes_it() {
+    // The first client sends 1 MiB and then goes silent without closing (killed on a host
+    // that sends no FIN, or stuck): the server still holds its upload. A retry of the same
+    // file waits, sees nothing arrive, takes it over and resumes from the part.
+    let base = temp_dir("takeover");
+    let (_s, _l, client) = serve(&base.join("root"), 1 << 30).await;
+    let data = pattern(3 << 20, 7);
+    std::fs::write(base.join("f"), &data).unwrap();
+    let resp = client
+        .call("/files/f")
+        .set()
+        .json(&serde_json::json!({"size": data.len(), "sha256": sha(&data)}))
+        .unwrap()
+        .send()
+        .await
+        .unwrap();
+    let mut vanished = client.connect_stream(resp.tunid).await.unwrap();
+    vanished.write_all(&data[..1 << 20]).await.unwrap();
+    vanished.flush().await.unwrap();
+    // Let the server write what it got before the retry looks.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let retry = Client::connect(&format!("vsoa://{}", client.server_addr()))
+        .await
+        .unwrap();
+    let resumed = put(&retry, "/files/f", &base.join("f"), &mut quiet())
+        .await
+        .unwrap();
+    assert_eq!(resumed.resumed_from, 1 << 20);
+    assert_eq!(std::fs::read(base.join("root/f")).unwrap(), data);
+    // The taken-over stream is told why.
+    let mut answer = String::new();
+    let _ = vanished.shutdown().await;
+    let _ = tokio::time::timeout(WAIT, vanished.read_to_string(&mut answer)).await;
+    assert!(answer.contains("taken over"), "{answer}");
     let _ = std::fs::remove_dir_all(base);
 }
