@@ -36,6 +36,7 @@ mod close;
 mod error;
 pub mod files;
 mod framed;
+pub mod keepalive;
 pub mod listening;
 mod outbound;
 mod payload;
@@ -52,6 +53,7 @@ pub use backoff::Backoff;
 pub use client::{fetch, Client, Message, Response, Robot, RobotEvent, Subscription};
 pub use close::CloseReason;
 pub use error::Error;
+pub use keepalive::Keepalive;
 pub use listening::{BindAddr, Listening};
 pub use payload::Payload;
 pub use server::{

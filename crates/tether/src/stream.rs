@@ -65,7 +65,7 @@ impl DataStream {
             Transport::ServerTls(s) => s.get_ref().0,
             Transport::ClientTls(s) => s.get_ref().0,
         };
-        let _ = tcp.set_nodelay(true);
+        crate::keepalive::prepare(tcp, Some(crate::Keepalive::default()));
         DataStream {
             inner,
             no_close_notify: false,

@@ -3,6 +3,7 @@
 
 mod cli;
 mod common;
+mod faults;
 mod interop_peers_as_clients;
 mod interop_rust_client;
 mod sp;

@@ -205,7 +205,7 @@ impl Node {
                 tokio::select! {
                     accepted = listener.accept() => match accepted {
                         Ok((socket, from)) => {
-                            let _ = socket.set_nodelay(true);
+                            crate::keepalive::prepare(&socket, Some(crate::Keepalive::default()));
                             Peer::single(node.clone(), socket, from);
                         }
                         Err(e) => pause_after_accept_error("clever-show", &e).await,
@@ -226,7 +226,7 @@ impl Node {
         let socket = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|source| Error::Unreachable { addr, source })?;
-        let _ = socket.set_nodelay(true);
+        crate::keepalive::prepare(&socket, Some(crate::Keepalive::default()));
         Ok(Peer::single(self.clone(), socket, addr))
     }
 

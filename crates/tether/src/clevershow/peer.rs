@@ -587,7 +587,7 @@ async fn redial(peer: Peer) {
         };
         failures = 0;
         backoff.reset();
-        let _ = socket.set_nodelay(true);
+        crate::keepalive::prepare(&socket, Some(crate::Keepalive::default()));
         let running = peer.start_link(socket);
         let number = running.number;
         if peer.link_up(number, &running.outbound).await {

@@ -130,6 +130,7 @@ async fn open_link(
     let socket = TcpStream::connect(addr)
         .await
         .map_err(|source| Error::Unreachable { addr, source })?;
+    crate::keepalive::prepare(&socket, options.keepalive);
     let stream = crate::DataStream::connect_link(socket, addr, options.tls.as_ref()).await?;
     // No quick channel under TLS (docs/protocols/vsoa.md §5).
     let udp = if options.quick && options.tls.is_none() {

@@ -43,6 +43,7 @@ pub struct ConnectOptions {
     pub(crate) quick: bool,
     pub(crate) position_servers: Vec<SocketAddr>,
     pub(crate) tls: Option<ClientTls>,
+    pub(crate) keepalive: Option<crate::Keepalive>,
 }
 
 impl Default for ConnectOptions {
@@ -58,6 +59,7 @@ impl Default for ConnectOptions {
             quick: true,
             position_servers: Vec::new(),
             tls: None,
+            keepalive: Some(crate::Keepalive::default()),
         }
     }
 }
@@ -75,6 +77,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("quick", &self.quick)
             .field("position_servers", &self.position_servers)
             .field("tls", &self.tls.is_some())
+            .field("keepalive", &self.keepalive)
             .finish()
     }
 }
@@ -99,6 +102,13 @@ macro_rules! connect_options {
         /// the wire (docs/protocol-extensions.md). Takes precedence over a password.
         pub fn secret(mut self, secret: impl Into<String>) -> Self {
             self.options_mut().secret = Some($crate::server::Secret::new(secret));
+            self
+        }
+
+        /// TCP keepalive on the connection (default on, [`Keepalive::default`](crate::Keepalive));
+        /// `None` turns it off.
+        pub fn keepalive(mut self, k: Option<$crate::Keepalive>) -> Self {
+            self.options_mut().keepalive = k;
             self
         }
 

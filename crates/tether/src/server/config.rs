@@ -82,6 +82,9 @@ pub struct Config {
     /// rate and a burst of the same size); beyond it a new connection is closed at once.
     /// Default: no limit.
     pub connection_rate_per_ip: Option<u32>,
+    /// TCP keepalive on every connection (see [`crate::Keepalive`]); `None` turns it off.
+    /// Default: [`crate::Keepalive::default`], a vanished client noticed within 11 s.
+    pub keepalive: Option<crate::Keepalive>,
 }
 
 impl Default for Config {
@@ -103,6 +106,7 @@ impl Default for Config {
             max_url_len: 4_096,
             idle_timeout: None,
             connection_rate_per_ip: None,
+            keepalive: Some(crate::Keepalive::default()),
         }
     }
 }
@@ -194,6 +198,12 @@ impl ServerBuilder {
     /// See [`Config::max_url_len`] (default 4 096).
     pub fn max_url_len(mut self, n: usize) -> Self {
         self.config.max_url_len = n.max(1);
+        self
+    }
+
+    /// See [`Config::keepalive`] (default on, [`crate::Keepalive::default`]).
+    pub fn keepalive(mut self, k: Option<crate::Keepalive>) -> Self {
+        self.config.keepalive = k;
         self
     }
 

@@ -97,7 +97,7 @@ impl Session {
     /// Serves the connection: plain TCP, or TLS after a handshake that must finish within
     /// the handshake timeout.
     pub(crate) async fn run(self, stream: TcpStream, shutdown: &mut Shutdown) {
-        let _ = stream.set_nodelay(true);
+        crate::keepalive::prepare(&stream, self.shared.config.keepalive);
         let Some(tls) = self.client.stream_tls.clone() else {
             let (rd, wr) = stream.into_split();
             return self.serve(rd, wr, shutdown).await;

@@ -485,7 +485,7 @@ impl Endpoint {
                     );
                     continue;
                 }
-                let _ = stream.set_nodelay(true);
+                crate::keepalive::prepare(&stream, Some(crate::Keepalive::default()));
                 let (endpoint, live, shutdown) = (endpoint.clone(), live.clone(), shutdown.clone());
                 tokio::spawn(async move {
                     peer::serve_connection(endpoint, stream, remote, shutdown).await;

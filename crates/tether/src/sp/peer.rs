@@ -979,7 +979,7 @@ pub(crate) async fn dial(cfg: &Config, addr: SocketAddr) -> Result<Box<dyn Io>, 
         .await
         .map_err(too_slow)?
         .map_err(|source| SpError::Unreachable { addr, source })?;
-    let _ = tcp.set_nodelay(true);
+    crate::keepalive::prepare(&tcp, Some(crate::Keepalive::default()));
     Ok(match &cfg.client_tls {
         Some(tls) => Box::new(
             tokio::time::timeout(timeout, tls.connect(tcp, addr))
