@@ -17,6 +17,13 @@ try {
     await page.goto(`http://127.0.0.1:${port}/`, { timeout: WAIT });
     await page.waitForSelector('#link.up', { timeout: WAIT });
     ok(`page live at ${page.url()}`);
+    // From the first state on (before the first update too), the header shows an uptime,
+    // never an empty one ("up  s").
+    await page.waitForFunction(() => document.getElementById('server').textContent.includes('vsoa://'),
+                               null, { timeout: WAIT });
+    const header = await page.textContent('#server');
+    if (!/ · up \d+ s$/.test(header)) throw new Error(`header ${JSON.stringify(header)} has no uptime`);
+    ok(`header: ${header}`);
     console.log('READY');
     const row = await page.waitForSelector('tr.client:has(td:text-is("vsoa"))', { timeout: WAIT });
     console.log(`CLIENT ${await row.getAttribute('data-id')}`);

@@ -61,9 +61,10 @@ impl Outgoing {
 pub(crate) async fn serve(
     socket: WebSocket,
     ctx: Arc<GatewayState>,
-    peer: SocketAddr,
+    addrs: crate::Addrs,
     remote: String,
 ) {
+    let peer = addrs.remote;
     let (sink, stream) = socket.split();
     let (msg_tx, msg_rx) = mpsc::channel(ctx.config.send_queue.max(1));
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
@@ -91,7 +92,7 @@ pub(crate) async fn serve(
             out: out.clone(),
         });
     }
-    let Err(reason) = read_loop(stream, &ctx, peer, &out).await;
+    let Err(reason) = read_loop(stream, &ctx, addrs, &out).await;
     tracing::debug!(%peer, "juggler connection closed: {reason}");
     out.close(NORMAL, "");
     drop(out);
@@ -175,7 +176,7 @@ async fn write_frames(
 /// Per-connection request state: the subscriber (created on the first `subscribe`).
 struct Session {
     ctx: Arc<GatewayState>,
-    peer: SocketAddr,
+    addrs: crate::Addrs,
     out: Outgoing,
     subscriber: Mutex<Option<Arc<tether::LocalSubscriber>>>,
 }
@@ -183,17 +184,18 @@ struct Session {
 async fn read_loop(
     mut stream: SplitStream<WebSocket>,
     ctx: &Arc<GatewayState>,
-    peer: SocketAddr,
+    addrs: crate::Addrs,
     out: &Outgoing,
 ) -> Result<std::convert::Infallible, String> {
     let session = Arc::new(Session {
         ctx: ctx.clone(),
-        peer,
+        addrs,
         out: out.clone(),
         subscriber: Mutex::new(None),
     });
-    // In order: one worker takes the requests as they come; the reader stays free for pings.
-    let (ordered, mut queue) = mpsc::unbounded_channel::<Queued>();
+    // In order: one worker takes the requests as they come; the reader stays free for pings
+    // until QUEUED_REQUESTS wait, then it stops reading (TCP pushes back on the client).
+    let (ordered, mut queue) = mpsc::channel::<Queued>(QUEUED_REQUESTS);
     let worker = {
         let session = session.clone();
         tokio::spawn(async move {
@@ -239,11 +241,14 @@ async fn read_loop(
         if ctx.config.parallel_requests {
             let session = session.clone();
             tokio::spawn(async move { session.answer(id, name, data).await });
-        } else if ordered.send((id, name, data)).is_err() {
+        } else if ordered.send((id, name, data)).await.is_err() {
             return Err("request worker stopped".into());
         }
     }
 }
+
+/// Requests of one connection waiting for the in-order worker before its reader stops.
+const QUEUED_REQUESTS: usize = 1024;
 
 /// A request as it waits for its answer: id, name, data.
 type Queued = (Value, Option<String>, Option<Value>);
@@ -403,7 +408,7 @@ impl Session {
             (Some(name), Some(data)) => {
                 let server = &self.ctx.server;
                 match server
-                    .call_json(name, Some(&data), self.peer, self.peer)
+                    .call_json(name, Some(&data), self.addrs.remote, self.addrs.local)
                     .await
                 {
                     Some(answer) => answer,

@@ -43,6 +43,7 @@ use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State as AxumState};
+use axum::response::IntoResponse as _;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -351,9 +352,7 @@ impl Gateway {
         let (listening, mut shutdown) = Listening::new(local_addr);
         match self.ctx.tls.clone() {
             None => {
-                let app = self
-                    .router()
-                    .into_make_service_with_connect_info::<SocketAddr>();
+                let app = self.router().into_make_service_with_connect_info::<Addrs>();
                 tokio::spawn(async move {
                     // Dropping the serve future closes the port (axum handles accept errors).
                     tokio::select! {
@@ -379,12 +378,51 @@ impl Gateway {
     }
 }
 
+/// Both ends of a gateway connection: routes reached through it see the peer as the
+/// caller and this side's address as the local one (a stream listens on its IP).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Addrs {
+    pub(crate) remote: SocketAddr,
+    pub(crate) local: SocketAddr,
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Addrs
+{
+    fn connect_info(s: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        let remote = *s.remote_addr();
+        Addrs {
+            remote,
+            local: s.io().local_addr().unwrap_or(remote),
+        }
+    }
+}
+
 async fn upgrade(
     ws: WebSocketUpgrade,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    addrs: Option<axum::Extension<ConnectInfo<Addrs>>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: axum::http::HeaderMap,
     AxumState(ctx): AxumState<Arc<GatewayState>>,
 ) -> Response {
+    // Bound by `bind`, both ends are known; a router served elsewhere with SocketAddr
+    // connect info gives the peer only, and its IP stands in for the local one.
+    let addrs = match (addrs, peer) {
+        (Some(axum::Extension(ConnectInfo(a))), _) => a,
+        (None, Some(axum::Extension(ConnectInfo(p)))) => Addrs {
+            remote: p,
+            local: p,
+        },
+        (None, None) => {
+            return (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "serve the gateway's router with connect info (SocketAddr)",
+            )
+                .into_response()
+        }
+    };
+    let peer = addrs.remote;
     let max = ctx.config.max_message;
     let remote = if ctx.config.trust_forwarded {
         remote::forwarded(&headers)
@@ -394,7 +432,7 @@ async fn upgrade(
     .unwrap_or_else(|| peer.ip().to_string());
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| connection::serve(socket, ctx, peer, remote))
+        .on_upgrade(move |socket| connection::serve(socket, ctx, addrs, remote))
 }
 
 async fn prometheus(
@@ -429,6 +467,7 @@ async fn serve_tls(
             () = shutdown.requested() => break,
         };
         let (tls, router) = (tls.clone(), router.clone());
+        let tcp_local = tcp.local_addr().ok();
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await
             {
@@ -436,7 +475,14 @@ async fn serve_tls(
                 Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => return tracing::debug!(%peer, "no TLS handshake within 10 s"),
             };
-            let app = router.layer(axum::Extension(ConnectInfo(peer)));
+            let local = tcp_local.unwrap_or(peer);
+            let addrs = Addrs {
+                remote: peer,
+                local,
+            };
+            let app = router
+                .layer(axum::Extension(ConnectInfo(peer)))
+                .layer(axum::Extension(ConnectInfo(addrs)));
             let service = hyper_util::service::TowerToHyperService::new(app);
             let served = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)

@@ -46,7 +46,8 @@ pub(crate) fn start(server: Server, state: State, info: Info, ws: WsClients) {
     }
     state.set(
         "/server",
-        json!({"name": info.name, "vsoa": info.vsoa, "gateway": info.gateway, "clever_show": info.clever_show}),
+        json!({"name": info.name, "vsoa": info.vsoa, "gateway": info.gateway,
+               "clever_show": info.clever_show, "uptime_s": 0}),
     );
     tokio::spawn(async move {
         let started = Instant::now();

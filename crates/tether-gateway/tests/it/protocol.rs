@@ -334,3 +334,45 @@ fn state_paths_fill_in_parents_and_pad_arrays() {
     s.set("", json!([1]));
     assert_eq!(*s.get(), json!([1]));
 }
+
+#[tokio::test]
+async fn routes_see_the_peer_as_caller_and_the_gateways_own_address_as_local() {
+    let server = Server::builder().build();
+    server.route("/where", |req: Request| async move {
+        let addrs = json!({
+            "from": req.client.addr().to_string(),
+            "local": req.client.local_addr().to_string(),
+        });
+        Reply::ok(tether::Payload::json(&addrs).unwrap())
+    });
+    let l = tether_gateway::Gateway::builder(server)
+        .build()
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    // From another loopback address, so the two ends differ.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let tcp = socket.connect(l.local_addr()).await.unwrap();
+    let me = tcp.local_addr().unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", l.local_addr()), tcp)
+        .await
+        .unwrap();
+    ws.send(Ws::Text(
+        r#"0{"type": "request", "id": 1, "name": "/where", "data": null}"#.into(),
+    ))
+    .await
+    .unwrap();
+    let reply = loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+            Some(Ok(Ws::Text(t))) if t.starts_with('0') => break response(&t),
+            Some(Ok(_)) => continue,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        reply["data"],
+        json!({"from": me.to_string(), "local": l.local_addr().to_string()}),
+        "{reply}"
+    );
+}

@@ -56,6 +56,12 @@ impl ClientHandle {
         self.addr
     }
 
+    /// This side's address of the connection (streams the client opens listen on its IP).
+    /// For a caller on another transport, that transport's local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
     /// Sends a datagram to this client over its TCP connection.
     pub async fn datagram(&self, url: &str, payload: Payload) -> Result<(), crate::Error> {
         let bytes = payload
