@@ -47,3 +47,299 @@ async fn an_idle_client_notices_a_server_that_vanished_without_a_reset() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A small deterministic generator for garbage (xorshift64*).
+struct Garbage(u64);
+
+impl Garbage {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// The port a contract line ends with.
+fn port_of(line: &str) -> u16 {
+    let digits: String = line
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no port in {line:?}"))
+}
+
+/// Makes dropping `s` send a reset instead of a FIN.
+fn socket_linger_zero(s: &tokio::net::TcpStream) -> std::io::Result<()> {
+    #[allow(deprecated)] // newer tokio points to socket2 for the same call
+    s.set_linger(Some(std::time::Duration::ZERO))
+}
+
+/// Open file descriptors of a process.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Sends `bytes` on a fresh connection to `addr` and closes it; a refusal or reset is fine.
+async fn throw(addr: std::net::SocketAddr, bytes: Vec<u8>) {
+    use tokio::io::AsyncWriteExt;
+    if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+        let _ = s.write_all(&bytes).await;
+        let _ = s.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn every_listener_takes_bad_input_while_good_clients_get_every_reply_and_publish() {
+    use std::net::SocketAddr;
+    use tokio::io::AsyncWriteExt;
+    let dir = temp_dir("faults");
+    let mut cmd = tether_cmd(&[]);
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--gateway",
+        "127.0.0.1:0",
+        "--clever-show",
+        "127.0.0.1:0",
+        "--socket-protocol",
+        "127.0.0.1:0",
+        "--password",
+        "good",
+        "--files-root",
+    ])
+    .arg(dir.join("files"));
+    let mut serve = Lines::spawn(cmd);
+    let at = |line: String| SocketAddr::from(([127, 0, 0, 1], port_of(&line)));
+    let vsoa = at(serve.expect_prefix("tether: VSOA server on").await);
+    let gateway = at(serve.expect_prefix("tether: gateway on").await);
+    let clever = at(serve.expect_prefix("tether: clever-show on").await);
+    let sp = at(serve.expect_prefix("tether: socket_protocol on").await);
+    let pid = serve.child.id().expect("running");
+    let url = format!("vsoa://{vsoa}");
+    let good = || tether::Client::connect(&url).password("good");
+
+    // The good clients: a numbered publisher (through /publish), a subscriber that checks
+    // every number arrives once and in order, and a caller that checks every echo.
+    let subscriber = good().await.unwrap();
+    let mut sub = subscriber.subscribe(["/n/"]).await.unwrap();
+    // A subscriber that logs in, subscribes and never reads again: cut off, counted, and
+    // nobody else waits for it (64 KiB publishes fill its socket and queue quickly).
+    let mut stalled = tokio::net::TcpStream::connect(vsoa).await.unwrap();
+    {
+        use tether_wire::vsoa::{Packet, PacketType};
+        let login = Packet::new(PacketType::ServInfo).with_param(&b"{\"passwd\":\"good\"}"[..]);
+        let subscribe = Packet::new(PacketType::Subscribe)
+            .with_url("/n/")
+            .with_seqno(1);
+        for p in [login, subscribe] {
+            stalled.write_all(&p.to_bytes().unwrap()).await.unwrap();
+        }
+        // Read the two replies, then never again.
+        let mut got = bytes::BytesMut::new();
+        let mut dec = tether_wire::vsoa::Decoder::default();
+        let mut replies = 0;
+        while replies < 2 {
+            tokio::io::AsyncReadExt::read_buf(&mut stalled, &mut got)
+                .await
+                .unwrap();
+            while dec.decode(&mut got).unwrap().is_some() {
+                replies += 1;
+            }
+        }
+    }
+    let baseline = fds(pid);
+    const N: u64 = 1500;
+    let publisher = tokio::spawn({
+        let c = good().await.unwrap();
+        async move {
+            use base64::Engine as _;
+            let data = base64::engine::general_purpose::STANDARD.encode(vec![7u8; 64 << 10]);
+            let mut cut_off = 0;
+            for i in 0..N {
+                let p = serde_json::json!({"url": "/n/x", "param": i, "data": data});
+                let r = c.call("/publish").set().json(&p).unwrap().await.unwrap();
+                assert_eq!(r.status.0, 0, "publish {i}");
+                let report = r.payload.param_value().unwrap();
+                assert!(
+                    report["delivered"].as_u64().unwrap() >= 1,
+                    "publish {i}: {report}"
+                );
+                cut_off += report["cut_off"].as_u64().unwrap();
+            }
+            cut_off
+        }
+    });
+    let caller = tokio::spawn({
+        let c = good().await.unwrap();
+        async move {
+            for i in 0..N {
+                let r = c.call("/echo").json(&i).unwrap().await.unwrap();
+                assert_eq!(r.payload.param_value(), Some(serde_json::json!(i)));
+            }
+        }
+    });
+    let received = tokio::spawn(async move {
+        for want in 0..N {
+            let m = tokio::time::timeout(WAIT, sub.next())
+                .await
+                .expect("a publish in time")
+                .expect("subscription open");
+            assert_eq!(m.payload.param_value(), Some(serde_json::json!(want)));
+        }
+        sub
+    });
+
+    // The faults, all at once, each bounded.
+    let mut g = Garbage(0x5eed);
+    let mut faults = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let target = [vsoa, gateway, clever, sp][i % 4];
+        let n = 1 + (g.next() % 4096) as usize;
+        let bytes = g.bytes(n);
+        faults.spawn(throw(target, bytes));
+    }
+    // Absurd declared lengths, truncated packets, packets before login.
+    for target in [vsoa, clever, sp] {
+        for bytes in [
+            b"SP\xff\xff\xff\xff".to_vec(),
+            vec![0xff, 0xff],
+            vec![0x92, 0, 0, 0, 0xff, 0xff, 0xff, 0xff],
+            g.bytes(3),
+        ] {
+            faults.spawn(throw(target, bytes));
+        }
+    }
+    // Wrong passwords.
+    for _ in 0..20 {
+        let url = url.clone();
+        faults.spawn(async move {
+            let e = tether::Client::connect(&url)
+                .password("bad")
+                .await
+                .unwrap_err();
+            assert!(matches!(e, tether::Error::WrongPassword { .. }), "{e}");
+        });
+    }
+    // Slowloris: a byte every 50 ms for 2 s, on every listener.
+    for target in [vsoa, gateway, clever, sp] {
+        for _ in 0..10 {
+            faults.spawn(async move {
+                if let Ok(mut s) = tokio::net::TcpStream::connect(target).await {
+                    for b in b"GET / HTTP/1.1\r\nHost: x\r\nX: ".iter().cycle().take(40) {
+                        if s.write_all(&[*b]).await.is_err() {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            });
+        }
+    }
+    // Random datagrams to the quick port.
+    {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for _ in 0..500 {
+            let n = 1 + (g.next() % 1400) as usize;
+            let d = g.bytes(n);
+            let _ = udp.send_to(&d, vsoa).await;
+        }
+    }
+    // Half HTTP requests, and WebSocket upgrades followed by frames that are not juggler.
+    for _ in 0..30 {
+        faults.spawn(throw(
+            gateway,
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgr".to_vec(),
+        ));
+    }
+    for frame in [
+        tokio_tungstenite::tungstenite::Message::Binary(vec![1, 2, 3].into()),
+        tokio_tungstenite::tungstenite::Message::Text("{not json".into()),
+        tokio_tungstenite::tungstenite::Message::Text("0[1,2]".into()),
+        tokio_tungstenite::tungstenite::Message::Text("9{}".into()),
+    ] {
+        faults.spawn(async move {
+            use futures_util::{SinkExt, StreamExt};
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{gateway}/ws"))
+                .await
+                .unwrap();
+            let _ = ws.send(frame).await;
+            // The gateway closes it; read until it does.
+            while let Ok(Some(Ok(_))) = tokio::time::timeout(WAIT, ws.next()).await {}
+        });
+    }
+    // Connections opened and dropped with a reset, by the thousand.
+    for _ in 0..2000 {
+        faults.spawn(async move {
+            if let Ok(s) = tokio::net::TcpStream::connect(vsoa).await {
+                let _ = socket_linger_zero(&s);
+            }
+        });
+    }
+    let mut thrown = 0;
+    while let Some(r) = faults.join_next().await {
+        r.expect("a fault task ran to its end");
+        thrown += 1;
+    }
+    assert!(thrown > 2300, "{thrown}");
+
+    let cut_off = tokio::time::timeout(WAIT, publisher)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        cut_off, 1,
+        "the stalled subscriber is cut off once, and counted"
+    );
+    drop(stalled);
+    tokio::time::timeout(WAIT, caller).await.unwrap().unwrap();
+    let mut sub = tokio::time::timeout(WAIT, received).await.unwrap().unwrap();
+    // Exactly once: nothing more is in the subscription.
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(200), sub.next())
+            .await
+            .is_err(),
+        "no duplicate"
+    );
+    // Every bad connection is gone again: descriptors back to where they were.
+    tokio::time::timeout(WAIT, async {
+        while fds(pid) > baseline + 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("descriptors {} vs {baseline} before", fds(pid)));
+    // And the server still serves a newcomer on every transport.
+    let c = good().await.unwrap();
+    let r = c.call("/echo").json(&"after").unwrap().await.unwrap();
+    assert_eq!(r.payload.param_value(), Some(serde_json::json!("after")));
+    let peer = tether::sp::Endpoint::new().connect(sp).await.unwrap();
+    peer.send(tether::sp::sid::READ_REQUEST, 1, serde_json::json!("after"))
+        .await
+        .unwrap();
+    let m = peer
+        .receive(tether::sp::sid::READ_RESPONSE, 1, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(m.data, serde_json::json!("after"));
+    let drone = tether::clevershow::Node::new()
+        .connect(clever)
+        .await
+        .unwrap();
+    let kwargs = serde_json::json!({"k": 1}).as_object().cloned().unwrap();
+    let echo = drone.request("echo").kwargs(kwargs).send().await.unwrap();
+    assert_eq!(echo, serde_json::json!({"args": [], "kwargs": {"k": 1}}));
+    let _ = std::fs::remove_dir_all(dir);
+}
