@@ -343,3 +343,161 @@ async fn every_listener_takes_bad_input_while_good_clients_get_every_reply_and_p
     assert_eq!(echo, serde_json::json!({"args": [], "kwargs": {"k": 1}}));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn robots_come_back_by_themselves_after_the_server_is_killed_and_restarted() {
+    const ROBOTS: usize = 200;
+    let first = tether_serve(&["--no-gateway"]).await;
+    let port = first.port;
+    let url = format!("vsoa://127.0.0.1:{port}");
+    let mut robots = Vec::new();
+    for _ in 0..ROBOTS {
+        let robot = tether::Robot::builder(&url).start().unwrap();
+        let sub = robot.subscribe(["/r/"]).await.unwrap();
+        robots.push((robot, sub));
+    }
+    let publish = |k: u64| {
+        let url = url.clone();
+        async move {
+            let c = tether::Client::connect(&url).await?;
+            let p = serde_json::json!({"url": "/r/x", "param": k});
+            let r = c.call("/publish").set().json(&p)?.await?;
+            c.close().await;
+            Ok::<_, tether::Error>(r.payload.param_value().unwrap_or_default())
+        }
+    };
+    // Publishes until one reaches every robot (each reaches the robots connected and
+    // subscribed by then); the number of that one.
+    let until_all = |from: u64| {
+        let publish = &publish;
+        async move {
+            let mut k = from;
+            loop {
+                let report = publish(k).await.unwrap();
+                if report["delivered"] == ROBOTS {
+                    return k;
+                }
+                k += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    // Each robot got the publishes it was there for once, in order, up to `k` (the last).
+    async fn drained(robots: &mut [(tether::Robot, tether::client::RobotSubscription)], k: u64) {
+        for (robot, sub) in robots.iter_mut() {
+            assert!(robot.is_connected());
+            let mut last = None;
+            while last != Some(k) {
+                let m = tokio::time::timeout(WAIT, sub.next())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let v = m.payload.param_value().unwrap().as_u64().unwrap();
+                assert!(
+                    last < Some(v) && v <= k,
+                    "in order, once each: {last:?} then {v}"
+                );
+                last = Some(v);
+            }
+        }
+    }
+    let k = tokio::time::timeout(WAIT, until_all(0))
+        .await
+        .expect("all robots up");
+    drained(&mut robots, k).await;
+
+    // kill -9, and a new server on the same port.
+    let mut first = first;
+    first.child.start_kill().unwrap();
+    let _ = first.child.wait().await;
+    let killed = std::time::Instant::now();
+    let _second = tether_serve_at(port, &["--no-gateway"]).await;
+
+    // Every robot reconnects and re-subscribes by itself; at most once across the restart,
+    // so what counts is that they are all back.
+    let k = tokio::time::timeout(WAIT, until_all(k + 1))
+        .await
+        .expect("every robot reconnects and re-subscribes by itself");
+    eprintln!(
+        "all {ROBOTS} robots back and re-subscribed {:?} after the kill",
+        killed.elapsed()
+    );
+    drained(&mut robots, k).await;
+}
+
+#[tokio::test]
+async fn a_put_killed_mid_upload_is_resumed_by_the_next_and_no_partial_file_is_ever_seen() {
+    let dir = temp_dir("killed-put");
+    let root = dir.join("root");
+    let s = tether_serve(&["--no-gateway", "--files-root", root.to_str().unwrap()]).await;
+    let size = 200usize << 20;
+    let data: Vec<u8> = (0..size)
+        .map(|i| (i % 251) as u8 ^ (i >> 20) as u8)
+        .collect();
+    let src = dir.join("big.bin");
+    std::fs::write(&src, &data).unwrap();
+    let url = format!("vsoa://127.0.0.1:{}/files/big.bin", s.port);
+    let final_path = root.join("big.bin");
+    let parts = root.join(".tether-parts");
+    // Watches the final name the whole time: it is absent or the whole file.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (watching, final_path) = (watching.clone(), final_path.clone());
+        tokio::spawn(async move {
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(m) = std::fs::metadata(&final_path) {
+                    assert_eq!(m.len(), size as u64, "a partial file under the final name");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let part_len = || {
+        std::fs::read_dir(&parts)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum::<u64>()
+            })
+            .unwrap_or(0)
+    };
+    let mut put = tether_cmd(&["put", src.to_str().unwrap(), &url, "--quiet"])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // kill -9 once some of it has arrived.
+    tokio::time::timeout(WAIT, async {
+        while part_len() < 16 << 20 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the upload starts");
+    put.start_kill().unwrap();
+    let _ = put.wait().await;
+    assert!(!final_path.exists(), "killed before the end");
+    // Run again at once: it resumes what the killed one sent.
+    let out = tokio::time::timeout(
+        WAIT,
+        tether_cmd(&["put", src.to_str().unwrap(), &url, "--quiet"]).output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(line["resumed_from"].as_u64().unwrap() >= 16 << 20, "{line}");
+    assert_eq!(line["size"], size);
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    watcher.await.unwrap();
+    assert!(
+        std::fs::read(&final_path).unwrap() == data,
+        "the whole file, byte for byte"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
