@@ -142,6 +142,17 @@ pub(crate) struct ConnectArgs {
     /// Seconds to wait for the connection (and for `call`, for the reply).
     #[arg(long, value_name = "SECS", default_value = secs(tether::client::DEFAULT_CONNECT_TIMEOUT), value_parser = parse_secs)]
     pub timeout: Duration,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Position server for resolving a server name (default: VSOA_POS_SERVER, then
+    /// /etc/vsoa.pos). May be repeated.
+    #[arg(long = "pos", value_name = "ADDR", value_parser = parse_pos)]
+    position_servers: Vec<std::net::SocketAddr>,
+}
+
+/// The TLS options of every command that connects.
+#[derive(clap::Args)]
+pub(crate) struct TlsArgs {
     /// Connect over TLS, trusting the CA certificate(s) in this PEM file.
     #[arg(long, value_name = "FILE")]
     tls_ca: Option<std::path::PathBuf>,
@@ -154,10 +165,21 @@ pub(crate) struct ConnectArgs {
     /// Name to verify in the server certificate (default: the server's IP address).
     #[arg(long, value_name = "NAME", requires = "tls_ca")]
     tls_name: Option<String>,
-    /// Position server for resolving a server name (default: VSOA_POS_SERVER, then
-    /// /etc/vsoa.pos). May be repeated.
-    #[arg(long = "pos", value_name = "ADDR", value_parser = parse_pos)]
-    position_servers: Vec<std::net::SocketAddr>,
+}
+
+impl TlsArgs {
+    /// The client TLS setup these flags give, if --tls-ca is there.
+    pub(crate) fn client_tls(&self) -> Result<Option<tether::tls::ClientTls>, Failure> {
+        let Some(ca) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let cert = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+        let mut tls = tether::tls::ClientTls::from_pem_files(ca, cert)?;
+        if let Some(name) = &self.tls_name {
+            tls = tls.server_name(name);
+        }
+        Ok(Some(tls))
+    }
 }
 
 /// Parses a VSOA URL that names a route: `vsoa://HOST:PORT` alone names none (the library
@@ -190,12 +212,7 @@ impl ConnectArgs {
         if let Some(secret) = &self.secret {
             options = options.secret(secret);
         }
-        if let Some(ca) = &self.tls_ca {
-            let cert = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
-            let mut tls = tether::tls::ClientTls::from_pem_files(ca, cert)?;
-            if let Some(name) = &self.tls_name {
-                tls = tls.server_name(name);
-            }
+        if let Some(tls) = self.tls.client_tls()? {
             options = options.tls(tls);
         }
         Ok(options)

@@ -49,18 +49,8 @@ pub(crate) struct Args {
     /// Seconds to wait for the connection, the authentication and the response each.
     #[arg(long, value_name = "SECS", default_value = secs(sp::DEFAULT_CONNECT_TIMEOUT), value_parser = parse_secs)]
     timeout: Duration,
-    /// Connect over TLS, trusting the CA certificate(s) in this PEM file.
-    #[arg(long, value_name = "FILE")]
-    tls_ca: Option<std::path::PathBuf>,
-    /// Client certificate (PEM) for mutual TLS; needs --tls-key.
-    #[arg(long, value_name = "FILE", requires = "tls_key", requires = "tls_ca")]
-    tls_cert: Option<std::path::PathBuf>,
-    /// Private key (PEM) of --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    tls_key: Option<std::path::PathBuf>,
-    /// Name to verify in the server certificate (default: the server's IP address).
-    #[arg(long, value_name = "NAME", requires = "tls_ca")]
-    tls_name: Option<String>,
+    #[command(flatten)]
+    tls: super::TlsArgs,
 }
 
 fn json_arg(flag: &str, text: Option<&str>) -> Result<Value, Failure> {
@@ -100,12 +90,7 @@ impl Args {
         if let Some(n) = &self.channel_name {
             e = e.channel_name(n);
         }
-        if let Some(ca) = &self.tls_ca {
-            let cert = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
-            let mut tls = tether::tls::ClientTls::from_pem_files(ca, cert)?;
-            if let Some(name) = &self.tls_name {
-                tls = tls.server_name(name);
-            }
+        if let Some(tls) = self.tls.client_tls()? {
             e = e.client_tls(tls);
         }
         // The bridge's services, so their responses are known here too.
