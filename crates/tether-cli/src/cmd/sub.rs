@@ -42,8 +42,12 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
                     }
                 }
                 None => {
+                    // The connection is over, so its reason is there already.
+                    let why = tokio::time::timeout(std::time::Duration::from_secs(1), client.closed())
+                        .await
+                        .map_or_else(|_| "no reason known".to_string(), |r| r.to_string());
                     return Err(Failure {
-                        message: format!("connection to {} ended after {seen} messages", args.url),
+                        message: format!("connection to {} ended after {seen} messages: {why}", args.url),
                         code: crate::cmd::exit::UNREACHABLE,
                     })
                 }

@@ -41,7 +41,9 @@ async fn an_idle_client_notices_a_server_that_vanished_without_a_reset() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("sub exit 3")
-            && text.contains("tether: connection to vsoa://127.0.0.1:3005 ended"),
+            && text.contains(
+                "tether: connection to vsoa://127.0.0.1:3005 ended after 0 messages: read failed"
+            ),
         "keepalive gave up on the silent link, and the subscriber said so:\n{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
