@@ -21,3 +21,21 @@ pub mod python_json;
 pub mod sp;
 pub mod url;
 pub mod vsoa;
+
+/// What the codecs' tests share.
+#[cfg(test)]
+mod testing {
+    /// Parses a hex dump with arbitrary spacing and `|` separators.
+    pub(crate) fn hex(s: &str) -> Vec<u8> {
+        let digits: Vec<u8> = s
+            .bytes()
+            .filter(|b| b.is_ascii_hexdigit())
+            .map(|b| (b as char).to_digit(16).unwrap() as u8)
+            .collect();
+        assert!(
+            digits.len().is_multiple_of(2),
+            "odd hex digit count in {s:?}"
+        );
+        digits.chunks(2).map(|p| p[0] << 4 | p[1]).collect()
+    }
+}

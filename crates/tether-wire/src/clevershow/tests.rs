@@ -6,13 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::*;
 
-fn hex(s: &str) -> Vec<u8> {
-    let s: String = s.split_whitespace().collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
+use crate::testing::hex;
 
 fn obj(v: Value) -> Map<String, Value> {
     match v {

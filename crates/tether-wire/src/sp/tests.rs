@@ -7,13 +7,7 @@ use serde_json::{json, Value};
 
 use super::*;
 
-fn hex(s: &str) -> Vec<u8> {
-    let s: String = s.split_whitespace().collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
+use crate::testing::hex;
 
 /// Decoding `wire` gives `msg`, and encoding `msg` gives `wire` exactly.
 fn golden(wire_hex: &str, msg: Message) {

@@ -5,19 +5,7 @@ use proptest::prelude::*;
 
 use super::*;
 
-/// Parses a hex dump with arbitrary spacing and `|` separators.
-fn hex(s: &str) -> Vec<u8> {
-    let digits: Vec<u8> = s
-        .bytes()
-        .filter(|b| b.is_ascii_hexdigit())
-        .map(|b| (b as char).to_digit(16).unwrap() as u8)
-        .collect();
-    assert!(
-        digits.len().is_multiple_of(2),
-        "odd hex digit count in {s:?}"
-    );
-    digits.chunks(2).map(|p| p[0] << 4 | p[1]).collect()
-}
+use crate::testing::hex;
 
 /// Decodes exactly one packet that must consume all of `wire`.
 fn decode_one(wire: &[u8]) -> Packet {

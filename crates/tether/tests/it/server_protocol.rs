@@ -401,30 +401,24 @@ async fn datagrams_reach_the_handler_and_come_back() {
     );
 }
 
-#[tokio::test]
-async fn a_client_that_never_reads_is_cut_off_and_others_get_everything() {
-    let (server, l) = start(
-        Server::builder()
-            .send_timeout(Duration::from_millis(300))
-            .outbound_queue_bytes(64 * 1024),
-    )
-    .await;
+/// A raw client logged in and subscribed to `url` that never reads again.
+async fn stalled_subscriber(l: &tether::Listening, url: &str) -> Raw {
     let mut stalled = Raw::connect(l.local_addr()).await;
     stalled.login(None).await;
     stalled
         .send(
             &Packet::new(PacketType::Subscribe)
-                .with_url("/flood")
+                .with_url(url.to_string())
                 .with_seqno(1),
         )
         .await;
     assert_eq!(stalled.expect().await.status, Status::SUCCESS);
-    let reader = tether::Client::connect(&url(&l)).await.unwrap();
-    let mut sub = reader.subscribe(["/flood"]).await.unwrap();
+    stalled
+}
 
-    let n = 4000u32;
-    let payload = vec![7u8; 4096];
-    let consumer = tokio::spawn(async move {
+/// Reads `n` publishes whose params are 0, 1, 2, ... in order, no gaps; how many came.
+fn numbered(mut sub: tether::Subscription, n: u32) -> tokio::task::JoinHandle<u32> {
+    tokio::spawn(async move {
         let mut seen = 0u32;
         while let Some(m) = sub.next().await {
             assert_eq!(
@@ -438,7 +432,24 @@ async fn a_client_that_never_reads_is_cut_off_and_others_get_everything() {
             }
         }
         seen
-    });
+    })
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_cut_off_and_others_get_everything() {
+    let (server, l) = start(
+        Server::builder()
+            .send_timeout(Duration::from_millis(300))
+            .outbound_queue_bytes(64 * 1024),
+    )
+    .await;
+    let stalled = stalled_subscriber(&l, "/flood").await;
+    let reader = tether::Client::connect(&url(&l)).await.unwrap();
+    let sub = reader.subscribe(["/flood"]).await.unwrap();
+
+    let n = 4000u32;
+    let payload = vec![7u8; 4096];
+    let consumer = numbered(sub, n);
     let mut cut = 0;
     for i in 0..n {
         let p = tether::Payload::raw(i.to_string()).with_data(payload.clone());
@@ -465,30 +476,11 @@ async fn a_cut_made_by_the_writer_is_counted_once_and_what_it_threw_away_is_not_
             .outbound_queue_bytes(256 << 20),
     )
     .await;
-    let mut stalled = Raw::connect(l.local_addr()).await;
-    stalled.login(None).await;
-    stalled
-        .send(
-            &Packet::new(PacketType::Subscribe)
-                .with_url("/flood")
-                .with_seqno(1),
-        )
-        .await;
-    assert_eq!(stalled.expect().await.status, Status::SUCCESS);
+    let stalled = stalled_subscriber(&l, "/flood").await;
     let reader = tether::Client::connect(&url(&l)).await.unwrap();
-    let mut sub = reader.subscribe(["/flood"]).await.unwrap();
+    let sub = reader.subscribe(["/flood"]).await.unwrap();
     let n = 3000u32;
-    let consumer = tokio::spawn(async move {
-        let mut seen = 0u32;
-        while let Some(m) = sub.next().await {
-            assert_eq!(&m.payload.param[..], seen.to_string().as_bytes());
-            seen += 1;
-            if seen == n {
-                break;
-            }
-        }
-        seen
-    });
+    let consumer = numbered(sub, n);
     let mut total = tether::PublishReport::default();
     let mut add = |r: tether::PublishReport| {
         total.delivered += r.delivered;

@@ -82,18 +82,13 @@ async fn put_and_get_50_mb_with_progress() {
     let _ = std::fs::remove_dir_all(base);
 }
 
-#[tokio::test]
-async fn a_broken_upload_resumes_from_where_it_stopped() {
-    let base = temp_dir("resume-up");
-    let (_s, _l, client) = serve(&base.join("root"), 1 << 30).await;
-    let data = pattern(3 << 20, 1);
-    std::fs::write(base.join("f"), &data).unwrap();
-
-    // First attempt by hand: announce, send 1 MiB, then the connection breaks.
+/// Starts an upload of `data` to `url` by hand (a fresh one: offset 0) and sends its first
+/// MiB; the stream is left open for the caller to drop or keep silent.
+async fn upload_first_mib(client: &Client, url: &str, data: &[u8]) -> tether::DataStream {
     let resp = client
-        .call("/files/f")
+        .call(url)
         .set()
-        .json(&serde_json::json!({"size": data.len(), "sha256": sha(&data)}))
+        .json(&serde_json::json!({"size": data.len(), "sha256": sha(data)}))
         .unwrap()
         .send()
         .await
@@ -102,7 +97,18 @@ async fn a_broken_upload_resumes_from_where_it_stopped() {
     let mut stream = client.connect_stream(resp.tunid).await.unwrap();
     stream.write_all(&data[..1 << 20]).await.unwrap();
     stream.flush().await.unwrap();
-    drop(stream);
+    stream
+}
+
+#[tokio::test]
+async fn a_broken_upload_resumes_from_where_it_stopped() {
+    let base = temp_dir("resume-up");
+    let (_s, _l, client) = serve(&base.join("root"), 1 << 30).await;
+    let data = pattern(3 << 20, 1);
+    std::fs::write(base.join("f"), &data).unwrap();
+
+    // First attempt by hand: announce, send 1 MiB, then the connection breaks.
+    drop(upload_first_mib(&client, "/files/f", &data).await);
     // The server keeps the part; the retry waits for it to see the break.
     let resumed = put(&client, "/files/f", &base.join("f"), &mut quiet())
         .await
@@ -394,17 +400,7 @@ async fn a_retry_takes_over_an_upload_whose_client_vanished_and_resumes_it() {
     let (_s, _l, client) = serve(&base.join("root"), 1 << 30).await;
     let data = pattern(3 << 20, 7);
     std::fs::write(base.join("f"), &data).unwrap();
-    let resp = client
-        .call("/files/f")
-        .set()
-        .json(&serde_json::json!({"size": data.len(), "sha256": sha(&data)}))
-        .unwrap()
-        .send()
-        .await
-        .unwrap();
-    let mut vanished = client.connect_stream(resp.tunid).await.unwrap();
-    vanished.write_all(&data[..1 << 20]).await.unwrap();
-    vanished.flush().await.unwrap();
+    let mut vanished = upload_first_mib(&client, "/files/f", &data).await;
     // Let the server write what it got before the retry looks.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let retry = Client::connect(&format!("vsoa://{}", client.server_addr()))
