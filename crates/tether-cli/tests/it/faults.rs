@@ -162,8 +162,22 @@ async fn every_listener_takes_bad_input_while_good_clients_get_every_reply_and_p
             }
         }
     }
-    let baseline = fds(pid);
     const N: u64 = 1500;
+    // The real peers as good clients too: Python vsoa and hat-juggler subscribers of /p/
+    // and callers, a clever-show caller framed as the original and a socket_protocol
+    // caller framed from the spec (the script checks every reply and every publish, once
+    // and in order).
+    let mut peers = Lines::spawn({
+        let mut c = tether_testkit::python();
+        c.arg("good_clients.py");
+        for port in [vsoa.port(), gateway.port(), clever.port(), sp.port()] {
+            c.arg(port.to_string());
+        }
+        c.args(["good", &N.to_string()]);
+        c
+    });
+    peers.expect("READY").await;
+    let baseline = fds(pid);
     let publisher = tokio::spawn({
         let c = good().await.unwrap();
         async move {
@@ -179,6 +193,13 @@ async fn every_listener_takes_bad_input_while_good_clients_get_every_reply_and_p
                     report["delivered"].as_u64().unwrap() >= 1,
                     "publish {i}: {report}"
                 );
+                cut_off += report["cut_off"].as_u64().unwrap();
+                let p = serde_json::json!({"url": "/p/x", "param": i});
+                let r = c.call("/publish").set().json(&p).unwrap().await.unwrap();
+                let report = r.payload.param_value().unwrap();
+                assert_eq!(report["delivered"], 2, "publish /p/x {i}: {report}");
+                // A cut-off no earlier report saw (the writer cut the connection between
+                // publishes) is counted in the next publish's report, whatever its URL.
                 cut_off += report["cut_off"].as_u64().unwrap();
             }
             cut_off
@@ -315,6 +336,8 @@ async fn every_listener_takes_bad_input_while_good_clients_get_every_reply_and_p
             .is_err(),
         "no duplicate"
     );
+    peers.expect("DONE").await;
+    drop(peers);
     // Every bad connection is gone again: descriptors back to where they were.
     tokio::time::timeout(WAIT, async {
         while fds(pid) > baseline + 2 {
