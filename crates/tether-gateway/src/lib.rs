@@ -86,6 +86,10 @@ pub struct Config {
     /// (docs/protocols/juggler.md §1.8), for [`Connection::remote`]; only behind a proxy you
     /// trust (default off: the socket's address).
     pub trust_forwarded: bool,
+    /// TCP keepalive on every accepted connection (default [`tether::Keepalive::default`]:
+    /// a peer that vanished without a reset is noticed within 11 s, also on an idle
+    /// link); `None`: off. Every connection also gets `TCP_NODELAY`.
+    pub keepalive: Option<tether::Keepalive>,
 }
 
 impl Default for Config {
@@ -97,6 +101,7 @@ impl Default for Config {
             ping_delay: Some(Duration::from_secs(30)),
             ping_timeout: Duration::from_secs(30),
             parallel_requests: false,
+            keepalive: Some(tether::Keepalive::default()),
             send_queue: 1024,
             autoflush: Autoflush::Within(Duration::from_millis(200)),
             static_dir: None,
@@ -201,6 +206,12 @@ impl GatewayBuilder {
     /// Trusts `Forwarded` / `X-Forwarded-For` for the client's address.
     pub fn trust_forwarded(mut self, yes: bool) -> Self {
         self.config.trust_forwarded = yes;
+        self
+    }
+
+    /// TCP keepalive on accepted connections ([`Config::keepalive`]); `None`: off.
+    pub fn keepalive(mut self, k: Option<tether::Keepalive>) -> Self {
+        self.config.keepalive = k;
         self
     }
 
@@ -353,6 +364,10 @@ impl Gateway {
         match self.ctx.tls.clone() {
             None => {
                 let app = self.router().into_make_service_with_connect_info::<Addrs>();
+                let listener = Prepared {
+                    inner: listener,
+                    keepalive: self.ctx.config.keepalive,
+                };
                 tokio::spawn(async move {
                     // Dropping the serve future closes the port (axum handles accept errors).
                     tokio::select! {
@@ -367,7 +382,8 @@ impl Gateway {
                 });
             }
             Some(tls) => {
-                tokio::spawn(serve_tls(listener, tls, self.router(), shutdown));
+                let keepalive = self.ctx.config.keepalive;
+                tokio::spawn(serve_tls(listener, tls, self.router(), keepalive, shutdown));
             }
         }
         tracing::info!(
@@ -375,6 +391,41 @@ impl Gateway {
             self.ctx.config.ws_path
         );
         Ok(listening)
+    }
+}
+
+/// The plain-HTTP listener: axum's accept loop (which rides out accept errors), with
+/// [`prepare`] applied to each connection.
+pub(crate) struct Prepared {
+    inner: tokio::net::TcpListener,
+    keepalive: Option<tether::Keepalive>,
+}
+
+impl axum::serve::Listener for Prepared {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (tcp, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        prepare(&tcp, self.keepalive);
+        (tcp, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// What every accepted connection gets, as Tether's other listeners do: no Nagle delay
+/// (a juggler answer is one small frame), and keepalive. Failures are logged, not fatal.
+fn prepare(tcp: &tokio::net::TcpStream, keepalive: Option<tether::Keepalive>) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!("cannot set TCP_NODELAY: {e}");
+    }
+    if let Some(k) = keepalive {
+        if let Err(e) = k.apply(tcp) {
+            tracing::debug!("cannot turn TCP keepalive on: {e}");
+        }
     }
 }
 
@@ -386,11 +437,8 @@ pub(crate) struct Addrs {
     pub(crate) local: SocketAddr,
 }
 
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
-    for Addrs
-{
-    fn connect_info(s: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Prepared>> for Addrs {
+    fn connect_info(s: axum::serve::IncomingStream<'_, Prepared>) -> Self {
         let remote = *s.remote_addr();
         Addrs {
             remote,
@@ -453,6 +501,7 @@ async fn serve_tls(
     listener: tokio::net::TcpListener,
     tls: tether::tls::ServerTls,
     router: Router,
+    keepalive: Option<tether::Keepalive>,
     mut shutdown: Shutdown,
 ) {
     loop {
@@ -466,6 +515,7 @@ async fn serve_tls(
             },
             () = shutdown.requested() => break,
         };
+        prepare(&tcp, keepalive);
         let (tls, router) = (tls.clone(), router.clone());
         let tcp_local = tcp.local_addr().ok();
         tokio::spawn(async move {

@@ -170,6 +170,47 @@ async fn the_remote_address_comes_from_proxy_headers_only_when_trusted() {
     }
 }
 
+/// The kernel's timer on the server's end of the connection from `client` to `server`, as
+/// `/proc/net/tcp` shows it ("tr": 0 none, 1 retransmit, 2 keepalive, 4 zero-window probe).
+fn server_side_timer(server: std::net::SocketAddr, client: std::net::SocketAddr) -> u8 {
+    let hex = |a: std::net::SocketAddr| format!(":{:04X}", a.port());
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let row = table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 5 && f[1].ends_with(&hex(server)) && f[2].ends_with(&hex(client)))
+        .unwrap_or_else(|| panic!("no row for {server} <- {client} in\n{table}"));
+    row[5].split(':').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn accepted_connections_get_keepalive_unless_it_is_turned_off() {
+    for keepalive in [Some(tether::Keepalive::default()), None] {
+        let gw = Gateway::builder(Server::builder().build())
+            .keepalive(keepalive)
+            .build();
+        let l = gw.bind("127.0.0.1:0").await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(l.local_addr())
+            .await
+            .unwrap();
+        let client = tcp.local_addr().unwrap();
+        let (_ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", l.local_addr()), tcp)
+            .await
+            .unwrap();
+        // A retransmit timer (1) runs until the client's ACK of the 101 is in.
+        let mut timer = server_side_timer(l.local_addr(), client);
+        for _ in 0..100 {
+            if timer != 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            timer = server_side_timer(l.local_addr(), client);
+        }
+        let want = if keepalive.is_some() { 2 } else { 0 };
+        assert_eq!(timer, want, "keepalive {keepalive:?}");
+    }
+}
+
 #[tokio::test]
 async fn metrics_in_prometheus_format_for_both_sides() {
     let server = Server::builder().build();
