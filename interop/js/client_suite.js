@@ -173,6 +173,28 @@ const scenarios = {
       `quick datagram echo ${JSON.stringify(d)}`);
     c.close();
   },
+
+  // Needs `tether serve --relay /r/`: this client publishes with datagrams alone.
+  async relay() {
+    const sub = await connect();
+    const n = 1000;
+    const reliable = collector(n, 'relayed datagrams');
+    const quick = collector(20, 'relayed quick datagrams');
+    sub.on('message', (u, payload, q) => (q ? quick : reliable).put({ u, i: payload.param.i, q }));
+    await subscribe(sub, '/r/');
+    const pub = await connect();
+    for (let i = 0; i < n; i++) pub.datagram('/r/js', { param: { i } });
+    (await reliable.promise).forEach((m, k) => check(m.u === '/r/js' && m.i === k,
+      `relayed ${k} arrived as ${JSON.stringify(m)}`));
+    for (let i = 0; i < 20; i++) {
+      pub.datagram('/r/jsq', { param: { i } }, true);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    (await quick.promise).forEach((m, k) => check(m.u === '/r/jsq' && m.i === k,
+      `relayed quick ${k} arrived as ${JSON.stringify(m)}`));
+    sub.close();
+    pub.close();
+  },
 };
 
 if (!scenarios[scenario]) fail(`no scenario ${scenario}`);

@@ -5,6 +5,7 @@ Usage: client_suite.py PORT SCENARIO. Exits 0 and prints OK, or prints FAIL: rea
 import base64
 import sys
 import threading
+import time
 
 import vsoa
 from common import WAIT, Inbox, check, connect, fetch, publish, subscribe, unsubscribe
@@ -185,13 +186,34 @@ def stream(port):
     check(len(blob) == 100_000 and all(b == i % 251 for i, b in enumerate(blob)), f"blob of {len(blob)} bytes")
 
 
+def relay(port):
+    """Needs `tether serve --relay /r/`: this client publishes with datagrams alone."""
+    sub = connect(port, PW)
+    box = Inbox()
+    sub.onmessage = lambda cli, url, payload, quick: box.put((url, payload.param, quick))
+    subscribe(sub, '/r/')
+    pub = connect(port, PW)
+    n = 1000
+    for i in range(n):
+        check(pub.datagram('/r/py', {'param': {'i': i}}) is not False, f"datagram {i} sent")
+    got = box.wait_for(n, "relayed datagrams")
+    check(got == [('/r/py', {'i': i}, False) for i in range(n)],
+          "every relayed datagram arrives once, in order, as a reliable publish")
+    for i in range(20):
+        check(pub.datagram('/r/pyq', {'param': {'i': i}}, quick=True) is not False, "quick sent")
+        time.sleep(0.002)
+    got = box.wait_for(n + 20, "relayed quick datagrams")[n:]
+    check(got == [('/r/pyq', {'i': i}, True) for i in range(20)],
+          f"quick datagrams arrive as quick publishes: {got[:3]}")
+
+
 def publish_quick(c, url, param):
     header, reply = fetch(c, '/publish', method='set', payload={'param': {'url': url, 'param': param, 'quick': True}})
     check(header.status == 0, f"/publish quick {url}: status {header.status}")
     return reply
 
 
-SCENARIOS = {f.__name__: f for f in [login, rpc, in_flight, matrix, order, datagram, binary_publish, quick, stream]}
+SCENARIOS = {f.__name__: f for f in [login, rpc, in_flight, matrix, order, datagram, binary_publish, quick, stream, relay]}
 
 if __name__ == '__main__':
     port, scenario = int(sys.argv[1]), sys.argv[2]

@@ -133,6 +133,22 @@ pub(crate) fn render(server: &tether::Server, ws: &Stats) -> String {
             ("result=\"rejected\"", n(q.rejected)),
         ],
     );
+    if let Some(r) = server.relay_stats() {
+        metric(
+            &mut out,
+            "tether_relay_datagrams_total",
+            "counter",
+            "Client datagrams on the relay, by outcome (throttled ones waited, then were relayed).",
+            &[
+                ("result=\"relayed\",channel=\"tcp\"", n(r.relayed)),
+                ("result=\"relayed\",channel=\"quick\"", n(r.relayed_quick)),
+                ("result=\"throttled\"", n(r.throttled)),
+                ("result=\"refused_rate\"", n(r.refused_rate)),
+                ("result=\"refused_hook\"", n(r.refused_hook)),
+                ("result=\"failed\"", n(r.failed)),
+            ],
+        );
+    }
     metric(
         &mut out,
         "tether_vsoa_refused_total",

@@ -77,6 +77,16 @@ pub(crate) struct Args {
     no_gateway: bool,
     #[command(flatten)]
     limits: Limits,
+    /// Republish the datagrams clients send to URLs matching PATTERN to every matching
+    /// subscriber (reliable as reliable publishes, quick as quick), so clients publish in
+    /// one frame. Repeatable; VSOA's subscription rule (`/a/` covers `/a` and everything
+    /// under it, `/` all). Off by default; other datagrams are echoed as before.
+    #[arg(long, value_name = "PATTERN", value_parser = parse_relay_pattern)]
+    relay: Vec<String>,
+    /// Relayed datagrams per second per client, bursts of as many: over it a TCP sender
+    /// is slowed (nothing lost), a quick datagram dropped and counted. 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    relay_rate: u32,
     /// Server name in the handshake info (and for --register).
     #[arg(long, default_value = "tether")]
     name: String,
@@ -132,6 +142,15 @@ fn build(args: &Args) -> Result<Built, Failure> {
     }
     if let Some(secret) = &args.secret {
         builder = builder.secret(secret).require_secret(args.require_secret);
+    }
+    if !args.relay.is_empty() {
+        tracing::info!(
+            "relaying datagrams to {} (at most {} per client per second)",
+            args.relay.join(", "),
+            args.relay_rate
+        );
+        builder = builder
+            .relay(tether::server::Relay::new(args.relay.clone()).rate_per_client(args.relay_rate));
     }
     let server = crate::demo::datagram_echo(args.limits.apply(builder)).build();
     crate::demo::install(&server);
@@ -407,6 +426,14 @@ struct Limits {
     #[arg(long, value_name = "SECS", value_parser = super::parse_secs,
           default_value = super::secs(defaults().send_timeout))]
     send_timeout: std::time::Duration,
+}
+
+/// A relay pattern is a URL as VSOA allows it (starting with `/`).
+fn parse_relay_pattern(s: &str) -> Result<String, String> {
+    match tether_wire::url::check_url(s.as_bytes()) {
+        Ok(url) => Ok(url.to_string()),
+        Err(e) => Err(format!("{e} (a pattern is a URL such as /sensors/ or /)")),
+    }
 }
 
 fn defaults() -> tether::Config {

@@ -64,3 +64,44 @@ async fn python_and_npm_logins_work_beside_challenge_logins() {
     python_client(server.port, "login").await;
     npm_client(server.port, "login").await;
 }
+
+#[tokio::test]
+async fn python_and_npm_clients_publish_with_datagrams_through_the_relay() {
+    let server = tether_serve(&["--password", "pw", "--relay", "/r/"]).await;
+    // A Rust subscriber beside the scripts' own: it sees both peers' publishes too.
+    let c = tether::Client::connect(&format!("vsoa://127.0.0.1:{}", server.port))
+        .password("pw")
+        .await
+        .unwrap();
+    let mut sub = c.subscribe(["/r/"]).await.unwrap();
+    python_client(server.port, "relay").await;
+    npm_client(server.port, "relay").await;
+    let mut got = std::collections::BTreeMap::<String, Vec<u64>>::new();
+    for _ in 0..2 * (1000 + 20) {
+        let m = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .expect("every relayed publish")
+            .unwrap();
+        let v = m.payload.param_value().unwrap();
+        got.entry(m.url).or_default().push(v["i"].as_u64().unwrap());
+    }
+    for (url, n) in [
+        ("/r/py", 1000),
+        ("/r/pyq", 20),
+        ("/r/js", 1000),
+        ("/r/jsq", 20),
+    ] {
+        assert_eq!(got[url], (0..n).collect::<Vec<u64>>(), "{url}");
+    }
+    // A pattern that is not a URL is a usage error that says what a pattern is.
+    let bad = tether_cmd(&["serve", "--relay", "no-slash"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("a pattern is a URL such as /sensors/"),
+        "{err}"
+    );
+}

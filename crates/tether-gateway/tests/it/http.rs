@@ -213,7 +213,9 @@ async fn accepted_connections_get_keepalive_unless_it_is_turned_off() {
 
 #[tokio::test]
 async fn metrics_in_prometheus_format_for_both_sides() {
-    let server = Server::builder().build();
+    let server = Server::builder()
+        .relay(tether::server::Relay::new(["/r/"]))
+        .build();
     server.route("/echo", |req: tether::Request| async move {
         tether::Reply::ok(req.payload)
     });
@@ -222,6 +224,11 @@ async fn metrics_in_prometheus_format_for_both_sides() {
     let l = gw.bind("127.0.0.1:0").await.unwrap();
     // Traffic on both sides.
     let client = tether::Client::connect(&format!("vsoa://{}", vsoa.local_addr()))
+        .await
+        .unwrap();
+    // A relayed datagram; the call after it is read after it is relayed (one connection).
+    client
+        .datagram("/r/x", tether::Payload::empty())
         .await
         .unwrap();
     client.call("/echo").param(&b"{}"[..]).await.unwrap();
@@ -260,6 +267,14 @@ async fn metrics_in_prometheus_format_for_both_sides() {
     assert_eq!(value("tether_ws_request_duration_seconds_count"), 1.0);
     assert_eq!(value("tether_ws_queued_messages"), 0.0);
     assert_eq!(value("tether_cut_off_total"), 0.0);
+    assert_eq!(
+        value("tether_relay_datagrams_total{result=\"relayed\",channel=\"tcp\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("tether_relay_datagrams_total{result=\"refused_rate\"}"),
+        0.0
+    );
     // Every sample line is `name{labels} value` or `name value`; every family has a TYPE.
     for line in body.lines().filter(|l| !l.starts_with('#')) {
         let (name, v) = line.rsplit_once(' ').unwrap();

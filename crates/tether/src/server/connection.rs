@@ -75,6 +75,7 @@ impl Session {
             quick: Default::default(),
             stream_tls: tls,
             peer_cert: Default::default(),
+            relay_bucket: Default::default(),
         };
         let in_flight = Arc::new(tokio::sync::Semaphore::new(
             shared.config.max_in_flight_per_client,
@@ -425,21 +426,16 @@ impl Session {
                 return Flow::Continue(());
             }
         };
-        match &self.shared.hooks.on_datagram {
-            Some(handler) => {
-                let dgram = Datagram {
-                    url,
-                    payload: Payload {
-                        param: packet.param,
-                        data: packet.data,
-                    },
-                    quick: false,
-                    client: self.client.clone(),
-                };
-                handler.call(dgram).await;
-            }
-            None => tracing::debug!(url, "datagram dropped: the server has no datagram handler"),
-        }
+        let dgram = Datagram {
+            url,
+            payload: Payload {
+                param: packet.param,
+                data: packet.data,
+            },
+            quick: false,
+            client: self.client.clone(),
+        };
+        self.shared.datagram(dgram).await;
         Flow::Continue(())
     }
 }

@@ -43,6 +43,8 @@ pub struct ClientHandle {
     pub(crate) stream_tls: Option<crate::tls::ServerTls>,
     /// The client's certificate, once a TLS handshake presented one.
     pub(crate) peer_cert: Arc<std::sync::OnceLock<Arc<crate::tls::PeerCertificate>>>,
+    /// Its rate on the relay.
+    pub(crate) relay_bucket: Arc<super::relay::Bucket>,
 }
 
 impl ClientHandle {

@@ -21,6 +21,7 @@ pub(crate) struct Hooks {
     pub(crate) on_client: Option<ClientHook>,
     pub(crate) on_subscription: Option<SubscriptionHook>,
     pub(crate) on_datagram: Option<Box<dyn DatagramHandler>>,
+    pub(crate) relay: Option<super::Relay>,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -29,6 +30,7 @@ impl std::fmt::Debug for Hooks {
             .field("on_client", &self.on_client.is_some())
             .field("on_subscription", &self.on_subscription.is_some())
             .field("on_datagram", &self.on_datagram.is_some())
+            .field("relay", &self.relay)
             .finish()
     }
 }

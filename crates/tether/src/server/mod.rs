@@ -5,7 +5,7 @@
 //! or after [`Server::bind`]; one server can listen on several addresses. The rest lives
 //! beside this file, one concern each: `config.rs` (settings and the builder),
 //! `listen.rs` (bind, accept), `connection.rs` (one client's session), `login.rs`,
-//! `handler.rs` (what handlers see), `publish.rs`, `clients.rs` (inspecting and steering
+//! `handler.rs` (what handlers see), `publish.rs`, `relay.rs`, `clients.rs` (inspecting and steering
 //! connected clients), `hooks.rs`, `registry.rs`, `admission.rs`, `quick.rs`, `local.rs`,
 //! `bridge.rs` and `traffic.rs`.
 
@@ -22,6 +22,7 @@ pub(crate) mod login;
 mod publish;
 mod quick;
 mod registry;
+mod relay;
 pub(crate) mod traffic;
 
 use std::net::SocketAddr;
@@ -45,6 +46,7 @@ pub use local::{LocalSubscriber, Published};
 pub use publish::{PublishReport, QuickReport};
 pub use quick::QuickStats;
 pub use registry::ClientSummary;
+pub use relay::{Relay, RelayStats, RelayVerdict};
 pub use traffic::{LatencyHistogram, LatencySnapshot, Traffic, LATENCY_BUCKETS};
 
 use crate::outbound::Outbound;
@@ -146,6 +148,25 @@ impl ServerState {
         }
     }
 
+    /// A datagram from a client (TCP or quick): to the relay if it covers the URL, else to
+    /// the datagram handler; without one it is dropped (logged at debug).
+    pub(crate) async fn datagram(self: &Arc<Self>, dgram: Datagram) {
+        if let Some(relay) = self.hooks.relay.as_ref().filter(|r| r.covers(&dgram.url)) {
+            let server = Server {
+                shared: self.clone(),
+            };
+            return relay.relay(&server, dgram).await;
+        }
+        match &self.hooks.on_datagram {
+            Some(handler) => handler.call(dgram).await,
+            None => tracing::debug!(
+                url = dgram.url,
+                quick = dgram.quick,
+                "datagram dropped: the server has no datagram handler"
+            ),
+        }
+    }
+
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         // A panic while holding the lock cannot leave the registry half-updated in a way
         // that matters more than stopping the server would, so keep serving.
@@ -235,6 +256,7 @@ impl Server {
                 quick: Arc::default(),
                 stream_tls: None,
                 peer_cert: Arc::default(),
+                relay_bucket: Default::default(),
             },
         };
         match route.mode {

@@ -144,7 +144,7 @@ pub(crate) async fn receive_loop(
     drop(shutdown);
 }
 
-async fn receive(shared: &ServerState, datagram: Bytes, src: SocketAddr) {
+async fn receive(shared: &Arc<ServerState>, datagram: Bytes, src: SocketAddr) {
     let reject = |why: &str| {
         shared.quick.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%src, "quick datagram refused: {why}");
@@ -178,25 +178,16 @@ async fn receive(shared: &ServerState, datagram: Bytes, src: SocketAddr) {
         Err(e) => return reject(&e.to_string()),
     };
     shared.quick.received.fetch_add(1, Ordering::Relaxed);
-    match &shared.hooks.on_datagram {
-        Some(handler) => {
-            handler
-                .call(Datagram {
-                    url,
-                    payload: Payload {
-                        param: packet.param,
-                        data: packet.data,
-                    },
-                    quick: true,
-                    client,
-                })
-                .await
-        }
-        None => tracing::debug!(
-            url,
-            "quick datagram dropped: the server has no datagram handler"
-        ),
-    }
+    let dgram = Datagram {
+        url,
+        payload: Payload {
+            param: packet.param,
+            data: packet.data,
+        },
+        quick: true,
+        client,
+    };
+    shared.datagram(dgram).await;
 }
 
 /// The quick path of `client`, if it advertised one on a listener with a quick channel.

@@ -188,6 +188,7 @@ mod tests {
                 quick: Default::default(),
                 stream_tls: None,
                 peer_cert: Default::default(),
+                relay_bucket: Default::default(),
             },
             priority,
             authed,

@@ -10,6 +10,7 @@ mod limits;
 mod options;
 mod position;
 mod quick;
+mod relay;
 mod robot;
 mod server_protocol;
 mod sp;
