@@ -5,10 +5,13 @@ periodically, the server's memory and descriptors sampled every few seconds.
 Usage: bench/soak.py [--duration SECS] [--tether PATH] [--out FILE.jsonl] [--svg FILE.svg]
 (run with the interop venv's Python: target/interop-venv/bin/python; bench/soak.sh does).
 
-Load, all the time:
-  * a caller: /echo calls one after another, each reply checked, latency measured;
-  * a publisher: numbered publishes through SET /publish, and a subscriber (another
-    client) that checks each number arrives once and in order.
+Load, all the time, from real peers and peers framed from the wire:
+  * callers, one after another, each reply checked, latency measured: a Python vsoa client
+    (/echo), a hat-juggler client over the gateway (/echo), a clever-show peer framed as
+    the original messaging.py (echo), a socket_protocol peer (read requests);
+  * a publisher: numbered publishes through SET /publish, and two subscribers (a Python
+    vsoa client, and the hat-juggler client subscribed over the gateway) that check each
+    number arrives once and in order; at the end each must have every publish.
 Faults, one kind every few seconds, in turn: connections with random bytes on every TCP
 listener, connections reset by the hundred, random datagrams to the quick port, a
 subscriber that never reads (replaced by a new one each time), slowloris connections.
@@ -27,6 +30,9 @@ import threading
 import time
 
 import vsoa
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'interop', 'py'))
+from wire_peers import clever_echo, sp_echo  # noqa: E402
 
 PW = 'soak'
 
@@ -54,23 +60,49 @@ def client(port):
     return c
 
 
+KINDS = ('vsoa', 'juggler', 'clever', 'sp')
+
+
 class Stats:
     def __init__(self):
         self.lock = threading.Lock()
-        self.calls = 0
-        self.latencies = []
+        self.calls = {k: 0 for k in KINDS}
+        self.latencies = {k: [] for k in KINDS}
         self.errors = 0
+        self.last_error = None
         self.published = 0
-        self.received = 0
+        self.received = {}
+        self.expected = {}
         self.lost = 0
         self.duplicated = 0
         self.faults = 0
+        self.juggler_ready = threading.Event()
 
     def take(self):
         with self.lock:
-            out = (self.calls, sorted(self.latencies))
-            self.calls, self.latencies = 0, []
+            out = self.calls, {k: sorted(v) for k, v in self.latencies.items()}
+            self.calls = {k: 0 for k in KINDS}
+            self.latencies = {k: [] for k in KINDS}
             return out
+
+    def call(self, kind, dt, wrong):
+        with self.lock:
+            if wrong:
+                self.errors += 1
+                self.last_error = wrong
+            else:
+                self.calls[kind] += 1
+                self.latencies[kind].append(dt)
+
+    def numbered(self, who, n):
+        with self.lock:
+            self.received[who] = self.received.get(who, 0) + 1
+            want = self.expected.get(who, 0)
+            if n < want:
+                self.duplicated += 1
+            elif n > want:
+                self.lost += n - want
+            self.expected[who] = max(want, n + 1)
 
 
 def caller(port, stats, stop):
@@ -79,14 +111,52 @@ def caller(port, stats, stop):
     while not stop.is_set():
         t = time.perf_counter()
         header, reply, err = c.fetch('/echo', payload={'param': {'i': i}}, timeout=10)
-        dt = time.perf_counter() - t
-        with stats.lock:
-            if err != 0 or header is None or header.status != 0 or reply.param != {'i': i}:
-                stats.errors += 1
-            else:
-                stats.calls += 1
-                stats.latencies.append(dt)
+        ok = err == 0 and header is not None and header.status == 0 and reply.param == {'i': i}
+        stats.call('vsoa', time.perf_counter() - t, None if ok else f"vsoa /echo {i}: {err}")
         i += 1
+
+
+def wire_caller(kind, echo):
+    def run(port, stats, stop):
+        s = socket.create_connection(('127.0.0.1', port), timeout=10)
+        i = 0
+        while not stop.is_set():
+            t = time.perf_counter()
+            try:
+                wrong = echo(s, i)
+            except (OSError, ValueError) as e:
+                stats.call(kind, 0, f"{kind} {i}: {e!r}")
+                return
+            stats.call(kind, time.perf_counter() - t, wrong)
+            i += 1
+        s.close()
+    return run
+
+
+def juggler_client(port, stats, stop):
+    """A hat-juggler client: subscribed to /soak/ over the gateway, calling /echo."""
+    import asyncio
+    from hat import juggler
+
+    async def run():
+        client = await juggler.connect(
+            f'ws://127.0.0.1:{port}/ws',
+            notify_cb=lambda _c, name, data: stats.numbered('juggler', data['n']))
+        await asyncio.wait_for(client.send('subscribe', ['/soak/']), 10)
+        stats.juggler_ready.set()
+        i = 0
+        while not stop.is_set():
+            t = time.perf_counter()
+            try:
+                got = await asyncio.wait_for(client.send('/echo', {'j': i}), 10)
+                wrong = None if got == {'j': i} else f"juggler /echo {i}: {got!r}"
+            except Exception as e:
+                wrong = f"juggler /echo {i}: {e!r}"
+            stats.call('juggler', time.perf_counter() - t, wrong)
+            i += 1
+        await asyncio.sleep(1.5)  # the last publishes arrive
+        await client.async_close()
+    asyncio.run(run())
 
 
 def publisher(port, stats, stop):
@@ -94,23 +164,12 @@ def publisher(port, stats, stop):
     sub = vsoa.Client()
     if sub.connect(f'vsoa://127.0.0.1:{port}', passwd=PW, timeout=10) != 0:
         raise SystemExit("the subscriber cannot connect")
-    expected = [0]
-
-    def onmessage(cli, url, payload, quick):
-        n = payload.param['n']
-        with stats.lock:
-            stats.received += 1
-            if n < expected[0]:
-                stats.duplicated += 1
-            elif n > expected[0]:
-                stats.lost += n - expected[0]
-            expected[0] = max(expected[0], n + 1)
-
-    sub.onmessage = onmessage
+    sub.onmessage = lambda cli, url, payload, quick: stats.numbered('vsoa', payload.param['n'])
     done = threading.Event()
     sub.subscribe('/soak/', callback=lambda cli, ok: done.set(), timeout=10)
     threading.Thread(target=sub.run, daemon=True).start()
     done.wait(10)
+    stats.juggler_ready.wait(10)
     n = 0
     while not stop.is_set():
         header, reply, err = pub.fetch('/publish', method='set',
@@ -119,6 +178,7 @@ def publisher(port, stats, stop):
         with stats.lock:
             if err != 0 or header is None or header.status != 0:
                 stats.errors += 1
+                stats.last_error = f"/publish {n}: {err}"
             else:
                 stats.published += 1
         n += 1
@@ -207,28 +267,40 @@ def pct(xs, q):
     return round(xs[min(len(xs) - 1, int(q * len(xs)))] * 1e6, 1) if xs else None
 
 
+COLOURS = {'vsoa': '#2a6', 'juggler': '#36c', 'clever': '#c63', 'sp': '#939'}
+
+
 def svg(samples, path):
-    """Four small line charts: memory, descriptors, calls/s, p50/p99 latency."""
-    charts = [('resident memory (MiB)', [s['rss'] / 2**20 for s in samples]),
-              ('open descriptors', [s['fds'] for s in samples]),
-              ('echo calls/s', [s['calls_per_s'] for s in samples]),
-              ('echo p99 latency (us)', [s['p99_us'] or 0 for s in samples])]
+    """Four small line charts: memory, descriptors, calls/s and p99 latency per peer."""
+    one = '#2a6'
+    charts = [('resident memory (MiB)', {'': [s['rss'] / 2**20 for s in samples]}),
+              ('open descriptors', {'': [s['fds'] for s in samples]}),
+              ('calls/s per peer', {k: [s['calls_per_s'][k] for s in samples] for k in KINDS}),
+              ('p99 latency per peer (us)',
+               {k: [s['p99_us'][k] or 0 for s in samples] for k in KINDS})]
     w, h, pad = 360, 150, 34
     t = [s['t'] for s in samples]
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * w}" height="{2 * h}" '
            'font-family="sans-serif" font-size="11">']
-    for k, (title, ys) in enumerate(charts):
-        x0, y0 = (k % 2) * w, (k // 2) * h
-        top = max(ys) * 1.1 or 1
-        pts = ' '.join(f'{x0 + pad + (ti / (t[-1] or 1)) * (w - 2 * pad):.1f},'
-                       f'{y0 + h - pad - (y / top) * (h - 2 * pad):.1f}' for ti, y in zip(t, ys))
+    for c, (title, series) in enumerate(charts):
+        x0, y0 = (c % 2) * w, (c // 2) * h
+        top = max(max(ys) for ys in series.values()) * 1.1 or 1
         out.append(f'<text x="{x0 + pad}" y="{y0 + 16}" font-weight="bold">{title}</text>')
         out.append(f'<line x1="{x0 + pad}" y1="{y0 + h - pad}" x2="{x0 + w - pad}" '
                    f'y2="{y0 + h - pad}" stroke="#888"/>')
         out.append(f'<text x="{x0 + 2}" y="{y0 + pad}">{top:.0f}</text>')
         out.append(f'<text x="{x0 + 2}" y="{y0 + h - pad}">0</text>')
         out.append(f'<text x="{x0 + w - pad - 40}" y="{y0 + h - pad + 14}">{t[-1]:.0f} s</text>')
-        out.append(f'<polyline fill="none" stroke="#2a6" stroke-width="1.5" points="{pts}"/>')
+        for j, (name, ys) in enumerate(series.items()):
+            colour = COLOURS.get(name, one)
+            pts = ' '.join(f'{x0 + pad + (ti / (t[-1] or 1)) * (w - 2 * pad):.1f},'
+                           f'{y0 + h - pad - (y / top) * (h - 2 * pad):.1f}'
+                           for ti, y in zip(t, ys))
+            out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" '
+                       f'points="{pts}"/>')
+            if name:
+                out.append(f'<text x="{x0 + pad + 60 * j}" y="{y0 + h - 6}" '
+                           f'fill="{colour}">{name}</text>')
     out.append('</svg>')
     with open(path, 'w') as f:
         f.write('\n'.join(out) + '\n')
@@ -245,7 +317,11 @@ def main():
     files = f'/tmp/tether-soak-{os.getpid()}'
     proc, ports = start_server(args.tether, files)
     stats, stop = Stats(), threading.Event()
-    workers = [threading.Thread(target=caller, args=(ports['vsoa'], stats, stop)),
+    workers = [threading.Thread(target=juggler_client, args=(ports['gateway'], stats, stop)),
+               threading.Thread(target=caller, args=(ports['vsoa'], stats, stop)),
+               threading.Thread(target=wire_caller('clever', clever_echo),
+                                args=(ports['clever'], stats, stop)),
+               threading.Thread(target=wire_caller('sp', sp_echo), args=(ports['sp'], stats, stop)),
                threading.Thread(target=publisher, args=(ports['vsoa'], stats, stop))]
     for w in workers:
         w.start()
@@ -266,9 +342,11 @@ def main():
             calls, lat = stats.take()
             rss, fds = sample(proc.pid)
             s = {'t': round(time.monotonic() - start, 1), 'rss': rss, 'fds': fds,
-                 'calls_per_s': round(calls / (time.monotonic() - t0), 1),
-                 'p50_us': pct(lat, 0.5), 'p99_us': pct(lat, 0.99),
-                 'published': stats.published, 'received': stats.received,
+                 'calls_per_s': {k: round(calls[k] / (time.monotonic() - t0), 1)
+                                 for k in KINDS},
+                 'p50_us': {k: pct(lat[k], 0.5) for k in KINDS},
+                 'p99_us': {k: pct(lat[k], 0.99) for k in KINDS},
+                 'published': stats.published, 'received': dict(stats.received),
                  'lost': stats.lost, 'duplicated': stats.duplicated, 'errors': stats.errors,
                  'faults': stats.faults}
             samples.append(s)
@@ -284,7 +362,7 @@ def main():
     summary = {
         'summary': True, 'seconds': samples[-1]['t'], 'faults': stats.faults,
         'published': stats.published, 'received': stats.received, 'lost': stats.lost,
-        'duplicated': stats.duplicated, 'errors': stats.errors,
+        'duplicated': stats.duplicated, 'errors': stats.errors, 'last_error': stats.last_error,
         'rss_after_warmup': base['rss'], 'rss_max_after_warmup': max(s['rss'] for s in warm),
         'rss_last': samples[-1]['rss'],
         'fds_after_warmup': base['fds'], 'fds_max_after_warmup': max(s['fds'] for s in warm),
@@ -295,7 +373,9 @@ def main():
         for s in samples + [summary]:
             f.write(json.dumps(s) + '\n')
     svg(samples, args.svg)
-    ok = summary['lost'] == 0 and summary['duplicated'] == 0 and summary['errors'] == 0 \
+    everything = all(stats.received.get(who) == stats.published for who in ('vsoa', 'juggler'))
+    ok = everything and summary['lost'] == 0 and summary['duplicated'] == 0 \
+        and summary['errors'] == 0 \
         and summary['rss_max_after_warmup'] <= base['rss'] * 1.1
     sys.exit(0 if ok else 1)
 

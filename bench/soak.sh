@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A soak of `tether serve` (not part of the test command): DURATION seconds (default 600)
-# of mixed load from real Python vsoa clients with faults injected periodically; memory,
+# of mixed load from real Python vsoa and hat-juggler clients, clever-show and
+# socket_protocol peers framed from the wire, with faults injected periodically; memory,
 # descriptors, throughput and latency sampled every 5 s into bench/soak.jsonl and drawn in
 # docs/soak.svg. Exits non-zero if anything was lost, duplicated or failed, or if resident
 # memory grew more than 10 % after the first minute. Loopback only.
