@@ -225,6 +225,48 @@ async fn every_listener_takes_bad_input_while_good_clients_get_every_reply_and_p
         sub
     });
 
+    // A transfer through the storm: `tether put` then `tether get` of 8 MiB, each checked.
+    let transfer = tokio::spawn({
+        let (dir, vsoa) = (dir.clone(), vsoa);
+        async move {
+            let data: Vec<u8> = (0..8u32 << 20)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+                .collect();
+            let src = dir.join("storm.bin");
+            std::fs::write(&src, &data).unwrap();
+            let url = format!("vsoa://{vsoa}/files/storm.bin");
+            let put = tether(&[
+                "put",
+                src.to_str().unwrap(),
+                &url,
+                "-q",
+                "--password",
+                "good",
+            ])
+            .await;
+            assert_eq!(put.code, 0, "{}", put.stderr);
+            let out = dir.join("storm.out");
+            let get = tether(&[
+                "get",
+                &url,
+                "-o",
+                out.to_str().unwrap(),
+                "-q",
+                "--password",
+                "good",
+            ])
+            .await;
+            assert_eq!(get.code, 0, "{}", get.stderr);
+            assert_eq!(std::fs::read(dir.join("files/storm.bin")).unwrap(), data);
+            assert_eq!(std::fs::read(&out).unwrap(), data);
+            let sha = |r: &Run| {
+                serde_json::from_str::<serde_json::Value>(r.stdout.trim()).unwrap()["sha256"]
+                    .clone()
+            };
+            assert_eq!(sha(&put), sha(&get));
+        }
+    });
+
     // The faults, all at once, each bounded.
     let mut g = Garbage(0x5eed);
     let mut faults = tokio::task::JoinSet::new();
@@ -328,6 +370,7 @@ async fn every_listener_takes_bad_input_while_good_clients_get_every_reply_and_p
     );
     drop(stalled);
     tokio::time::timeout(WAIT, caller).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, transfer).await.unwrap().unwrap();
     let mut sub = tokio::time::timeout(WAIT, received).await.unwrap().unwrap();
     // Exactly once: nothing more is in the subscription.
     assert!(
