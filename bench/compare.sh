@@ -37,6 +37,7 @@ if [ "$quick" = 1 ]; then
   pylat=(--count 100); pythr=(--count 500); pypub=(--count 500)
   wsrpc=(--count 2000); pyws=(--count 300); fanout=(--clients 20 --rate 10 --secs 1)
   dg=(--count 2000); bulk=(--bytes 4194304); rc=(--count 2); conns=(--count 200 --hold-secs 0)
+  fo1=(--count 5000); fo20=(--count 1000); fo100=(--count 200); fop=(--count 500); fol=(--count 500 --rate 5000)
 else
   cargo build --release -p tether-cli --features nats -j2 >&2
   bin=target/release/tether
@@ -45,6 +46,8 @@ else
   pylat=(--count 5000); pythr=(--count 20000); pypub=(--count 100000)
   wsrpc=(--count 100000); pyws=(--count 5000); fanout=(--clients 1000 --rate 10 --secs 10)
   dg=(--count 200000); bulk=(--bytes 1073741824); rc=(--count 20); conns=(--count 10000 --hold-secs 2)
+  fo1=(--count 1000000); fo20=(--count 150000); fo100=(--count 30000); fop=(--count 50000)
+  fol=(--count 30000 --rate 10000)
 fi
 
 tmp=$(mktemp -d)
@@ -59,8 +62,28 @@ free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0
 
 nats_port=$(free_port)
 nats-server -a 127.0.0.1 -p "$nats_port" >"$tmp/nats.log" 2>&1 &
-pids+=($!)
+nats_pid=$!
+pids+=($nats_pid)
 nats="nats://127.0.0.1:$nats_port"
+
+# `tether serve` in its own process, as users run it, for the scenarios across processes:
+# its default runtime, and one and two threads for RPC. Sets $serve_url and $serve_pid.
+start_serve() {
+  local name=$1; shift
+  "$bin" serve --listen 127.0.0.1:0 --files-root "$tmp/files" "$@" \
+    >"$tmp/$name.out" 2>"$tmp/$name.err" &
+  serve_pid=$!
+  pids+=($serve_pid)
+  for _ in $(seq 100); do grep -q '^tether: VSOA server on' "$tmp/$name.out" 2>/dev/null && break; sleep 0.1; done
+  serve_url=$(sed -n 's|^tether: VSOA server on \(vsoa://[0-9.:]*\).*|\1|p' "$tmp/$name.out")
+  [ -n "$serve_url" ] || { echo "compare: tether serve ($name) did not start:" >&2; cat "$tmp/$name.err" >&2; exit 1; }
+}
+start_serve serve1 --no-gateway --threads 1
+serve1_url=$serve_url
+start_serve serve2 --no-gateway --threads 2
+serve2_url=$serve_url
+start_serve serve --gateway 127.0.0.1:0 --relay /bench/ --relay-rate 0
+serve_ws=$(sed -n 's|^tether: gateway on \(ws://[0-9.:]*/ws\).*|\1|p' "$tmp/serve.out")
 
 # Starts a Python peer script of interop/py that prints `READY <port>` and serves until its
 # stdin closes (a `sleep` holding a fifo keeps it open; both are stopped on exit). Sets $port.
@@ -102,7 +125,22 @@ for _ in $(seq "$runs"); do
     run --threads "$t" floor-ws --in-flight 64 "${wsrpc[@]}"
     run --threads "$t" ws-rpc --in-flight 64 "${wsrpc[@]}"
   done
+  # Across processes, Tether and NATS back to back for each S (their ratio is taken per pair).
+  for s in 1 20 100; do
+    case $s in 1) n=("${fo1[@]}");; 20) n=("${fo20[@]}");; *) n=("${fo100[@]}");; esac
+    run fanout --url "$serve_url" --via relay --subscribers "$s" --server-pid "$serve_pid" "${n[@]}"
+    run fanout --url "$nats" --via nats --subscribers "$s" --server-pid "$nats_pid" "${n[@]}"
+  done
+  # Latency at a rate both carry easily (the runs above measure mostly queueing).
+  run fanout --url "$serve_url" --via relay --subscribers 20 --server-pid "$serve_pid" "${fol[@]}"
+  run fanout --url "$nats" --via nats --subscribers 20 --server-pid "$nats_pid" "${fol[@]}"
+  run fanout --url "$serve_url" --via publish --subscribers 20 --server-pid "$serve_pid" "${fop[@]}"
+  for c in 1 8; do
+    run rpc-throughput --url "$serve1_url" --tag serve-threads-1 --connections "$c" --in-flight 256 "${thr[@]}"
+    run rpc-throughput --url "$serve2_url" --tag serve-threads-2 --connections "$c" --in-flight 256 "${thr[@]}"
+  done
   run ws-rpc --url "$jugurl" --in-flight 64 "${pyws[@]}"
+  run ws-rpc --url "$serve_ws" --tag serve --in-flight 64 "${wsrpc[@]}"
   run ws-fanout "${fanout[@]}"
   run nats-rpc --url "$nats" --size 64 --in-flight 1 "${lat[@]}"
   run nats-rpc --url "$nats" --size 64 --in-flight 256 "${thr[@]}"

@@ -105,7 +105,7 @@ print("Each row is the median run. Tether's ratio to the floor is the median of 
 t1, t2 = pick("rpc-throughput", 1, "tether"), pick("rpc-throughput", 2, "tether")
 best_rpc = max(t1["rate_per_s"], t2["rate_per_s"])
 nr = pick("nats-rpc-throughput")
-pr = pick("rpc-throughput", 2, "external")
+pr = pick("rpc-throughput", 2, "external", tag=None)
 print("## Requests per second, 64 B, 256 in flight on one connection\n")
 print("| | calls/s | p50 | p99 | Tether (best) / this |")
 print("|---|---|---|---|---|")
@@ -128,6 +128,99 @@ pp = pick("pub-throughput", None, "external", subscribers=1)
 print(f"| Python vsoa server (its own message, ~20 B param) | {rate(pp)} | {pp['lost']} | | |")
 print()
 
+# ---------------------------------------------------------------- across processes
+FAN = (1, 20, 100)
+
+
+def fanout_runs(via, subscribers):
+    return [r for r in rows if r["scenario"] == "fanout" and r["params"]["via"] == via
+            and r["params"]["subscribers"] == subscribers and r["params"]["rate"] == 0]
+
+
+def cpu_ns(r):
+    v = r.get("server_cpu_ns_per_delivery")
+    return f"{v:,.0f} ns" if v is not None else "n/a"
+
+
+def bars_svg(path, title, groups, series, unit):
+    """Grouped vertical bars: for each group, one bar per series (label, value)."""
+    w, h, pad, bw = 640, 260, 60, 22
+    top = max(v for g in groups for _, v in g[1]) * 1.15 or 1
+    colours = ["#2a6", "#36c", "#c63", "#939"]
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
+           f'<text x="{pad}" y="16" font-weight="bold">{title}</text>',
+           f'<line x1="{pad}" y1="{h - 40}" x2="{w - 10}" y2="{h - 40}" stroke="#888"/>']
+    gw = (w - pad - 10) / len(groups)
+    for gi, (gname, vals) in enumerate(groups):
+        x0 = pad + gi * gw + (gw - bw * len(vals)) / 2
+        for si, (_, v) in enumerate(vals):
+            bh = (h - 70) * v / top
+            x, y = x0 + si * bw, h - 40 - bh
+            out.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bw - 3}" height="{bh:.1f}" fill="{colours[si]}"/>')
+            out.append(f'<text x="{x:.1f}" y="{y - 3:.1f}" font-size="9">{v / 1e6:.2f}M</text>')
+        out.append(f'<text x="{pad + gi * gw + gw / 2 - 20:.1f}" y="{h - 26}">{gname}</text>')
+    for si, name in enumerate(series):
+        out.append(f'<rect x="{pad + si * 150}" y="{h - 16}" width="10" height="10" fill="{colours[si]}"/>')
+        out.append(f'<text x="{pad + si * 150 + 14}" y="{h - 7}">{name}</text>')
+    out.append(f'<text x="4" y="{h - 40}">0</text><text x="4" y="40">{top / 1e6:.1f}M {unit}</text></svg>')
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+print("## Fan-out across processes: publisher -> server -> S subscribers\n")
+print("The way users run it: the server in its own process (`tether serve --relay /bench/ --relay-rate 0`, or "
+      "nats-server), S subscribers on S connections in a second process, the publisher in a third "
+      "(`tether bench fanout`). Tether's publisher sends one datagram per message (the relay); NATS's one PUB. "
+      "Latency is from a send timestamp in each message to its arrival; server CPU is its utime + stime over the "
+      "run, per delivery.\n")
+print("| subscribers | Tether deliveries/s | lost | p50 | p99 | server CPU / delivery | NATS deliveries/s | lost | p50 | p99 | server CPU / delivery | Tether / NATS |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+fan_ratio = {}
+for s in FAN:
+    t, n = pick("fanout", via="relay", subscribers=s, rate=0), pick("fanout", via="nats", subscribers=s, rate=0)
+    fan_ratio[s] = same_run(fanout_runs("relay", s), fanout_runs("nats", s), lambda r: r["rate_per_s"])
+    tl, nl = t["latency_us"], n["latency_us"]
+    print(f"| {s} | {rate(t)} | {t['lost']} | {us(tl['p50'])} | {us(tl['p99'])} | {cpu_ns(t)} | "
+          f"{rate(n)} | {n['lost']} | {us(nl['p50'])} | {us(nl['p99'])} | {cpu_ns(n)} | {fan_ratio[s][0]:.2f} x |")
+viap = pick("fanout", via="publish", subscribers=20, rate=0)
+print(f"\nThe same 1 -> 20 with the publisher calling `SET /publish` per message (64 calls in flight), the only way a "
+      f"VSOA client could publish before the relay: {rate(viap)} deliveries/s, lost {viap['lost']}, p50 "
+      f"{us(viap['latency_us']['p50'])}, server CPU {cpu_ns(viap)} per delivery. Tether / NATS is the median of the "
+      "ratios of runs that ran back to back.\n")
+paced = next(r["params"]["rate"] for r in rows if r["scenario"] == "fanout" and r["params"]["rate"])
+lt = pick("fanout", via="relay", subscribers=20, rate=paced)
+ln = pick("fanout", via="nats", subscribers=20, rate=paced)
+print(f"Latency at a rate both carry easily, 1 -> 20 at {paced:,} messages/s ({20 * paced:,} deliveries/s), "
+      "from the send timestamp to arrival:\n")
+print("| | p50 | p90 | p99 | p99.9 | max | lost | server CPU / delivery |")
+print("|---|---|---|---|---|---|---|---|")
+for name, r in (("**Tether** (relay)", lt), ("NATS", ln)):
+    l = r["latency_us"]
+    print(f"| {name} | {us(l['p50'])} | {us(l['p90'])} | {us(l['p99'])} | {us(l['p99.9'])} | {us(l['max'])} | {r['lost']} | {cpu_ns(r)} |")
+print()
+svg_dir = os.path.dirname(os.path.abspath(sys.argv[1]))
+bars_svg(os.path.join(svg_dir, "benchmarks-fanout.svg"), "deliveries/s, publisher -> server -> S subscribers (3 processes)",
+         [(f"S = {s}", [("Tether", pick("fanout", via="relay", subscribers=s, rate=0)["rate_per_s"]),
+                        ("NATS", pick("fanout", via="nats", subscribers=s, rate=0)["rate_per_s"])]) for s in FAN],
+         ["Tether (tether serve, relay)", "NATS (nats-server)"], "/s")
+print("![fan-out across processes, Tether beside NATS](benchmarks-fanout.svg)\n")
+
+print("## RPC across processes: `tether serve` on one and on two threads\n")
+print("`tether serve --threads N` in its own process, `tether bench rpc-throughput --url` in another (two threads), "
+      "256 calls in flight spread over the connections, 64 B.\n")
+print("| connections | server on 1 thread, calls/s | p50 | p99 | server on 2 threads, calls/s | p50 | p99 | 2 threads / 1 |")
+print("|---|---|---|---|---|---|---|---|")
+rpc_scale = {}
+for c in (1, 8):
+    one = pick("rpc-throughput", tag="serve-threads-1", connections=c)
+    two = pick("rpc-throughput", tag="serve-threads-2", connections=c)
+    runs1 = [r for r in rows if r["params"].get("tag") == "serve-threads-1" and r["params"]["connections"] == c]
+    runs2 = [r for r in rows if r["params"].get("tag") == "serve-threads-2" and r["params"]["connections"] == c]
+    rpc_scale[c] = same_run(runs2, runs1, lambda r: r["rate_per_s"])
+    print(f"| {c} | {rate(one)} | {us(one['latency_us']['p50'])} | {us(one['latency_us']['p99'])} | "
+          f"{rate(two)} | {us(two['latency_us']['p50'])} | {us(two['latency_us']['p99'])} | {rpc_scale[c][0]:.2f} x |")
+print()
+
 print("## Bulk and datagrams\n")
 print("| | Tether | floor | ratio |")
 print("|---|---|---|---|")
@@ -147,7 +240,7 @@ print("Ratios: the median of the ratios within each run, as above.")
 print()
 
 w1, w2 = pick("ws-rpc", 1, "tether"), pick("ws-rpc", 2, "tether")
-wp = pick("ws-rpc", None, "external")
+wp = pick("ws-rpc", None, "external", tag=None)
 best_ws = max(w1["rate_per_s"], w2["rate_per_s"])
 print("## WebSocket gateway (juggler), 64-character payload, 64 in flight on one connection\n")
 print("| | requests/s | p50 | p99 | Tether (best) / this |")
@@ -157,6 +250,8 @@ best_floor_ws = max(f1["rate_per_s"], f2["rate_per_s"])
 for name, r in (("raw WebSocket echo, no JSON, threads=1 (floor)", f1), ("raw WebSocket echo, no JSON, threads=2 (floor)", f2),
                 ("**Tether gateway**, threads=1", w1), ("**Tether gateway**, threads=2", w2)):
     print(f"| {name} | {rate(r)} | {us(r['latency_us']['p50'])} | {us(r['latency_us']['p99'])} | |")
+ws_serve = pick("ws-rpc", tag="serve")
+print(f"| **`tether serve`'s gateway in its own process**, load generator in another | {rate(ws_serve)} | {us(ws_serve['latency_us']['p50'])} | {us(ws_serve['latency_us']['p99'])} | |")
 print(f"| Python hat-juggler 0.7.6 server | {rate(wp)} | {us(wp['latency_us']['p50'])} | {us(wp['latency_us']['p99'])} | {ratio(best_ws, wp['rate_per_s'])} |")
 print()
 print(f"The floor is tokio-tungstenite (the library under the gateway and our client) echoing text frames as long as "
@@ -196,14 +291,23 @@ targets = [
     ("fan-out 1 -> 100 >= 2 M deliveries/s", f"{fan_best:,.0f}/s", fan_best >= 2e6),
     ("stream >= 90 % of raw TCP copy", f"{stream_best:.2f} x", stream_best >= 0.9),
     ("quick datagrams >= 70 % of raw UDP, loss counted", f"{quick_best:.2f} x", quick_best >= 0.7),
+    ("fan-out 1 -> 1 across processes >= NATS, zero loss", f"{fan_ratio[1][0]:.2f} x, lost {pick('fanout', via='relay', subscribers=1, rate=0)['lost']}",
+     fan_ratio[1][0] >= 1.0 and pick('fanout', via='relay', subscribers=1, rate=0)['lost'] == 0),
+    ("fan-out 1 -> 20 across processes >= NATS, zero loss", f"{fan_ratio[20][0]:.2f} x, lost {pick('fanout', via='relay', subscribers=20, rate=0)['lost']}",
+     fan_ratio[20][0] >= 1.0 and pick('fanout', via='relay', subscribers=20, rate=0)['lost'] == 0),
+    ("fan-out 1 -> 100 across processes >= NATS, zero loss", f"{fan_ratio[100][0]:.2f} x, lost {pick('fanout', via='relay', subscribers=100, rate=0)['lost']}",
+     fan_ratio[100][0] >= 1.0 and pick('fanout', via='relay', subscribers=100, rate=0)['lost'] == 0),
+    ("RPC over 8 connections: server on 2 threads >= 1.5 x on 1", f"{rpc_scale[8][0]:.2f} x", rpc_scale[8][0] >= 1.5),
     ("10 000 idle connections <= 16 KiB each", f"{c['bytes_per_connection'] / 1024:.1f} KiB", c["bytes_per_connection"] <= 16 * 1024),
 ]
-print("## Targets (issue 6)\n")
+print("## Targets (issues 6 and 18)\n")
 print("| target | this run | met |")
 print("|---|---|---|")
 for name, got, ok in targets:
     print(f"| {name} | {got} | {'yes' if ok else '**no**'} |")
 print(f"| gateway requests >= 20 x Python hat-juggler | {ratio(best_ws, wp['rate_per_s'])} | {'yes' if best_ws >= 20 * wp['rate_per_s'] else '**no**'} |")
+wsr = ws_serve["rate_per_s"]
+print(f"| the same with `tether serve` and the load generator in separate processes | {ratio(wsr, wp['rate_per_s'])} | {'yes' if wsr >= 20 * wp['rate_per_s'] else '**no**'} |")
 print()
 print("## Profiles and what they changed\n")
 print("- **Issue 12's refactor (one framed reader, typed close reasons, one Listening, connection options) and a new "
@@ -268,6 +372,9 @@ print("target/release/tether bench pub-throughput --count 1000000 --size 32 --su
 print("target/release/tether bench pub-throughput --count 30000 --size 32 --subscribers 100")
 print("target/release/tether bench nats-rpc --url nats://127.0.0.1:4222 --count 200000 --in-flight 256")
 print("target/release/tether bench nats-pub --url nats://127.0.0.1:4222 --count 1000000 --subscribers 1")
+print("target/release/tether serve --listen 127.0.0.1:3005 --no-gateway --relay /bench/ --relay-rate 0 &")
+print("target/release/tether bench fanout --url vsoa://127.0.0.1:3005 --via relay --subscribers 20 --count 100000 --server-pid $!")
+print("target/release/tether bench fanout --url nats://127.0.0.1:4222 --via nats --subscribers 20 --count 100000 --server-pid NATS_PID")
 print("target/release/tether bench floor-udp --count 200000 --size 64; target/release/tether bench quick-rate --count 200000 --size 64")
 print("target/release/tether bench floor-tcp-copy --bytes 1073741824; target/release/tether bench stream --bytes 1073741824")
 print("target/release/tether bench connections --count 10000 --hold-secs 2")

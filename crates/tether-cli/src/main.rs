@@ -83,6 +83,14 @@ fn main() -> ExitCode {
             b.worker_threads(args.threads.max(1));
             b
         }
+        Command::Serve(args) if args.threads == Some(1) => {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        Command::Serve(args) if args.threads.is_some() => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(args.threads.map_or(1, usize::from));
+            b
+        }
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = match builder.enable_all().build() {

@@ -87,6 +87,10 @@ pub(crate) struct Args {
     /// is slowed (nothing lost), a quick datagram dropped and counted. 0: no limit.
     #[arg(long, value_name = "N", default_value_t = 20_000)]
     relay_rate: u32,
+    /// Runtime worker threads (default: one per CPU core); 1 serves everything on one
+    /// thread.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) threads: Option<u16>,
     /// Server name in the handshake info (and for --register).
     #[arg(long, default_value = "tether")]
     name: String,

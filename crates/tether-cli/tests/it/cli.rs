@@ -978,3 +978,24 @@ async fn a_url_without_a_path_names_no_route_and_is_a_usage_error() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.starts_with("{\"status\":3"), "{}", r.stdout);
 }
+
+#[tokio::test]
+async fn serve_runs_on_the_threads_asked_for_and_refuses_zero() {
+    let threads = |pid: u32| -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
+        line[8..].trim().parse().unwrap()
+    };
+    for (asked, want) in [(1, 1), (3, 4)] {
+        let s = tether_serve(&["--no-gateway", "--threads", &asked.to_string()]).await;
+        let url = format!("vsoa://127.0.0.1:{}/echo", s.port);
+        let r = tether(&["call", &url, "--param", "1"]).await;
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        // The workers, and the main thread that waits on them (one thread serves both
+        // roles with --threads 1).
+        assert_eq!(threads(s.child.id().unwrap()), want, "--threads {asked}");
+    }
+    let r = tether(&["serve", "--threads", "0"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("0 is not in 1.."), "{}", r.stderr);
+}

@@ -17,6 +17,7 @@ use super::Failure;
 mod conns;
 #[cfg(feature = "nats")]
 mod nats;
+mod procs;
 mod transfer;
 mod ws;
 
@@ -25,6 +26,10 @@ pub(crate) struct Args {
     /// Runtime worker threads; 1 runs both ends on one thread (no cross-thread wake-ups).
     #[arg(long, default_value_t = 2, global = true)]
     pub threads: usize,
+    /// A label recorded in the result's params as `tag` (bench/compare.sh marks with it
+    /// which server a `--url` run measured).
+    #[arg(long, global = true)]
+    tag: Option<String>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -57,6 +62,12 @@ enum Scenario {
     WsRpc(ws::WsRpc),
     /// State sync from the gateway to many WebSocket clients: update latency.
     WsFanout(ws::WsFanout),
+    /// Fan-out across processes: S subscribers here, the server in its own process
+    /// (`tether serve --relay /bench/`, or nats-server), the publisher in a child.
+    Fanout(procs::Fanout),
+    /// The publishing child of `fanout`.
+    #[command(hide = true)]
+    FanoutPublisher(procs::FanoutPublisher),
     /// NATS request-reply through a nats-server (built with --features nats).
     #[cfg(feature = "nats")]
     NatsRpc(nats::NatsRpc),
@@ -137,6 +148,9 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
             code: crate::cmd::exit::OTHER,
         })??;
     result["params"]["threads"] = json!(args.threads);
+    if let Some(tag) = args.tag {
+        result["params"]["tag"] = json!(tag);
+    }
     crate::output::print_line(&result.to_string());
     Ok(())
 }
@@ -147,6 +161,8 @@ async fn scenario(scenario: Scenario) -> Result<serde_json::Value, Failure> {
         Scenario::RpcLatency(a) => rpc_latency(a).await,
         Scenario::RpcThroughput(a) => rpc_throughput(a).await,
         Scenario::PubThroughput(a) => pub_throughput(a).await,
+        Scenario::Fanout(a) => procs::fanout(a).await,
+        Scenario::FanoutPublisher(a) => procs::publisher(a).await,
         Scenario::FloorUdp(a) => transfer::floor_udp(a).await,
         Scenario::QuickRate(a) => transfer::quick_rate(a).await,
         Scenario::FloorTcpCopy(a) => transfer::floor_tcp_copy(a).await,

@@ -55,7 +55,7 @@ fn nats_failure(what: &str) -> impl Fn(Box<dyn std::error::Error + Send + Sync>)
     }
 }
 
-async fn connect(url: &str) -> Result<async_nats::Client, Failure> {
+pub(super) async fn connect(url: &str) -> Result<async_nats::Client, Failure> {
     async_nats::ConnectOptions::new()
         .subscription_capacity(1 << 16)
         .request_timeout(Some(Duration::from_secs(10)))
