@@ -71,6 +71,12 @@ pub(super) async fn rpc(a: NatsRpc) -> Result<serde_json::Value, Failure> {
         .subscribe("bench.echo")
         .await
         .map_err(|e| nats_failure("subscribe")(e.into()))?;
+    // The server must have the subscription before the first request, or it answers
+    // "no responders" (the client's own flush says nothing about this connection).
+    responder
+        .flush()
+        .await
+        .map_err(|e| nats_failure("flush")(e.into()))?;
     let echo = tokio::spawn(async move {
         while let Some(m) = requests.next().await {
             if let Some(reply) = m.reply {
