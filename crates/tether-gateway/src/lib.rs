@@ -395,7 +395,7 @@ impl Gateway {
 }
 
 /// The plain-HTTP listener: axum's accept loop (which rides out accept errors), with
-/// [`prepare`] applied to each connection.
+/// [`tether::keepalive::prepare`] applied to each connection, as Tether's other listeners do.
 pub(crate) struct Prepared {
     inner: tokio::net::TcpListener,
     keepalive: Option<tether::Keepalive>,
@@ -407,25 +407,12 @@ impl axum::serve::Listener for Prepared {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (tcp, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        prepare(&tcp, self.keepalive);
+        tether::keepalive::prepare(&tcp, self.keepalive);
         (tcp, addr)
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.inner.local_addr()
-    }
-}
-
-/// What every accepted connection gets, as Tether's other listeners do: no Nagle delay
-/// (a juggler answer is one small frame), and keepalive. Failures are logged, not fatal.
-fn prepare(tcp: &tokio::net::TcpStream, keepalive: Option<tether::Keepalive>) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!("cannot set TCP_NODELAY: {e}");
-    }
-    if let Some(k) = keepalive {
-        if let Err(e) = k.apply(tcp) {
-            tracing::debug!("cannot turn TCP keepalive on: {e}");
-        }
     }
 }
 
@@ -515,7 +502,7 @@ async fn serve_tls(
             },
             () = shutdown.requested() => break,
         };
-        prepare(&tcp, keepalive);
+        tether::keepalive::prepare(&tcp, keepalive);
         let (tls, router) = (tls.clone(), router.clone());
         let tcp_local = tcp.local_addr().ok();
         tokio::spawn(async move {

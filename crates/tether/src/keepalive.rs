@@ -63,9 +63,9 @@ impl Keepalive {
     }
 }
 
-/// What every TCP connection of Tether gets: no Nagle delay, and keepalive `k` if given. A
-/// failure is logged, not fatal (the link works without either).
-pub(crate) fn prepare(stream: &TcpStream, k: Option<Keepalive>) {
+/// What every TCP connection of Tether gets (the gateway's too): no Nagle delay, and
+/// keepalive `k` if given. A failure is logged, not fatal (the link works without either).
+pub fn prepare(stream: &TcpStream, k: Option<Keepalive>) {
     let _ = stream.set_nodelay(true);
     if let Some(k) = k {
         if let Err(e) = k.apply(stream) {

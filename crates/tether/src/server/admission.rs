@@ -12,10 +12,51 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+/// A token bucket refilling at `rate` per second, holding at most `rate` (one second's
+/// burst); made full. The rate is passed to each call, so a bucket costs two words.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TokenBucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    pub(crate) fn full(rate: u32, now: Instant) -> Self {
+        TokenBucket {
+            tokens: f64::from(rate),
+            at: now,
+        }
+    }
+
+    fn tokens_at(&self, rate: f64, now: Instant) -> f64 {
+        (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(rate)
+    }
+
+    /// Whether it has refilled completely by `now` (it then carries no information).
+    pub(crate) fn is_full(&self, rate: u32, now: Instant) -> bool {
+        self.tokens_at(f64::from(rate), now) >= f64::from(rate)
+    }
+
+    /// Takes a token, or says how long until one is free.
+    pub(crate) fn take(&mut self, rate: u32, now: Instant) -> Result<(), std::time::Duration> {
+        let rate = f64::from(rate);
+        self.tokens = self.tokens_at(rate, now);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(std::time::Duration::from_secs_f64(
+                (1.0 - self.tokens) / rate,
+            ))
+        }
+    }
+}
+
 /// Token buckets per IP address.
 #[derive(Default)]
 pub(crate) struct RateLimiter {
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
 }
 
 /// Buckets kept before idle (full) ones are forgotten.
@@ -25,23 +66,15 @@ impl RateLimiter {
     /// Takes a token for `ip` at `rate` per second (burst `rate`); false when none is left.
     pub(crate) fn allow(&self, ip: IpAddr, rate: u32) -> bool {
         let now = Instant::now();
-        let rate = f64::from(rate);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_BUCKETS {
-            // A bucket that has refilled completely carries no information.
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * rate < rate
-            });
+            buckets.retain(|_, b| !b.is_full(rate, now));
         }
-        let (tokens, at) = buckets.entry(ip).or_insert((rate, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        buckets
+            .entry(ip)
+            .or_insert_with(|| TokenBucket::full(rate, now))
+            .take(rate, now)
+            .is_ok()
     }
 }
 

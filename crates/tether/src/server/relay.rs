@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tether_wire::url::subscription_matches;
 
-use super::admission::Throttled;
+use super::admission::{Throttled, TokenBucket};
 use super::{Datagram, Server, ServerBuilder};
 use crate::Payload;
 
@@ -208,25 +208,17 @@ impl Relay {
     }
 }
 
-/// One client's token bucket for the relay (empty until its first relayed datagram).
+/// One client's token bucket for the relay (none until its first relayed datagram).
 #[derive(Debug, Default)]
-pub(crate) struct Bucket(Mutex<Option<(f64, Instant)>>);
+pub(crate) struct Bucket(Mutex<Option<TokenBucket>>);
 
 impl Bucket {
     /// Takes a token at `rate` per second (burst `rate`), or says how long until one is free.
     fn take(&self, rate: u32) -> Result<(), Duration> {
-        let rate = f64::from(rate);
         let now = Instant::now();
         let mut b = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let (tokens, at) = b.get_or_insert((rate, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / rate))
-        }
+        b.get_or_insert_with(|| TokenBucket::full(rate, now))
+            .take(rate, now)
     }
 }
 
