@@ -1,7 +1,7 @@
 // Drives the dashboard of `tether serve` in Debian's headless Chromium (playwright-core).
 // Usage: node dashboard.mjs GATEWAY_PORT SCREENSHOT_PATH
 // Prints OK lines; READY once the page is live (the Rust side then connects a VSOA client);
-// CLIENT <id> when that client shows up; DONE after a call from the form returned its echo.
+// CLIENT <id> when that client shows up (the Rust side then sends a datagram to /r/x, relayed); DONE after a call from the form returned its echo.
 import { chromium } from 'playwright-core';
 
 const [port, shot] = process.argv.slice(2);
@@ -27,6 +27,13 @@ try {
     console.log('READY');
     const row = await page.waitForSelector('tr.client:has(td:text-is("vsoa"))', { timeout: WAIT });
     console.log(`CLIENT ${await row.getAttribute('data-id')}`);
+    // The counts people watch for trouble: cut-offs (none here) and the relay's work
+    // (the client's one datagram).
+    await page.waitForFunction(() => document.getElementById('relay')?.textContent.startsWith('relayed: 1,'),
+                               null, { timeout: WAIT });
+    const cut = await page.textContent('#cut-off');
+    if (cut !== 'cut off as slow consumers: 0') throw new Error(`cut-off shown as ${JSON.stringify(cut)}`);
+    ok(`${cut}; ${await page.textContent('#relay')}`);
     await page.fill('#route', '/echo');
     await page.fill('#data', '{"from": "the dashboard"}');
     await page.click('button[type=submit]');

@@ -6,7 +6,9 @@
 //! transport, priority, subscriptions}] (the newest 100 of each transport), "client_counts":
 //! {vsoa, websocket}, "rates": {packets_in_per_s, bytes_in_per_s,
 //! packets_out_per_s, bytes_out_per_s, publishes_per_s}, "totals": {...}, "publishes":
-//! [{url, param, at}] (the last 20, newest first), "publishes_skipped": N}`.
+//! [{url, param, at}] (the last 20, newest first), "publishes_skipped": N, "relay": {relayed,
+//! relayed_quick, throttled, refused_rate, refused_hook, failed} or null without `--relay`}`.
+//! `totals.cut_off` counts the subscribers cut off as slow consumers.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -103,6 +105,7 @@ pub(crate) fn start(server: Server, state: State, info: Info, ws: WsClients) {
                     let uptime = started.elapsed().as_secs();
                     let publishes: Vec<Value> = recent.iter().cloned().collect();
                     let skipped = tap.skipped();
+                    let relay = server.relay_stats();
                     state.update(|doc| {
                         doc["server"]["uptime_s"] = json!(uptime);
                         doc["rates"] = rates;
@@ -111,6 +114,7 @@ pub(crate) fn start(server: Server, state: State, info: Info, ws: WsClients) {
                         doc["client_counts"] = counts;
                         doc["publishes"] = Value::Array(publishes);
                         doc["publishes_skipped"] = json!(skipped);
+                        doc["relay"] = json!(relay);
                     });
                 }
             }

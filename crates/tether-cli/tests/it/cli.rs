@@ -791,8 +791,10 @@ async fn the_younger_serve_stops_clever_show_when_an_older_one_announces() {
 
 /// `tether serve` on free ports: the process, its `vsoa://` address and its gateway port
 /// (the first two lines it prints).
-async fn serve_with_gateway() -> (Lines, String, u16) {
-    let mut serve = Lines::spawn(tether_cmd(&["serve", "--listen", "127.0.0.1:0"]));
+async fn serve_with_gateway(extra: &[&str]) -> (Lines, String, u16) {
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut serve = Lines::spawn(tether_cmd(&args));
     let vsoa = serve.expect_prefix("tether: VSOA server on vsoa://").await;
     let vsoa = vsoa
         .trim_start_matches("tether: VSOA server on ")
@@ -809,7 +811,7 @@ async fn serve_with_gateway() -> (Lines, String, u16) {
 
 #[tokio::test]
 async fn serve_starts_the_gateway_with_the_demo_routes_and_publishes() {
-    let (_serve, vsoa, port) = serve_with_gateway().await;
+    let (_serve, vsoa, port) = serve_with_gateway(&[]).await;
     let mut py = Lines::spawn({
         let mut c =
             tokio::process::Command::new(workspace().join("target/interop-venv/bin/python"));
@@ -845,11 +847,11 @@ async fn serve_starts_the_gateway_with_the_demo_routes_and_publishes() {
 }
 
 /// The dashboard in Debian's headless Chromium: the page goes live, a VSOA client that
-/// connects during the test shows up, a call from the form returns the echo. The
-/// screenshot is kept in target/artifacts/dashboard.png.
+/// connects during the test shows up, its relayed datagram is counted, a call from the
+/// form returns the echo. The screenshot is kept in target/artifacts/dashboard.png.
 #[tokio::test]
 async fn dashboard_in_a_real_browser() {
-    let (_serve, vsoa, port) = serve_with_gateway().await;
+    let (_serve, vsoa, port) = serve_with_gateway(&["--relay", "/r/"]).await;
     let artifacts = workspace().join("target/artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let shot = artifacts.join("dashboard.png");
@@ -866,6 +868,10 @@ async fn dashboard_in_a_real_browser() {
     let client = tether::Client::connect(&vsoa).await.unwrap();
     let shown = browser.expect_prefix("CLIENT ").await;
     assert_eq!(shown, format!("CLIENT {}", client.id()));
+    client
+        .datagram("/r/x", tether::Payload::raw("1"))
+        .await
+        .unwrap();
     browser.expect("DONE").await;
     assert!(
         std::fs::metadata(&shot).unwrap().len() > 10_000,
@@ -877,7 +883,7 @@ async fn dashboard_in_a_real_browser() {
 /// VSOA clients: the state document stays small however many connections there are.
 #[tokio::test]
 async fn dashboard_shows_counts_and_the_newest_clients() {
-    let (_serve, vsoa, port) = serve_with_gateway().await;
+    let (_serve, vsoa, port) = serve_with_gateway(&[]).await;
     let mut clients = Vec::new();
     for _ in 0..103 {
         clients.push(tether::Client::connect(&vsoa).await.unwrap());

@@ -368,6 +368,23 @@ async fn every_listener_takes_bad_input_while_good_clients_get_every_reply_and_p
         cut_off, 1,
         "the stalled subscriber is cut off once, and counted"
     );
+    // ... and the dashboard shows it (its state, as a browser page receives it).
+    let page = tether_gateway::client::JugglerClient::builder(&format!("ws://{gateway}/ws"))
+        .connect()
+        .await
+        .unwrap();
+    let mut changes = page.state_changes();
+    let state = tokio::time::timeout(WAIT, changes.wait_for(|s| s["totals"]["cut_off"] == 1))
+        .await
+        .expect("the dashboard shows the cut-off")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        state["relay"],
+        serde_json::Value::Null,
+        "no --relay: {state}"
+    );
+    drop(page);
     drop(stalled);
     tokio::time::timeout(WAIT, caller).await.unwrap().unwrap();
     tokio::time::timeout(WAIT, transfer).await.unwrap().unwrap();

@@ -70,7 +70,7 @@ pub enum RelayVerdict {
 }
 
 /// What the relay did, since the server was built.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RelayStats {
     /// Reliable datagrams republished as reliable publishes.
     pub relayed: u64,
