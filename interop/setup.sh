@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the pinned real peers the interop tests drive:
 #   Python vsoa and hat-juggler (interop/requirements.txt) into target/interop-venv,
+#   hat-juggler 0.6 (interop/requirements06.txt) into target/interop-venv06,
 #   npm vsoa, @hat-open/juggler and playwright-core (interop/package-lock.json) into
 #   interop/node_modules; Debian's chromium (apt-get, as root) if it is missing.
 # Idempotent and quick when already installed. Fails loudly with the reason.
@@ -25,6 +26,21 @@ if ! cmp -s "$req" "$venv/.installed-requirements" 2>/dev/null; then
 fi
 "$venv/bin/python" -c 'import vsoa, importlib.metadata as m; assert vsoa.__version__ == "1.0.4", vsoa.__version__; assert m.version("hat-juggler") == "0.7.6", m.version("hat-juggler")' \
   || { echo "interop setup: Python vsoa 1.0.4 and hat-juggler 0.7.6 are not importable from $venv" >&2; exit 1; }
+# hat-juggler 0.6 (the wire before segments and pings) in a venv of its own: one venv
+# cannot hold two versions of a package.
+venv06="$root/target/interop-venv06"
+req06="$root/interop/requirements06.txt"
+if [ ! -x "$venv06/bin/python" ]; then
+  echo "interop setup: creating $venv06"
+  "$python" -m venv "$venv06"
+fi
+if ! cmp -s "$req06" "$venv06/.installed-requirements" 2>/dev/null; then
+  echo "interop setup: pip install -r interop/requirements06.txt"
+  "$venv06/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req06"
+  cp "$req06" "$venv06/.installed-requirements"
+fi
+"$venv06/bin/python" -c 'import importlib.metadata as m; from hat import juggler; assert m.version("hat-juggler") == "0.6.26", m.version("hat-juggler")' \
+  || { echo "interop setup: hat-juggler 0.6.26 is not importable from $venv06" >&2; exit 1; }
 
 if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
   echo "interop setup: node and npm are required for the npm vsoa peer" >&2
@@ -37,8 +53,8 @@ if ! cmp -s "$lock" "$stamp" 2>/dev/null; then
   (cd "$root/interop" && npm ci --no-audit --no-fund --loglevel=error)
   cp "$lock" "$stamp"
 fi
-(cd "$root/interop" && node -e 'for (const [p, want] of [["vsoa", "1.5.1"], ["@hat-open/juggler", "0.7.0"]]) { const v = require(p + "/package.json").version; if (v !== want) { console.error(p + " is " + v); process.exit(1) } }') \
-  || { echo "interop setup: npm vsoa 1.5.1 and @hat-open/juggler 0.7.0 are not installed in interop/node_modules" >&2; exit 1; }
+(cd "$root/interop" && node -e 'for (const [p, want] of [["vsoa", "1.5.1"], ["@hat-open/juggler", "0.7.0"], ["hat-open-juggler-06", "0.6.18"]]) { const v = require(p + "/package.json").version; if (v !== want) { console.error(p + " is " + v); process.exit(1) } }') \
+  || { echo "interop setup: npm vsoa 1.5.1, @hat-open/juggler 0.7.0 and 0.6.18 are not installed in interop/node_modules" >&2; exit 1; }
 # Debian's Chromium for the dashboard test (playwright-core drives it; nothing downloads
 # a browser of its own).
 if ! command -v chromium >/dev/null; then
@@ -52,4 +68,4 @@ if ! command -v chromium >/dev/null; then
     exit 1
   fi
 fi
-echo "interop setup: Python vsoa 1.0.4 and hat-juggler 0.7.6, npm vsoa 1.5.1, @hat-open/juggler 0.7.0, playwright-core 1.64.1 and $(chromium --version 2>/dev/null | head -1) ready"
+echo "interop setup: Python vsoa 1.0.4, hat-juggler 0.7.6 and 0.6.26, npm vsoa 1.5.1, @hat-open/juggler 0.7.0 and 0.6.18, playwright-core 1.64.1 and $(chromium --version 2>/dev/null | head -1) ready"

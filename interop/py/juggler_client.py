@@ -1,8 +1,11 @@
-"""The Python hat-juggler 0.7.6 client against Tether's gateway.
+"""The Python hat-juggler client against Tether's gateway: 0.7.6 from target/interop-venv,
+or 0.6.26 from target/interop-venv06 with JUGGLER_WS_PATH=/ws06 (same API, other wire).
 
-Usage: juggler_client.py PORT SCENARIO. Prints `OK <what>` per check, `READY` where the
-Rust side must act, `FAIL: <why>` (exit 1) on a mismatch. Scenarios:
+Usage: [JUGGLER_WS_PATH=/ws] juggler_client.py PORT SCENARIO. Prints `OK <what>` per
+check, `READY` where the Rust side must act, `FAIL: <why>` (exit 1) on a mismatch.
+Scenarios:
   requests  routes, failures, empty-name echo, SET, a message over 64 KiB
+  inflight  500 requests in flight at once, every answer checked
   notify    subscribe to /news/, print READY, expect the publish the Rust side makes
   demo      against `tether serve`: /echo, then subscribe to /demo/, READY, expect a
             publish of {"k": 1} on /demo/x
@@ -13,11 +16,13 @@ Rust side must act, `FAIL: <why>` (exit 1) on a mismatch. Scenarios:
             exactly N changes (one per state message), with no more within 0.5 s
 """
 import asyncio
+import os
 import sys
 
 from hat import juggler
 
 WAIT = 10.0
+WS_PATH = os.environ.get('JUGGLER_WS_PATH', '/ws')
 
 
 def check(cond, what):
@@ -54,6 +59,12 @@ async def requests(client):
     check(got == big, "a 200 000-character message both ways")
 
 
+async def inflight(client):
+    got = await asyncio.wait_for(
+        asyncio.gather(*(client.send('/echo', {'i': i}) for i in range(500))), WAIT)
+    check(got == [{'i': i} for i in range(500)], "500 requests in flight, each answered")
+
+
 async def notify(client, inbox):
     got = await asyncio.wait_for(client.send('subscribe', ['/news/']), WAIT)
     check(got is None, "subscribed")
@@ -86,7 +97,7 @@ async def state(client, changes, expected):
 
 async def auth(port):
     import aiohttp
-    url = f'ws://127.0.0.1:{port}/ws'
+    url = f'ws://127.0.0.1:{port}{WS_PATH}'
     try:
         await juggler.connect(url, auth=aiohttp.BasicAuth('alice', 'wrong'))
         check(False, "a wrong password got in")
@@ -102,7 +113,7 @@ async def auth(port):
 async def wss(port, cafile):
     import ssl
     import aiohttp
-    url = f'wss://127.0.0.1:{port}/ws'
+    url = f'wss://127.0.0.1:{port}{WS_PATH}'
     try:
         await juggler.connect(url, ssl_ctx=ssl.create_default_context())
         check(False, "an untrusted certificate was accepted")
@@ -122,13 +133,15 @@ async def main():
     if scenario == 'wss':
         return await wss(port, sys.argv[3])
     inbox = asyncio.Queue()
-    client = await juggler.connect(f'ws://127.0.0.1:{port}/ws',
+    client = await juggler.connect(f'ws://127.0.0.1:{port}{WS_PATH}',
                                    notify_cb=lambda _c, name, data: inbox.put_nowait((name, data)))
     changes = []
     client.state.register_change_cb(lambda data: changes.append(data))
     try:
         if scenario == 'requests':
             await requests(client)
+        elif scenario == 'inflight':
+            await inflight(client)
         elif scenario == 'notify':
             await notify(client, inbox)
         elif scenario == 'demo':

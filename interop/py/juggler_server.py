@@ -1,4 +1,5 @@
-"""A Python hat-juggler 0.7.6 server for Tether's juggler client to talk to.
+"""A Python hat-juggler server (0.7.6, or 0.6.26 run from target/interop-venv06: the same
+API) for Tether's juggler client to talk to.
 
 Usage: juggler_server.py. Prints `READY <port>` once it listens on 127.0.0.1, serves until
 stdin closes. Requests: add {a, b} -> a + b; fail -> raises Exception('boom');

@@ -1,6 +1,11 @@
-//! A juggler client (hat-juggler 0.7 protocol): requests with results or
-//! [`JugglerError`]s, a stream of `notify` messages, the server's state mirrored with change
-//! notifications, and keepalive pings. Talks to Tether's gateway and to hat-juggler servers.
+//! A juggler client (hat-juggler 0.7 protocol, or 0.6 with [`ClientBuilder::wire`]):
+//! requests with results or [`JugglerError`]s, a stream of `notify` messages, the server's
+//! state mirrored with change notifications, and keepalive pings (0.7 only). Talks to
+//! Tether's gateway and to hat-juggler servers.
+//!
+//! Notifications wait in a bounded queue ([`ClientBuilder::notify_queue`]): an application
+//! that does not read them never stalls responses or state; what does not fit is dropped
+//! and counted ([`JugglerClient::notifies_dropped`]).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,6 +32,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as Ws;
+
+use crate::Wire;
 
 /// Why a request did not succeed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -75,9 +82,25 @@ pub struct ClientBuilder {
     ping_timeout: Duration,
     max_segment: usize,
     max_message: usize,
+    wire: Wire,
+    notify_queue: usize,
 }
 
 impl ClientBuilder {
+    /// The wire the server speaks (default 0.7; a hat-juggler 0.6 server, or Tether's 0.6
+    /// endpoint `/ws06`, needs [`Wire::V0_6`]).
+    pub fn wire(mut self, wire: Wire) -> Self {
+        self.wire = wire;
+        self
+    }
+
+    /// Unread `notify` messages kept (default 1 024); more are dropped and counted in
+    /// [`JugglerClient::notifies_dropped`]. 0 ignores notifications (all counted).
+    pub fn notify_queue(mut self, messages: usize) -> Self {
+        self.notify_queue = messages;
+        self
+    }
+
     /// The TLS setup for `wss://` URLs (the same type as for VSOA clients: trusted CAs, an
     /// optional client certificate, the name to verify).
     pub fn tls(mut self, tls: tether::tls::ClientTls) -> Self {
@@ -92,7 +115,8 @@ impl ClientBuilder {
     }
 
     /// Keepalive: ping after `delay` without traffic (`None`: never), give up `timeout`
-    /// after (defaults 30 s and 30 s, as hat-juggler's Python client).
+    /// after (defaults 30 s and 30 s, as hat-juggler's Python client). The 0.6 wire has no
+    /// pings: there this is ignored.
     pub fn ping(mut self, delay: Option<Duration>, timeout: Duration) -> Self {
         self.ping_delay = delay;
         self.ping_timeout = timeout;
@@ -171,8 +195,10 @@ pub struct JugglerClient {
     pending: Pending,
     next_id: AtomicU64,
     max_segment: usize,
+    wire: Wire,
     state: watch::Receiver<Arc<Value>>,
     notifies: tokio::sync::Mutex<mpsc::Receiver<(String, Value)>>,
+    dropped: Arc<AtomicU64>,
     closed: watch::Receiver<Option<String>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -199,6 +225,8 @@ impl JugglerClient {
             ping_timeout: Duration::from_secs(30),
             max_segment: juggler::DEFAULT_MAX_SEGMENT,
             max_message: usize::MAX,
+            wire: Wire::V0_7,
+            notify_queue: 1024,
         }
     }
 
@@ -209,7 +237,10 @@ impl JugglerClient {
         let (frames, outgoing) = mpsc::unbounded_channel();
         let pending: Pending = Arc::default();
         let (state_tx, state) = watch::channel(Arc::new(Value::Null));
-        let (notify_tx, notifies) = mpsc::channel(1024);
+        // A channel of 0 does not exist: with 0 the sender is dropped and every notify counted.
+        let (notify_tx, notifies) = mpsc::channel(cfg.notify_queue.max(1));
+        let notify_tx = (cfg.notify_queue > 0).then_some(notify_tx);
+        let dropped = Arc::new(AtomicU64::new(0));
         let (closed_tx, closed) = watch::channel(None);
         let task = tokio::spawn(run(
             ws,
@@ -217,7 +248,10 @@ impl JugglerClient {
             outgoing,
             pending.clone(),
             state_tx,
-            notify_tx,
+            Notifies {
+                tx: notify_tx,
+                dropped: dropped.clone(),
+            },
             closed_tx,
         ));
         JugglerClient {
@@ -225,8 +259,10 @@ impl JugglerClient {
             pending,
             next_id: AtomicU64::new(1),
             max_segment: cfg.max_segment,
+            wire: cfg.wire,
             state,
             notifies: tokio::sync::Mutex::new(notifies),
+            dropped,
             closed,
             task,
         }
@@ -252,7 +288,10 @@ impl JugglerClient {
             name: Some(name.to_string()),
             data: Some(data),
         };
-        let frames = juggler::segments(&request.to_json(), self.max_segment);
+        let frames = match self.wire {
+            Wire::V0_7 => juggler::segments(&request.to_json(), self.max_segment),
+            Wire::V0_6 => vec![request.to_json()],
+        };
         if self.frames.send(Outgoing::Message(frames)).is_err() {
             self.pending
                 .lock()
@@ -264,9 +303,15 @@ impl JugglerClient {
             .unwrap_or_else(|_| Err(JugglerError::Closed(self.closed_reason())))
     }
 
-    /// The next `notify` message (name, data); `None` once the connection is closed.
+    /// The next `notify` message (name, data); `None` once the connection is closed (at
+    /// once with [`ClientBuilder::notify_queue`] 0).
     pub async fn next_notify(&self) -> Option<(String, Value)> {
         self.notifies.lock().await.recv().await
+    }
+
+    /// `notify` messages dropped because the queue was full (or ignored with queue 0).
+    pub fn notifies_dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// The server's state as last received (`null` until the first `state` message).
@@ -299,6 +344,24 @@ impl Drop for JugglerClient {
     }
 }
 
+/// Where notifications go: a bounded queue, never waited for.
+struct Notifies {
+    tx: Option<mpsc::Sender<(String, Value)>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Notifies {
+    fn offer(&self, name: String, data: Value) {
+        let full = match &self.tx {
+            Some(tx) => tx.try_send((name, data)).is_err(),
+            None => true,
+        };
+        if full && self.dropped.fetch_add(1, Ordering::Relaxed) == 0 && self.tx.is_some() {
+            tracing::warn!("juggler notifications are not read fast enough: dropping (counted)");
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 // Long on purpose: the client's one task, a select over the socket, requests to send and
 // its own pings; its arms share the connection's state.
@@ -308,14 +371,16 @@ async fn run<S>(
     mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
     pending: Pending,
     state: watch::Sender<Arc<Value>>,
-    notify: mpsc::Sender<(String, Value)>,
+    notify: Notifies,
     closed: watch::Sender<Option<String>>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut stream) = ws.split();
     let mut joiner = Reassembler::new(cfg.max_message);
-    let mut deadline = cfg.ping_delay.map(|d| Instant::now() + d);
+    // 0.6 has no juggler pings (a 0.6 server closes on one).
+    let ping_delay = cfg.ping_delay.filter(|_| cfg.wire == Wire::V0_7);
+    let mut deadline = ping_delay.map(|d| Instant::now() + d);
     let mut pinged = false;
     let reason: String = 'conn: loop {
         let wait = async {
@@ -365,7 +430,7 @@ async fn run<S>(
             },
             frame = stream.next() => {
                 pinged = false;
-                deadline = cfg.ping_delay.map(|d| Instant::now() + d);
+                deadline = ping_delay.map(|d| Instant::now() + d);
                 let text = match frame {
                     Some(Ok(Ws::Text(t))) => t,
                     Some(Ok(Ws::Close(f))) => break 'conn format!("server closed: {f:?}"),
@@ -374,18 +439,22 @@ async fn run<S>(
                     Some(Err(e)) => break 'conn format!("{e}"),
                     None => break 'conn "server went away".into(),
                 };
-                let parsed = match juggler::parse_frame(text.as_str()) {
-                    Ok(Package::Ping(p)) => {
+                let parsed = match (cfg.wire, juggler::parse_frame(text.as_str())) {
+                    (Wire::V0_6, _) => match serde_json::from_str::<Parsed>(text.as_str()) {
+                        Ok(Parsed(m)) => m,
+                        Err(e) => break 'conn format!("not a juggler 0.6 message: {e}"),
+                    },
+                    (_, Ok(Package::Ping(p))) => {
                         let _ = sink.send(Ws::Text(juggler::pong(p).into())).await;
                         continue;
                     }
-                    Ok(Package::Pong(_)) => continue,
-                    Ok(Package::Segment { last, text }) => match joiner.push_as::<Parsed>(text, last) {
+                    (_, Ok(Package::Pong(_))) => continue,
+                    (_, Ok(Package::Segment { last, text })) => match joiner.push_as::<Parsed>(text, last) {
                         Ok(Some(Parsed(m))) => m,
                         Ok(None) => continue,
                         Err(e) => break 'conn e.to_string(),
                     },
-                    Err(e) => break 'conn e.to_string(),
+                    (_, Err(e)) => break 'conn e.to_string(),
                 };
                 match parsed {
                     Ok(Message::Response { id, data, success }) => {
@@ -397,12 +466,7 @@ async fn run<S>(
                             let _ = tx.send(if success { Ok(data) } else { Err(JugglerError::Failed(data)) });
                         }
                     }
-                    Ok(Message::Notify { name, data }) => {
-                        if notify.send((name, data)).await.is_err() {
-                            // Nobody reads notifications any more: the client was dropped.
-                            break 'conn "client dropped".into();
-                        }
-                    }
+                    Ok(Message::Notify { name, data }) => notify.offer(name, data),
                     Ok(Message::State { diff }) => {
                         let current = state.borrow().clone();
                         match juggler::patch(&current, &diff) {

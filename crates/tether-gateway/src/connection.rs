@@ -1,6 +1,8 @@
 //! One juggler connection: a reader that answers pings at once and keeps the peer alive, a
 //! writer that sends whole messages (pings and pongs may slip between segments), request
-//! handling in order or concurrently, and the forwarding of subscribed publishes.
+//! handling in order or concurrently, and the forwarding of subscribed publishes. On the 0.6
+//! wire ([`Wire::V0_6`]) a frame is one bare JSON message and there are no juggler pings;
+//! everything else is the same.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -14,7 +16,7 @@ use tether_wire::juggler::{self, Message, Package, Parsed, Reassembler};
 use tokio::sync::{mpsc, Mutex};
 use tokio::time::Instant;
 
-use crate::GatewayState;
+use crate::{GatewayState, Wire};
 
 /// WebSocket close codes we use.
 const NORMAL: u16 = 1000;
@@ -34,6 +36,7 @@ pub(crate) struct Outgoing {
     pub(crate) messages: mpsc::Sender<Vec<String>>,
     control: mpsc::UnboundedSender<Control>,
     max_segment: usize,
+    wire: Wire,
     ctx: Arc<GatewayState>,
 }
 
@@ -41,7 +44,10 @@ impl Outgoing {
     /// Queues a message, cut into segments; waits while the queue is full. `false` once the
     /// connection is closing.
     pub(crate) async fn send(&self, msg: &Message) -> bool {
-        let frames = juggler::segments(&msg.to_json(), self.max_segment);
+        let frames = match self.wire {
+            Wire::V0_7 => juggler::segments(&msg.to_json(), self.max_segment),
+            Wire::V0_6 => vec![msg.to_json()],
+        };
         let queued = self.messages.send(frames).await.is_ok();
         if queued {
             self.ctx.stats.queued.fetch_add(1, Ordering::Relaxed);
@@ -63,6 +69,7 @@ pub(crate) async fn serve(
     ctx: Arc<GatewayState>,
     addrs: crate::Addrs,
     remote: String,
+    wire: Wire,
 ) {
     let peer = addrs.remote;
     let (sink, stream) = socket.split();
@@ -72,12 +79,13 @@ pub(crate) async fn serve(
         messages: msg_tx,
         control: ctl_tx,
         max_segment: ctx.config.max_segment,
+        wire,
         ctx: ctx.clone(),
     };
     ctx.stats.open.fetch_add(1, Ordering::Relaxed);
     ctx.stats.accepted.fetch_add(1, Ordering::Relaxed);
     let writer = tokio::spawn(write_loop(sink, msg_rx, ctl_rx, ctx.clone()));
-    tracing::debug!(%peer, "juggler connection open");
+    tracing::debug!(%peer, wire = wire.name(), "juggler connection open");
     let state = ctx.state.clone().unwrap_or_default();
     let _sync = AbortOnDrop(tokio::spawn(crate::state::sync(
         state.clone(),
@@ -206,7 +214,8 @@ async fn read_loop(
     };
     let _worker = AbortOnDrop(worker);
     let mut joiner = Reassembler::new(ctx.config.max_message);
-    let delay = ctx.config.ping_delay;
+    // 0.6 has no juggler ping (its peers would close on one); TCP keepalive still applies.
+    let delay = ctx.config.ping_delay.filter(|_| out.wire == Wire::V0_7);
     let mut deadline = delay.map(|d| Instant::now() + d);
     let mut pinged = false;
     loop {
@@ -235,7 +244,11 @@ async fn read_loop(
         let Some(text) = text_of(frame, ctx, out)? else {
             continue;
         };
-        let Some((id, name, data)) = request_of(&text, &mut joiner, ctx, out)? else {
+        let request = match out.wire {
+            Wire::V0_7 => request_of(&text, &mut joiner, ctx, out)?,
+            Wire::V0_6 => Some(request_of_06(&text, ctx, out)?),
+        };
+        let Some((id, name, data)) = request else {
             continue;
         };
         if ctx.config.parallel_requests {
@@ -323,8 +336,33 @@ fn request_of(
             }
         },
     };
+    only_requests(parsed, ctx, out).map(Some)
+}
+
+/// The request a 0.6 frame holds: the frame is the message's whole JSON text. Invalid JSON,
+/// or anything but a request, ends the connection (as hat-juggler 0.6 does).
+fn request_of_06(text: &str, ctx: &GatewayState, out: &Outgoing) -> Result<Queued, String> {
+    match serde_json::from_str::<Parsed>(text) {
+        Ok(Parsed(m)) => only_requests(m, ctx, out),
+        Err(e) => {
+            // A 0.7 frame is a header character and JSON: say so.
+            let close = match juggler::parse_frame(text) {
+                Ok(Package::Segment { .. }) => "a 0.7 frame on the 0.6 endpoint",
+                _ => "juggler message is not valid JSON",
+            };
+            Err(refuse(ctx, out, NORMAL, close, format!("{close}: {e}")))
+        }
+    }
+}
+
+/// A client may only send requests: anything else ends the connection.
+fn only_requests(
+    parsed: Result<Message, juggler::MessageError>,
+    ctx: &GatewayState,
+    out: &Outgoing,
+) -> Result<Queued, String> {
     match parsed {
-        Ok(Message::Request { id, name, data }) => Ok(Some((id, name, data))),
+        Ok(Message::Request { id, name, data }) => Ok((id, name, data)),
         Ok(other) => Err(refuse(
             ctx,
             out,
@@ -379,6 +417,11 @@ impl Connection {
                 data,
             })
             .await
+    }
+
+    /// The wire it speaks.
+    pub fn wire(&self) -> Wire {
+        self.out.wire
     }
 
     /// Whether the connection has ended.

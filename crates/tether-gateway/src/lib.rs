@@ -1,7 +1,9 @@
 //! Tether's WebSocket gateway: browsers and hat-juggler peers use the **same** routes and
-//! publishes as VSOA clients, over hat-juggler 0.7's protocol (docs/protocols/juggler.md).
+//! publishes as VSOA clients, over hat-juggler 0.7's protocol (docs/protocols/juggler.md) and
+//! over 0.6's (one bare JSON message per text frame, no juggler pings: [`Wire`]).
 //!
-//! One port serves HTTP and the WebSocket (`/ws` by default). On it:
+//! One port serves HTTP and the WebSocket (`/ws` for 0.7 and `/ws06` for 0.6 by default).
+//! On either:
 //!
 //! * a juggler request whose `name` is a route URL (`/echo`, or `SET /publish` for a SET) is
 //!   served by the server's route table, `data` as the JSON param; status 0 answers
@@ -54,11 +56,36 @@ pub use tether::Listening;
 
 pub use tether_wire::juggler::DEFAULT_MAX_SEGMENT;
 
+/// Which hat-juggler wire a WebSocket speaks (docs/protocols/juggler.md §7).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Wire {
+    /// hat-juggler 0.7 and later: every text frame is a header character (`0` last segment,
+    /// `1` more to follow, `2` ping, `3` pong) and a payload; messages are cut into segments.
+    #[default]
+    V0_7,
+    /// hat-juggler 0.6 (PyPI 0.6.x, `@hat-open/juggler` 0.6.x): every text frame is one
+    /// whole JSON message; no segments, no juggler pings (0.6 browsers ping with an empty
+    /// request, which is echoed).
+    V0_6,
+}
+
+impl Wire {
+    /// `"0.7"` or `"0.6"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Wire::V0_7 => "0.7",
+            Wire::V0_6 => "0.6",
+        }
+    }
+}
+
 /// Gateway settings; the defaults are hat-juggler's.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Path of the WebSocket endpoint (default `/ws`).
+    /// Path of the WebSocket endpoint that speaks 0.7 (default `/ws`).
     pub ws_path: String,
+    /// Path of the WebSocket endpoint that speaks 0.6 (default `/ws06`); `None`: none.
+    pub ws06_path: Option<String>,
     /// Largest segment we send, in characters (default 65 536).
     pub max_segment: usize,
     /// Largest message we accept, after joining its segments, and largest WebSocket
@@ -96,6 +123,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             ws_path: "/ws".into(),
+            ws06_path: Some("/ws06".into()),
             max_segment: DEFAULT_MAX_SEGMENT,
             max_message: 4 << 20,
             ping_delay: Some(Duration::from_secs(30)),
@@ -140,9 +168,15 @@ impl GatewayBuilder {
         self
     }
 
-    /// The WebSocket path.
+    /// The WebSocket path of the 0.7 wire.
     pub fn ws_path(mut self, path: impl Into<String>) -> Self {
         self.config.ws_path = path.into();
+        self
+    }
+
+    /// The WebSocket path of the 0.6 wire; `None`: no 0.6 endpoint.
+    pub fn ws06_path(mut self, path: Option<&str>) -> Self {
+        self.config.ws06_path = path.map(String::from);
         self
     }
 
@@ -313,8 +347,11 @@ impl Gateway {
     /// serve it with connect info (`into_make_service_with_connect_info::<SocketAddr>`).
     pub fn router(&self) -> Router {
         let cfg = &self.ctx.config;
-        let mut router = Router::new()
-            .route(&cfg.ws_path, get(upgrade))
+        let mut router = Router::new().route(&cfg.ws_path, get(upgrade07));
+        if let Some(path) = &cfg.ws06_path {
+            router = router.route(path, get(upgrade06));
+        }
+        let mut router = router
             .route("/metrics", get(prometheus))
             .with_state(self.ctx.clone());
         if let Some(index) = cfg.index_path.clone() {
@@ -386,10 +423,14 @@ impl Gateway {
                 tokio::spawn(serve_tls(listener, tls, self.router(), keepalive, shutdown));
             }
         }
-        tracing::info!(
-            "juggler gateway on ws://{local_addr}{}",
-            self.ctx.config.ws_path
-        );
+        let cfg = &self.ctx.config;
+        match &cfg.ws06_path {
+            Some(ws06) => tracing::info!(
+                "juggler gateway on ws://{local_addr}{} (0.6 on {ws06})",
+                cfg.ws_path
+            ),
+            None => tracing::info!("juggler gateway on ws://{local_addr}{}", cfg.ws_path),
+        }
         Ok(listening)
     }
 }
@@ -434,7 +475,30 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Prep
     }
 }
 
-async fn upgrade(
+/// The WebSocket endpoint of the 0.7 wire.
+async fn upgrade07(
+    ws: WebSocketUpgrade,
+    addrs: Option<axum::Extension<ConnectInfo<Addrs>>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: axum::http::HeaderMap,
+    ctx: AxumState<Arc<GatewayState>>,
+) -> Response {
+    upgrade(Wire::V0_7, ws, addrs, peer, headers, ctx)
+}
+
+/// The WebSocket endpoint of the 0.6 wire.
+async fn upgrade06(
+    ws: WebSocketUpgrade,
+    addrs: Option<axum::Extension<ConnectInfo<Addrs>>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: axum::http::HeaderMap,
+    ctx: AxumState<Arc<GatewayState>>,
+) -> Response {
+    upgrade(Wire::V0_6, ws, addrs, peer, headers, ctx)
+}
+
+fn upgrade(
+    wire: Wire,
     ws: WebSocketUpgrade,
     addrs: Option<axum::Extension<ConnectInfo<Addrs>>>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
@@ -467,7 +531,7 @@ async fn upgrade(
     .unwrap_or_else(|| peer.ip().to_string());
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| connection::serve(socket, ctx, addrs, remote))
+        .on_upgrade(move |socket| connection::serve(socket, ctx, addrs, remote, wire))
 }
 
 async fn prometheus(

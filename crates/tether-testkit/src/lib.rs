@@ -53,6 +53,17 @@ pub fn python() -> Command {
     c
 }
 
+/// The Python of the hat-juggler 0.6 venv (`target/interop-venv06`, `TETHER_INTEROP_PYTHON06`
+/// overrides it), run in `interop/py`: one venv cannot hold both juggler versions.
+pub fn python06() -> Command {
+    let p = std::env::var_os("TETHER_INTEROP_PYTHON06")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/interop-venv06/bin/python"));
+    let mut c = Command::new(installed(p, "the hat-juggler 0.6 venv"));
+    c.current_dir(workspace().join("interop/py"));
+    c
+}
+
 /// Node, run in `interop/` with the npm `package` the script needs installed there, and the
 /// global `WebSocket` that Node 20 keeps behind a flag.
 pub fn node(package: &str) -> Command {
