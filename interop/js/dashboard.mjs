@@ -1,10 +1,11 @@
 // Drives the dashboard of `tether serve` in Debian's headless Chromium (playwright-core).
-// Usage: node dashboard.mjs GATEWAY_PORT SCREENSHOT_PATH
+// Usage: node dashboard.mjs GATEWAY_PORT SCREENSHOT_PATH [PAGE_PATH [USER:PASSWORD]]
+// (PAGE_PATH default `/`; with USER:PASSWORD the browser answers Basic auth challenges.)
 // Prints OK lines; READY once the page is live (the Rust side then connects a VSOA client);
 // CLIENT <id> when that client shows up (the Rust side then sends a datagram to /r/x, relayed); DONE after a call from the form returned its echo.
 import { chromium } from 'playwright-core';
 
-const [port, shot] = process.argv.slice(2);
+const [port, shot, pagePath = '/', credentials] = process.argv.slice(2);
 const WAIT = 15000;
 const ok = what => console.log(`OK ${what}`);
 const browser = await chromium.launch({
@@ -13,8 +14,10 @@ const browser = await chromium.launch({
            '--disable-component-update', '--disable-sync'],
 });
 try {
-    const page = await browser.newPage();
-    await page.goto(`http://127.0.0.1:${port}/`, { timeout: WAIT });
+    const [username, password] = credentials ? credentials.split(':') : [];
+    const context = await browser.newContext(credentials ? { httpCredentials: { username, password } } : {});
+    const page = await context.newPage();
+    await page.goto(`http://127.0.0.1:${port}${pagePath}`, { timeout: WAIT });
     await page.waitForSelector('#link.up', { timeout: WAIT });
     ok(`page live at ${page.url()}`);
     // From the first state on (before the first update too), the header shows an uptime,

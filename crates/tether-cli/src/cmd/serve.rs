@@ -76,6 +76,8 @@ pub(crate) struct Args {
     #[arg(long)]
     no_gateway: bool,
     #[command(flatten)]
+    gw: GatewayArgs,
+    #[command(flatten)]
     limits: Limits,
     /// Republish the datagrams clients send to URLs matching PATTERN to every matching
     /// subscriber (reliable as reliable publishes, quick as quick), so clients publish in
@@ -126,6 +128,8 @@ struct Running {
     tls: bool,
     vsoa: tether::Listening,
     gateway: Option<tether::Listening>,
+    /// The gateway's 0.7 WebSocket path.
+    ws_path: String,
     clever_show: Option<tether::Listening>,
     socket_protocol: Option<tether::Listening>,
     announcer: Option<tether::clevershow::discovery::Announcer>,
@@ -223,6 +227,7 @@ async fn start(args: &Args, built: Built) -> Result<Running, Failure> {
         tls: tls.is_some(),
         vsoa,
         gateway,
+        ws_path: args.gw.ws_path.clone(),
         clever_show,
         socket_protocol,
         announcer,
@@ -241,17 +246,41 @@ async fn start_gateway(
     let state = tether_gateway::State::default();
     let ws: crate::dashboard::WsClients = Default::default();
     let seen = ws.clone();
-    let mut gw = tether_gateway::Gateway::builder(server.clone());
+    let o = &args.gw;
+    let mut gw = tether_gateway::Gateway::builder(server.clone())
+        .ws_path(&o.ws_path)
+        .ws06_path((!o.no_ws06).then_some(o.ws06_path.as_str()))
+        .autoflush(o.autoflush)
+        .parallel_requests(o.parallel_requests);
+    if o.ws06_path == o.ws_path && !o.no_ws06 {
+        return Err(Failure::usage(format!(
+            "--ws-path and --ws06-path are both {}: give the 0.6 WebSocket its own path, or --no-ws06",
+            o.ws_path
+        )));
+    }
     if let Some(tls) = tls {
         gw = gw.tls(tls.clone());
     }
+    if let Some(file) = &o.htpasswd {
+        let users = tether_gateway::Htpasswd::load(file)
+            .map_err(|e| Failure::usage(format!("--htpasswd: {e}")))?;
+        gw = gw.htpasswd(users);
+    }
+    // The page, told where its WebSocket is; once per process, so leaking it is fine.
+    let page: &'static str = Box::leak(crate::dashboard::page(&o.ws_path).into_boxed_str());
+    gw = gw.page("/dashboard.html", "text/html; charset=utf-8", page);
+    match &o.static_dir {
+        Some(dir) if !dir.is_dir() => {
+            return Err(Failure::usage(format!(
+                "--static-dir {}: not a directory",
+                dir.display()
+            )))
+        }
+        Some(dir) => gw = gw.static_dir(dir),
+        None => gw = gw.page("/index.html", "text/html; charset=utf-8", page),
+    }
     let gw = gw
         .shared_state(state.clone())
-        .page(
-            "/index.html",
-            "text/html; charset=utf-8",
-            crate::dashboard::PAGE,
-        )
         .on_connection(move |c| seen.lock().unwrap_or_else(|e| e.into_inner()).push(c))
         .build();
     let bound = gw.bind(args.gateway.as_str()).await.map_err(|e| Failure {
@@ -262,7 +291,7 @@ async fn start_gateway(
     let info = crate::dashboard::Info {
         name: args.name.clone(),
         vsoa: format!("vsoa://{}", vsoa.local_addr()),
-        gateway: format!("{scheme}://{}/ws", bound.local_addr()),
+        gateway: format!("{scheme}://{}{}", bound.local_addr(), o.ws_path),
         clever_show: clever_show.map(|c| c.local_addr().to_string()),
     };
     crate::dashboard::start(server.clone(), state, info, ws);
@@ -279,8 +308,9 @@ fn print_contract(running: &Running) {
     if let Some(gw) = &running.gateway {
         let scheme = if running.tls { "wss" } else { "ws" };
         crate::output::print_line(&format!(
-            "tether: gateway on {scheme}://{}/ws",
-            gw.local_addr()
+            "tether: gateway on {scheme}://{}{}",
+            gw.local_addr(),
+            running.ws_path
         ));
     }
     if let Some(cs) = &running.clever_show {
@@ -394,6 +424,59 @@ impl AnnounceArgs {
             self.announce_every
         );
         Ok(announcer)
+    }
+}
+
+/// The gateway's options, named as hat-juggler's `listen` names them (docs/gateway.md).
+#[derive(clap::Args)]
+struct GatewayArgs {
+    /// Path of the gateway's hat-juggler 0.7 WebSocket.
+    #[arg(long, value_name = "PATH", default_value = "/ws", value_parser = parse_http_path)]
+    ws_path: String,
+    /// Path of the gateway's hat-juggler 0.6 WebSocket (one bare JSON message per frame).
+    #[arg(long, value_name = "PATH", default_value = "/ws06", value_parser = parse_http_path)]
+    ws06_path: String,
+    /// No hat-juggler 0.6 WebSocket.
+    #[arg(long)]
+    no_ws06: bool,
+    /// Require HTTP Basic auth on every gateway route (WebSocket, dashboard, files,
+    /// /metrics) from the users of this htpasswd file (`$apr1$` or bcrypt hashes).
+    #[arg(long, value_name = "FILE")]
+    htpasswd: Option<std::path::PathBuf>,
+    /// Serve the files of DIR under `/` (`/` redirects to `/index.html`, which is then
+    /// yours); the dashboard stays at `/dashboard.html`.
+    #[arg(long, value_name = "DIR")]
+    static_dir: Option<std::path::PathBuf>,
+    /// State changes reach juggler clients within this many seconds (0: at each change;
+    /// `manual`: when the application flushes; the dashboard flushes every second).
+    #[arg(long, value_name = "SECS|manual", default_value = "0.2", value_parser = parse_autoflush)]
+    autoflush: tether_gateway::Autoflush,
+    /// Serve each juggler connection's requests concurrently (answers may overtake
+    /// each other); by default in order.
+    #[arg(long)]
+    parallel_requests: bool,
+}
+
+fn parse_http_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') || s.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "{s:?} is not a URL path: start it with / (e.g. /ws), without ?, # or spaces"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+fn parse_autoflush(s: &str) -> Result<tether_gateway::Autoflush, String> {
+    if s == "manual" {
+        return Ok(tether_gateway::Autoflush::Manual);
+    }
+    match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=3600.0).contains(&secs) => {
+            Ok(tether_gateway::Autoflush::from_secs(Some(secs)))
+        }
+        _ => Err(format!(
+            "{s:?}: give seconds from 0 to 3600 (0: at each change) or `manual`"
+        )),
     }
 }
 

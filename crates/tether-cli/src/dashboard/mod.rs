@@ -18,8 +18,19 @@ use serde_json::{json, Value};
 use tether::Server;
 use tether_gateway::{Connection, State};
 
-/// The page.
-pub(crate) const PAGE: &str = include_str!("index.html");
+/// The page, as built into the binary (its WebSocket at `/ws`).
+const PAGE: &str = include_str!("index.html");
+
+/// The page, connecting to the gateway's WebSocket at `ws_path`.
+pub(crate) fn page(ws_path: &str) -> String {
+    let default = "const WS_PATH = \"/ws\";";
+    debug_assert!(PAGE.contains(default));
+    // A JSON string is a JS string literal; `<` escaped so it cannot end the script.
+    let path = serde_json::to_string(ws_path)
+        .unwrap_or_else(|_| "\"/ws\"".into())
+        .replace('<', "\\u003c");
+    PAGE.replace(default, &format!("const WS_PATH = {path};"))
+}
 
 /// Most recent publishes shown.
 const RECENT: usize = 20;
@@ -116,6 +127,8 @@ pub(crate) fn start(server: Server, state: State, info: Info, ws: WsClients) {
                         doc["publishes_skipped"] = json!(skipped);
                         doc["relay"] = json!(relay);
                     });
+                    // Sent now whatever the autoflush mode (with `manual` nothing else would).
+                    state.flush();
                 }
             }
         }

@@ -801,9 +801,10 @@ async fn serve_with_gateway(extra: &[&str]) -> (Lines, String, u16) {
         .to_string();
     let gw = serve.expect_prefix("tether: gateway on ws://").await;
     let port = gw
-        .trim_end_matches("/ws")
-        .rsplit(':')
+        .trim_start_matches("tether: gateway on ws://")
+        .split('/')
         .next()
+        .and_then(|hp| hp.rsplit(':').next())
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no port in {gw:?}"));
     (serve, vsoa, port)
@@ -846,12 +847,37 @@ async fn serve_starts_the_gateway_with_the_demo_routes_and_publishes() {
     assert!(r.stderr.contains("--no-gateway"), "{}", r.stderr);
 }
 
-/// The dashboard in Debian's headless Chromium: the page goes live, a VSOA client that
-/// connects during the test shows up, its relayed datagram is counted, a call from the
-/// form returns the echo. The screenshot is kept in target/artifacts/dashboard.png.
+/// The dashboard in Debian's headless Chromium, with the gateway's options as a user would
+/// set them (Basic auth, a static site of their own, another WebSocket path, manual
+/// autoflush, parallel requests): the page goes live behind the password, a VSOA client
+/// that connects during the test shows up, its relayed datagram is counted, a call from
+/// the form returns the echo. The screenshot is kept in target/artifacts/dashboard.png.
 #[tokio::test]
 async fn dashboard_in_a_real_browser() {
-    let (_serve, vsoa, port) = serve_with_gateway(&["--relay", "/r/"]).await;
+    let dir = temp_dir("dashboard-browser");
+    let users = dir.join("users.htpasswd");
+    std::fs::write(
+        &users,
+        format!("alice:{}\n", tether_gateway::apr1("secret", "s4lt")),
+    )
+    .unwrap();
+    let site = dir.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("index.html"), "<p>their own page</p>").unwrap();
+    let (_serve, vsoa, port) = serve_with_gateway(&[
+        "--relay",
+        "/r/",
+        "--htpasswd",
+        users.to_str().unwrap(),
+        "--static-dir",
+        site.to_str().unwrap(),
+        "--ws-path",
+        "/juggler",
+        "--autoflush",
+        "manual",
+        "--parallel-requests",
+    ])
+    .await;
     let artifacts = workspace().join("target/artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let shot = artifacts.join("dashboard.png");
@@ -861,7 +887,8 @@ async fn dashboard_in_a_real_browser() {
         c.current_dir(workspace().join("interop"))
             .arg("js/dashboard.mjs")
             .arg(port.to_string())
-            .arg(&shot);
+            .arg(&shot)
+            .args(["/dashboard.html", "alice:secret"]);
         c
     });
     browser.expect("READY").await;
@@ -1004,4 +1031,101 @@ async fn serve_runs_on_the_threads_asked_for_and_refuses_zero() {
     let r = tether(&["serve", "--threads", "0"]).await;
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("0 is not in 1.."), "{}", r.stderr);
+}
+
+/// `GET path` on the gateway at `port` (with Basic credentials if given): the raw response.
+async fn http_get(port: u16, path: &str, auth: Option<&str>) -> String {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let auth = auth.map_or(String::new(), |a| {
+        let token = base64::engine::general_purpose::STANDARD.encode(a);
+        format!("Authorization: Basic {token}\r\n")
+    });
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    out
+}
+
+/// The gateway's options on `tether serve`, as hat-juggler's `listen` has them: Basic auth
+/// on every route, a static site, both WebSocket paths moved; each bad value a usage error.
+#[tokio::test]
+async fn serve_exposes_the_gateway_options_and_refuses_bad_ones() {
+    use tether_gateway::client::JugglerClient;
+    use tether_gateway::Wire;
+    let dir = temp_dir("serve-gateway-options");
+    let users = dir.join("users.htpasswd");
+    std::fs::write(
+        &users,
+        format!("alice:{}\n", tether_gateway::apr1("secret", "s4lt")),
+    )
+    .unwrap();
+    let site = dir.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("index.html"), "<p>their own page</p>").unwrap();
+    let (_serve, _vsoa, port) = serve_with_gateway(&[
+        "--htpasswd",
+        users.to_str().unwrap(),
+        "--static-dir",
+        site.to_str().unwrap(),
+        "--ws-path",
+        "/juggler",
+        "--ws06-path",
+        "/old",
+    ])
+    .await;
+    let refused = http_get(port, "/index.html", None).await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let wrong = http_get(port, "/index.html", Some("alice:wrong")).await;
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    let theirs = http_get(port, "/index.html", Some("alice:secret")).await;
+    assert!(theirs.ends_with("<p>their own page</p>"), "{theirs}");
+    let dashboard = http_get(port, "/dashboard.html", Some("alice:secret")).await;
+    assert!(
+        dashboard.contains(r#"const WS_PATH = "/juggler";"#),
+        "the dashboard connects to the moved path"
+    );
+    for (path, wire) in [("/juggler", Wire::V0_7), ("/old", Wire::V0_6)] {
+        let url = format!("ws://127.0.0.1:{port}{path}");
+        let c = JugglerClient::builder(&url)
+            .wire(wire)
+            .basic_auth("alice", "secret")
+            .connect()
+            .await
+            .unwrap();
+        let echo = c.send("/echo", serde_json::json!({"via": path})).await;
+        assert_eq!(echo, Ok(serde_json::json!({"via": path})));
+        let anonymous = JugglerClient::builder(&url).wire(wire).connect().await;
+        assert!(anonymous.is_err(), "{path} without credentials");
+    }
+    for (bad, says) in [
+        (&["--ws-path", "ws"][..], "not a URL path"),
+        (&["--autoflush=-1"][..], "seconds from 0 to 3600"),
+        (&["--autoflush", "soon"][..], "seconds from 0 to 3600"),
+        (&["--htpasswd", "/nonexistent/users"][..], "--htpasswd"),
+        (
+            &["--static-dir", "/nonexistent/site"][..],
+            "not a directory",
+        ),
+        (&["--ws06-path", "/ws"][..], "its own path"),
+    ] {
+        let mut args = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--gateway",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(bad);
+        let r = tether(&args).await;
+        assert_eq!(r.code, 2, "{bad:?}: {}", r.stderr);
+        assert!(r.stderr.contains(says), "{bad:?}: {}", r.stderr);
+    }
 }
