@@ -28,6 +28,7 @@ if ! command -v nats-server >/dev/null; then
 fi
 interop/setup.sh >&2
 py="$PWD/target/interop-venv/bin/python"
+py06="$PWD/target/interop-venv06/bin/python"
 
 if [ "$quick" = 1 ]; then
   cargo build -p tether-cli --features nats -j2 >&2
@@ -84,13 +85,16 @@ start_serve serve2 --no-gateway --threads 2
 serve2_url=$serve_url
 start_serve serve --gateway 127.0.0.1:0 --relay /bench/ --relay-rate 0
 serve_ws=$(sed -n 's|^tether: gateway on \(ws://[0-9.:]*/ws\).*|\1|p' "$tmp/serve.out")
+serve_ws06="${serve_ws}06"
 
 # Starts a Python peer script of interop/py that prints `READY <port>` and serves until its
 # stdin closes (a `sleep` holding a fifo keeps it open; both are stopped on exit). Sets $port.
 start_py() {
   local name=$1; shift
+  local python="$py"
+  if [ "$name" = juggler06 ]; then python="$py06"; fi
   mkfifo "$tmp/$name.in"
-  (cd interop/py && exec "$py" "$@" <"$tmp/$name.in" >"$tmp/$name.out" 2>"$tmp/$name.err") &
+  (cd interop/py && exec "$python" "$@" <"$tmp/$name.in" >"$tmp/$name.out" 2>"$tmp/$name.err") &
   pids+=($!)
   sleep 7200 >"$tmp/$name.in" &
   pids+=($!)
@@ -102,6 +106,8 @@ start_py vsoa server.py '' 0
 pyurl="vsoa://127.0.0.1:$port"
 start_py juggler juggler_server.py
 jugurl="ws://127.0.0.1:$port/ws"
+start_py juggler06 juggler_server.py
+jug06url="ws://127.0.0.1:$port/ws"
 for _ in $(seq 50); do grep -q 'Server is ready' "$tmp/nats.log" && break; sleep 0.1; done
 
 out="$tmp/results.jsonl"
@@ -141,6 +147,8 @@ for _ in $(seq "$runs"); do
   done
   run ws-rpc --url "$jugurl" --in-flight 64 "${pyws[@]}"
   run ws-rpc --url "$serve_ws" --tag serve --in-flight 64 "${wsrpc[@]}"
+  run ws-rpc --url "$jug06url" --wire 0.6 --in-flight 64 "${pyws[@]}"
+  run ws-rpc --url "$serve_ws06" --wire 0.6 --tag serve --in-flight 64 "${wsrpc[@]}"
   run ws-fanout "${fanout[@]}"
   run nats-rpc --url "$nats" --size 64 --in-flight 1 "${lat[@]}"
   run nats-rpc --url "$nats" --size 64 --in-flight 256 "${thr[@]}"

@@ -6,6 +6,8 @@ check, `READY` where the Rust side must act, `FAIL: <why>` (exit 1) on a mismatc
 Scenarios:
   requests  routes, failures, empty-name echo, SET, a message over 64 KiB
   inflight  500 requests in flight at once, every answer checked
+  app       an application's own request handler: add, fail, set_mine (its state is this
+            connection's, flushed before the answer), notify_me, then bye (it closes us)
   notify    subscribe to /news/, print READY, expect the publish the Rust side makes
   demo      against `tether serve`: /echo, then subscribe to /demo/, READY, expect a
             publish of {"k": 1} on /demo/x
@@ -63,6 +65,21 @@ async def inflight(client):
     got = await asyncio.wait_for(
         asyncio.gather(*(client.send('/echo', {'i': i}) for i in range(500))), WAIT)
     check(got == [{'i': i} for i in range(500)], "500 requests in flight, each answered")
+
+
+async def app(client, inbox):
+    got = await asyncio.wait_for(client.send('add', {'a': 1, 'b': 2}), WAIT)
+    check(got == 3, f"add answered {got!r}")
+    await fails(client, 'fail', None, 'boom')
+    got = await asyncio.wait_for(client.send('set_mine', 5), WAIT)
+    check(got is None and client.state.data == {'mine': 5},
+          f"the state came before the answer: {client.state.data!r}")
+    got = await asyncio.wait_for(client.send('notify_me', 7), WAIT)
+    name, data = await asyncio.wait_for(inbox.get(), WAIT)
+    check((name, data) == ('hello', 7), f"notify {name} {data!r}")
+    await asyncio.wait_for(client.send('bye', None), WAIT)
+    await asyncio.wait_for(client.wait_closed(), WAIT)
+    check(True, "closed by the application")
 
 
 async def notify(client, inbox):
@@ -142,6 +159,8 @@ async def main():
             await requests(client)
         elif scenario == 'inflight':
             await inflight(client)
+        elif scenario == 'app':
+            await app(client, inbox)
         elif scenario == 'notify':
             await notify(client, inbox)
         elif scenario == 'demo':

@@ -20,7 +20,20 @@ use crate::{GatewayState, Wire};
 
 /// WebSocket close codes we use.
 const NORMAL: u16 = 1000;
+const GOING_AWAY: u16 = 1001;
 const TOO_BIG: u16 = 1009;
+
+/// How long a connection we closed waits for the peer's close frame before it drops the
+/// socket.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What the writer takes from the message queue.
+pub(crate) enum Queued {
+    /// One message's frames.
+    Frames(Vec<String>),
+    /// Answered once everything queued before it is written and flushed.
+    Written(tokio::sync::oneshot::Sender<()>),
+}
 
 /// What the writer sends.
 enum Control {
@@ -33,7 +46,7 @@ enum Control {
 /// The sending side, shared by the reader, the request workers and the notifier.
 #[derive(Clone)]
 pub(crate) struct Outgoing {
-    pub(crate) messages: mpsc::Sender<Vec<String>>,
+    pub(crate) messages: mpsc::Sender<Queued>,
     control: mpsc::UnboundedSender<Control>,
     max_segment: usize,
     wire: Wire,
@@ -48,11 +61,18 @@ impl Outgoing {
             Wire::V0_7 => juggler::segments(&msg.to_json(), self.max_segment),
             Wire::V0_6 => vec![msg.to_json()],
         };
-        let queued = self.messages.send(frames).await.is_ok();
+        let queued = self.messages.send(Queued::Frames(frames)).await.is_ok();
         if queued {
             self.ctx.stats.queued.fetch_add(1, Ordering::Relaxed);
         }
         queued
+    }
+
+    /// Waits until everything queued so far is written to the socket; `false` if the
+    /// connection closed first.
+    pub(crate) async fn written(&self) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.messages.send(Queued::Written(tx)).await.is_ok() && rx.await.is_ok()
     }
 
     fn control(&self, c: Control) {
@@ -64,12 +84,29 @@ impl Outgoing {
     }
 }
 
+/// A WebSocket connection's hold on its listener: [`tether::Listening::shutdown`] waits
+/// for it, and when it is asked for the connection sends a close (1001) and ends within
+/// `timeout`.
+pub(crate) struct Closing {
+    pub(crate) shutdown: tether::listening::Shutdown,
+    pub(crate) timeout: std::time::Duration,
+}
+
+impl Closing {
+    async fn wait(&mut self, out: &Outgoing) {
+        self.shutdown.requested().await;
+        out.close(GOING_AWAY, "the server is shutting down");
+        tokio::time::sleep(self.timeout).await;
+    }
+}
+
 pub(crate) async fn serve(
     socket: WebSocket,
     ctx: Arc<GatewayState>,
     addrs: crate::Addrs,
     remote: String,
     wire: Wire,
+    mut listener: Option<Closing>,
 ) {
     let peer = addrs.remote;
     let (sink, stream) = socket.split();
@@ -87,20 +124,42 @@ pub(crate) async fn serve(
     let writer = tokio::spawn(write_loop(sink, msg_rx, ctl_rx, ctx.clone()));
     tracing::debug!(%peer, wire = wire.name(), "juggler connection open");
     let state = ctx.state.clone().unwrap_or_default();
+    let (flush_tx, flush_rx) = mpsc::channel(16);
     let _sync = AbortOnDrop(tokio::spawn(crate::state::sync(
         state.clone(),
         ctx.config.autoflush,
         out.clone(),
+        flush_rx,
     )));
+    let conn = Connection {
+        peer,
+        local: addrs.local,
+        remote,
+        state,
+        out: out.clone(),
+        flushes: flush_tx,
+    };
     if let Some(hook) = &ctx.on_connection {
-        hook(Connection {
-            peer,
-            remote,
-            state,
-            out: out.clone(),
-        });
+        hook(conn.clone());
     }
-    let Err(reason) = read_loop(stream, &ctx, addrs, &out).await;
+    // The reader ends the connection; so do the writer stopping (we sent a close: the
+    // peer has CLOSE_GRACE to answer it) and the listener shutting down (a close 1001,
+    // then the socket dropped once the shutdown timeout is over).
+    let writer_done = async {
+        out.messages.closed().await;
+        tokio::time::sleep(CLOSE_GRACE).await;
+    };
+    let shutdown = async {
+        match listener.as_mut() {
+            Some(l) => l.wait(&out).await,
+            None => std::future::pending().await,
+        }
+    };
+    let reason = tokio::select! {
+        Err(reason) = read_loop(stream, &ctx, conn, &out) => reason,
+        () = writer_done => "closed by this side; the peer did not answer the close".into(),
+        () = shutdown => "the gateway shut down".into(),
+    };
     tracing::debug!(%peer, "juggler connection closed: {reason}");
     out.close(NORMAL, "");
     drop(out);
@@ -110,7 +169,7 @@ pub(crate) async fn serve(
 
 async fn write_loop(
     mut sink: SplitSink<WebSocket, WsMessage>,
-    mut messages: mpsc::Receiver<Vec<String>>,
+    mut messages: mpsc::Receiver<Queued>,
     control: mpsc::UnboundedReceiver<Control>,
     ctx: Arc<GatewayState>,
 ) {
@@ -118,13 +177,15 @@ async fn write_loop(
     write_frames(&mut sink, &mut messages, control, stats).await;
     // What was queued and will never be written no longer counts as queued.
     messages.close();
-    let left = std::iter::from_fn(|| messages.try_recv().ok()).count();
+    let left = std::iter::from_fn(|| messages.try_recv().ok())
+        .filter(|q| matches!(q, Queued::Frames(_)))
+        .count();
     stats.queued.fetch_sub(left as i64, Ordering::Relaxed);
 }
 
 async fn write_frames(
     sink: &mut SplitSink<WebSocket, WsMessage>,
-    messages: &mut mpsc::Receiver<Vec<String>>,
+    messages: &mut mpsc::Receiver<Queued>,
     mut control: mpsc::UnboundedReceiver<Control>,
     stats: &crate::metrics::Stats,
 ) {
@@ -152,29 +213,38 @@ async fn write_frames(
                 None => return,
             },
             m = messages.recv() => {
-                let Some(mut frames) = m else { return };
+                let Some(mut next) = m else { return };
                 // Feed whatever is queued, then flush once: a burst of answers costs one
                 // write, not one per frame.
+                let mut written = Vec::new();
                 loop {
-                    stats.queued.fetch_sub(1, Ordering::Relaxed);
-                    for frame in frames {
-                        while let Ok(c) = control.try_recv() {
-                            if !send_control(sink, c).await {
-                                return;
+                    match next {
+                        Queued::Frames(frames) => {
+                            stats.queued.fetch_sub(1, Ordering::Relaxed);
+                            for frame in frames {
+                                while let Ok(c) = control.try_recv() {
+                                    if !send_control(sink, c).await {
+                                        return;
+                                    }
+                                }
+                                stats.frame_out(frame.len());
+                                if sink.feed(WsMessage::Text(frame.into())).await.is_err() {
+                                    return;
+                                }
                             }
                         }
-                        stats.frame_out(frame.len());
-                        if sink.feed(WsMessage::Text(frame.into())).await.is_err() {
-                            return;
-                        }
+                        Queued::Written(tx) => written.push(tx),
                     }
                     match messages.try_recv() {
-                        Ok(more) => frames = more,
+                        Ok(more) => next = more,
                         Err(_) => break,
                     }
                 }
                 if sink.flush().await.is_err() {
                     return;
+                }
+                for tx in written {
+                    let _ = tx.send(());
                 }
             }
         }
@@ -184,7 +254,7 @@ async fn write_frames(
 /// Per-connection request state: the subscriber (created on the first `subscribe`).
 struct Session {
     ctx: Arc<GatewayState>,
-    addrs: crate::Addrs,
+    conn: Connection,
     out: Outgoing,
     subscriber: Mutex<Option<Arc<tether::LocalSubscriber>>>,
 }
@@ -192,18 +262,18 @@ struct Session {
 async fn read_loop(
     mut stream: SplitStream<WebSocket>,
     ctx: &Arc<GatewayState>,
-    addrs: crate::Addrs,
+    conn: Connection,
     out: &Outgoing,
 ) -> Result<std::convert::Infallible, String> {
     let session = Arc::new(Session {
         ctx: ctx.clone(),
-        addrs,
+        conn,
         out: out.clone(),
         subscriber: Mutex::new(None),
     });
     // In order: one worker takes the requests as they come; the reader stays free for pings
     // until QUEUED_REQUESTS wait, then it stops reading (TCP pushes back on the client).
-    let (ordered, mut queue) = mpsc::channel::<Queued>(QUEUED_REQUESTS);
+    let (ordered, mut queue) = mpsc::channel::<Waiting>(QUEUED_REQUESTS);
     let worker = {
         let session = session.clone();
         tokio::spawn(async move {
@@ -264,7 +334,7 @@ async fn read_loop(
 const QUEUED_REQUESTS: usize = 1024;
 
 /// A request as it waits for its answer: id, name, data.
-type Queued = (Value, Option<String>, Option<Value>);
+type Waiting = (Value, Option<String>, Option<Value>);
 
 /// Counts a protocol error, closes the connection with `code` (the peer sees `close`),
 /// and gives the reason to log.
@@ -314,7 +384,7 @@ fn request_of(
     joiner: &mut Reassembler,
     ctx: &GatewayState,
     out: &Outgoing,
-) -> Result<Option<Queued>, String> {
+) -> Result<Option<Waiting>, String> {
     let package = juggler::parse_frame(text)
         .map_err(|e| refuse(ctx, out, NORMAL, &e.to_string(), e.to_string()))?;
     let parsed = match package {
@@ -341,7 +411,7 @@ fn request_of(
 
 /// The request a 0.6 frame holds: the frame is the message's whole JSON text. Invalid JSON,
 /// or anything but a request, ends the connection (as hat-juggler 0.6 does).
-fn request_of_06(text: &str, ctx: &GatewayState, out: &Outgoing) -> Result<Queued, String> {
+fn request_of_06(text: &str, ctx: &GatewayState, out: &Outgoing) -> Result<Waiting, String> {
     match serde_json::from_str::<Parsed>(text) {
         Ok(Parsed(m)) => only_requests(m, ctx, out),
         Err(e) => {
@@ -360,7 +430,7 @@ fn only_requests(
     parsed: Result<Message, juggler::MessageError>,
     ctx: &GatewayState,
     out: &Outgoing,
-) -> Result<Queued, String> {
+) -> Result<Waiting, String> {
     match parsed {
         Ok(Message::Request { id, name, data }) => Ok((id, name, data)),
         Ok(other) => Err(refuse(
@@ -374,14 +444,23 @@ fn only_requests(
     }
 }
 
-/// A juggler connection, as [`crate::GatewayBuilder::on_connection`] sees it.
+/// A juggler connection, as [`crate::GatewayBuilder::on_connection`] and
+/// [`crate::GatewayBuilder::on_request`] see it (hat-juggler's `Connection`). Cheap to
+/// clone; every clone is the same connection.
 #[derive(Clone)]
 pub struct Connection {
     peer: SocketAddr,
+    local: SocketAddr,
     remote: String,
     state: crate::State,
     out: Outgoing,
+    flushes: mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
 }
+
+/// The connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the juggler connection is closed")]
+pub struct ConnectionClosed;
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -397,6 +476,11 @@ impl Connection {
         self.peer
     }
 
+    /// This side's address of the connection.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
     /// The client's address: the socket's IP, or with
     /// [`crate::GatewayBuilder::trust_forwarded`] what `Forwarded` / `X-Forwarded-For`
     /// say (hat-juggler's `remote`).
@@ -404,7 +488,8 @@ impl Connection {
         &self.remote
     }
 
-    /// The state this connection syncs: the gateway's shared one, or its own.
+    /// The state this connection syncs: the gateway's shared one, or its own (which the
+    /// application may change: `conn.state().set(..)`).
     pub fn state(&self) -> &crate::State {
         &self.state
     }
@@ -417,6 +502,34 @@ impl Connection {
                 data,
             })
             .await
+    }
+
+    /// Sends this connection's pending state diff now, whatever the autoflush mode, and
+    /// returns once it is written to the socket (other connections are not flushed).
+    pub async fn flush(&self) -> Result<(), ConnectionClosed> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.flushes.send(tx).await.map_err(|_| ConnectionClosed)?;
+        rx.await.map_err(|_| ConnectionClosed)?;
+        if self.out.written().await {
+            Ok(())
+        } else {
+            Err(ConnectionClosed)
+        }
+    }
+
+    /// Closes the connection from this side with code 1000 and `reason` (cut to the 123
+    /// bytes a close frame holds). What was queued before goes out first, for at most a
+    /// second (a peer that does not read gets the close without it).
+    pub fn close(&self, reason: &str) {
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (out, reason) = (self.out.clone(), reason[..end].to_string());
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(CLOSE_GRACE, out.written()).await;
+            out.close(NORMAL, reason);
+        });
     }
 
     /// The wire it speaks.
@@ -449,16 +562,16 @@ impl Session {
                 self.subscription(name == "subscribe", data).await
             }
             (Some(name), Some(data)) => {
-                let server = &self.ctx.server;
-                match server
-                    .call_json(name, Some(&data), self.addrs.remote, self.addrs.local)
-                    .await
-                {
+                let (server, c) = (&self.ctx.server, &self.conn);
+                match server.call_json(name, Some(&data), c.peer, c.local).await {
                     Some(answer) => answer,
-                    None => Err(format!(
-                        "no request {name:?}: name a route (\"/path\", \"SET /path\"), or \
-                         \"subscribe\"/\"unsubscribe\" with a list of URLs"
-                    )),
+                    None => match &self.ctx.on_request {
+                        Some(handler) => handler(c.clone(), name.to_string(), data).await,
+                        None => Err(format!(
+                            "no request {name:?}: name a route (\"/path\", \"SET /path\"), or \
+                             \"subscribe\"/\"unsubscribe\" with a list of URLs"
+                        )),
+                    },
                 }
             }
         };

@@ -36,7 +36,7 @@ mod remote;
 mod state;
 
 pub use auth::{apr1, Htpasswd, HtpasswdError};
-pub use connection::Connection;
+pub use connection::{Connection, ConnectionClosed};
 pub use state::{Autoflush, State};
 
 use std::net::SocketAddr;
@@ -113,6 +113,9 @@ pub struct Config {
     /// (docs/protocols/juggler.md §1.8), for [`Connection::remote`]; only behind a proxy you
     /// trust (default off: the socket's address).
     pub trust_forwarded: bool,
+    /// How long [`Listening::shutdown`] gives WebSocket connections to answer its close
+    /// (1001) before it drops them (default 100 ms, hat-juggler's `shutdown_timeout`).
+    pub shutdown_timeout: Duration,
     /// TCP keepalive on every accepted connection (default [`tether::Keepalive::default`]:
     /// a peer that vanished without a reset is noticed within 11 s, also on an idle
     /// link); `None`: off. Every connection also gets `TCP_NODELAY`.
@@ -130,6 +133,7 @@ impl Default for Config {
             ping_timeout: Duration::from_secs(30),
             parallel_requests: false,
             keepalive: Some(tether::Keepalive::default()),
+            shutdown_timeout: Duration::from_millis(100),
             send_queue: 1024,
             autoflush: Autoflush::Within(Duration::from_millis(200)),
             static_dir: None,
@@ -146,12 +150,25 @@ pub struct GatewayBuilder {
     config: Config,
     state: Option<State>,
     on_connection: Option<ConnectionHook>,
+    on_request: Option<RequestHandler>,
     htpasswd: Option<Htpasswd>,
     extra: Vec<Router>,
     tls: Option<tether::tls::ServerTls>,
 }
 
 type ConnectionHook = Box<dyn Fn(Connection) + Send + Sync>;
+
+/// hat-juggler's `request_cb`: the connection, the request's name and data; the answer's
+/// data, or a failure's reason.
+type RequestHandler = Box<
+    dyn Fn(
+            Connection,
+            String,
+            serde_json::Value,
+        ) -> futures_util::future::BoxFuture<'static, Result<serde_json::Value, String>>
+        + Send
+        + Sync,
+>;
 
 impl std::fmt::Debug for GatewayBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -277,6 +294,26 @@ impl GatewayBuilder {
         self
     }
 
+    /// Answers the requests that name no route (hat-juggler's `request_cb`): called with
+    /// the connection, the name and the data; `Ok` answers `success: true` with its value,
+    /// `Err` `success: false` with the reason. Names that are routes (`/path`,
+    /// `SET /path`), `subscribe`/`unsubscribe` and the empty-name echo keep their meaning.
+    /// Without a handler such requests fail with a reason naming the choices.
+    pub fn on_request<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Connection, String, serde_json::Value) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<serde_json::Value, String>> + Send + 'static,
+    {
+        self.on_request = Some(Box::new(move |c, n, d| Box::pin(f(c, n, d))));
+        self
+    }
+
+    /// How long [`Listening::shutdown`] waits for WebSocket connections to close.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.config.shutdown_timeout = timeout;
+        self
+    }
+
     /// The gateway.
     pub fn build(self) -> Gateway {
         Gateway {
@@ -285,6 +322,7 @@ impl GatewayBuilder {
                 config: self.config,
                 state: self.state,
                 on_connection: self.on_connection,
+                on_request: self.on_request,
                 htpasswd: self.htpasswd,
                 extra: self.extra,
                 tls: self.tls,
@@ -300,10 +338,31 @@ struct GatewayState {
     config: Config,
     state: Option<State>,
     on_connection: Option<ConnectionHook>,
+    on_request: Option<RequestHandler>,
     htpasswd: Option<Htpasswd>,
     extra: Vec<Router>,
     tls: Option<tether::tls::ServerTls>,
     stats: metrics::Stats,
+}
+
+/// The listener a request came in on, for WebSocket connections to hold (so that
+/// [`Listening::shutdown`] closes them); empty once its shutdown began.
+#[derive(Clone)]
+struct OnListener(Arc<std::sync::Mutex<Option<Shutdown>>>);
+
+impl OnListener {
+    fn new(shutdown: &Shutdown) -> Self {
+        OnListener(Arc::new(std::sync::Mutex::new(Some(shutdown.clone()))))
+    }
+
+    /// Lets go of the listener: new upgrades are refused, open connections close.
+    fn release(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    fn hold(&self) -> Option<Shutdown> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// The WebSocket gateway of one [`tether::Server`]. Cheap to clone.
@@ -337,6 +396,7 @@ impl Gateway {
             config: Config::default(),
             state: None,
             on_connection: None,
+            on_request: None,
             htpasswd: None,
             extra: Vec::new(),
             tls: None,
@@ -387,8 +447,9 @@ impl Gateway {
     }
 
     /// Listens on `addr` (HTTP and WebSocket on one port). [`Listening::shutdown`] stops
-    /// accepting and returns once the port is closed; WebSocket connections already open
-    /// are not closed by it. Dropping the handle leaves the gateway running.
+    /// accepting, sends every WebSocket connection of this listener a close (1001), and
+    /// returns once the port is closed and each of them ended (within
+    /// [`Config::shutdown_timeout`]). Dropping the handle leaves the gateway running.
     pub async fn bind(&self, addr: impl tether::BindAddr) -> Result<Listening, BindError> {
         let shown = addr.to_string();
         let err = |source| BindError {
@@ -398,9 +459,11 @@ impl Gateway {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
         let local_addr = listener.local_addr().map_err(err)?;
         let (listening, mut shutdown) = Listening::new(local_addr);
+        let on = OnListener::new(&shutdown);
+        let router = self.router().layer(axum::Extension(on.clone()));
         match self.ctx.tls.clone() {
             None => {
-                let app = self.router().into_make_service_with_connect_info::<Addrs>();
+                let app = router.into_make_service_with_connect_info::<Addrs>();
                 let listener = Prepared {
                     inner: listener,
                     keepalive: self.ctx.config.keepalive,
@@ -415,12 +478,16 @@ impl Gateway {
                         }
                         _ = shutdown.requested() => {}
                     }
+                    on.release();
                     drop(shutdown);
                 });
             }
             Some(tls) => {
                 let keepalive = self.ctx.config.keepalive;
-                tokio::spawn(serve_tls(listener, tls, self.router(), keepalive, shutdown));
+                tokio::spawn(async move {
+                    serve_tls(listener, tls, router, keepalive, shutdown).await;
+                    on.release();
+                });
             }
         }
         let cfg = &self.ctx.config;
@@ -481,9 +548,10 @@ async fn upgrade07(
     addrs: Option<axum::Extension<ConnectInfo<Addrs>>>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: axum::http::HeaderMap,
+    on: Option<axum::Extension<OnListener>>,
     ctx: AxumState<Arc<GatewayState>>,
 ) -> Response {
-    upgrade(Wire::V0_7, ws, addrs, peer, headers, ctx)
+    upgrade(Wire::V0_7, ws, addrs, peer, headers, on, ctx)
 }
 
 /// The WebSocket endpoint of the 0.6 wire.
@@ -492,9 +560,10 @@ async fn upgrade06(
     addrs: Option<axum::Extension<ConnectInfo<Addrs>>>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: axum::http::HeaderMap,
+    on: Option<axum::Extension<OnListener>>,
     ctx: AxumState<Arc<GatewayState>>,
 ) -> Response {
-    upgrade(Wire::V0_6, ws, addrs, peer, headers, ctx)
+    upgrade(Wire::V0_6, ws, addrs, peer, headers, on, ctx)
 }
 
 fn upgrade(
@@ -503,8 +572,27 @@ fn upgrade(
     addrs: Option<axum::Extension<ConnectInfo<Addrs>>>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: axum::http::HeaderMap,
+    on: Option<axum::Extension<OnListener>>,
     AxumState(ctx): AxumState<Arc<GatewayState>>,
 ) -> Response {
+    // Bound by `bind`: the connection holds its listener (a router served elsewhere has
+    // none, and its connections end with the server that serves it).
+    let closing = match on {
+        Some(axum::Extension(on)) => match on.hold() {
+            Some(shutdown) => Some(connection::Closing {
+                shutdown,
+                timeout: ctx.config.shutdown_timeout,
+            }),
+            None => {
+                return (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "the gateway is shutting down",
+                )
+                    .into_response()
+            }
+        },
+        None => None,
+    };
     // Bound by `bind`, both ends are known; a router served elsewhere with SocketAddr
     // connect info gives the peer only, and its IP stands in for the local one.
     let addrs = match (addrs, peer) {
@@ -531,7 +619,7 @@ fn upgrade(
     .unwrap_or_else(|| peer.ip().to_string());
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| connection::serve(socket, ctx, addrs, remote, wire))
+        .on_upgrade(move |socket| connection::serve(socket, ctx, addrs, remote, wire, closing))
 }
 
 async fn prometheus(

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// When a connection sends state changes (hat-juggler's `autoflush_delay`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,9 +191,24 @@ impl State {
     }
 }
 
+/// What a connection's sync loop acts on.
+enum Event {
+    /// The document after a change.
+    Value(Arc<Value>),
+    /// Send what is pending now; answer `Some` once it is queued (a [`crate::Connection`]
+    /// flush; `None` is [`State::flush`], for every connection).
+    Flush(Option<oneshot::Sender<()>>),
+}
+
 /// Keeps one client's copy of `state` in step, on `mode`'s schedule, until the connection
 /// ends. The client starts at `null`, so a non-null document goes out whole first.
-pub(crate) async fn sync(state: State, mode: Autoflush, out: crate::connection::Outgoing) {
+/// `flushes` are this connection's own flush requests.
+pub(crate) async fn sync(
+    state: State,
+    mode: Autoflush,
+    out: crate::connection::Outgoing,
+    mut flushes: mpsc::Receiver<oneshot::Sender<()>>,
+) {
     use broadcast::error::RecvError;
     use tether_wire::juggler::{diff, Message};
 
@@ -211,38 +226,58 @@ pub(crate) async fn sync(state: State, mode: Autoflush, out: crate::connection::
                 .await
     };
     // The next event, or `None` once the connection or the state is gone.
-    let next = async |changes: &mut broadcast::Receiver<Change>| -> Option<Change> {
+    let next = async |changes: &mut broadcast::Receiver<Change>,
+                      flushes: &mut mpsc::Receiver<oneshot::Sender<()>>|
+           -> Option<Event> {
         tokio::select! {
             c = changes.recv() => match c {
-                Ok(c) => Some(c),
+                Ok(Change::Value(v)) => Some(Event::Value(v)),
+                Ok(Change::Flush) => Some(Event::Flush(None)),
                 // Fell behind: the newest value folds what was missed.
-                Err(RecvError::Lagged(_)) => Some(Change::Value(state.get())),
+                Err(RecvError::Lagged(_)) => Some(Event::Value(state.get())),
                 Err(RecvError::Closed) => None,
             },
+            Some(ack) = flushes.recv() => Some(Event::Flush(Some(ack))),
             () = out.messages.closed() => None,
         }
     };
+    // A flush sends the document as it is now, even if its change is still in the channel
+    // (the two channels race: the flush may be read first).
+    // Flushes waiting for the pending diff to be queued.
+    let mut acks = Vec::new();
+    // A flush asked for while nothing was pending found a change: send it at once.
+    let mut flush_now = false;
     loop {
         if latest != sent {
             match mode {
+                _ if flush_now => flush_now = false,
                 Autoflush::Each => {}
                 Autoflush::Within(window) => {
                     let deadline = tokio::time::Instant::now() + window;
                     loop {
                         tokio::select! {
                             () = tokio::time::sleep_until(deadline) => break,
-                            c = next(&mut changes) => match c {
-                                Some(Change::Value(v)) => latest = v,
-                                Some(Change::Flush) => break,
+                            e = next(&mut changes, &mut flushes) => match e {
+                                Some(Event::Value(v)) => latest = v,
+                                Some(Event::Flush(ack)) => {
+                                    latest = state.get();
+                                    acks.extend(ack);
+                                    break;
+                                }
                                 None => return,
                             },
                         }
                     }
                 }
                 Autoflush::Manual => loop {
-                    match next(&mut changes).await {
-                        Some(Change::Value(v)) => latest = v,
-                        Some(Change::Flush) => break,
+                    match next(&mut changes, &mut flushes).await {
+                        // The flush reads the document itself.
+                        Some(Event::Value(_)) => {}
+                        Some(Event::Flush(ack)) => {
+                            latest = state.get();
+                            acks.extend(ack);
+                            break;
+                        }
                         None => return,
                     }
                 },
@@ -250,11 +285,24 @@ pub(crate) async fn sync(state: State, mode: Autoflush, out: crate::connection::
             if !send(&mut sent, &latest).await {
                 return;
             }
+            for ack in acks.drain(..) {
+                let _ = ack.send(());
+            }
             continue;
         }
-        match next(&mut changes).await {
-            Some(Change::Value(v)) => latest = v,
-            Some(Change::Flush) => {}
+        match next(&mut changes, &mut flushes).await {
+            Some(Event::Value(v)) => latest = v,
+            Some(Event::Flush(ack)) => {
+                latest = state.get();
+                acks.extend(ack);
+                if latest == sent {
+                    for ack in acks.drain(..) {
+                        let _ = ack.send(());
+                    }
+                } else {
+                    flush_now = true;
+                }
+            }
             None => return,
         }
     }

@@ -35,6 +35,10 @@ pub(super) struct WsRpc {
     /// Measure this juggler server (ws://HOST:PORT/ws) instead of our gateway in-process.
     #[arg(long)]
     url: Option<String>,
+    /// The juggler wire: 0.7 (segments, pings) or 0.6 (one bare JSON message per frame; our
+    /// gateway's /ws06).
+    #[arg(long, default_value = "0.7", value_parser = parse_wire)]
+    wire: tether_gateway::Wire,
     /// Stop after this many seconds even if count is not reached.
     #[arg(long, default_value_t = 30)]
     max_secs: u64,
@@ -69,6 +73,14 @@ pub(super) struct WsFanout {
     secs: u64,
 }
 
+fn parse_wire(s: &str) -> Result<tether_gateway::Wire, String> {
+    match s {
+        "0.7" => Ok(tether_gateway::Wire::V0_7),
+        "0.6" => Ok(tether_gateway::Wire::V0_6),
+        _ => Err(format!("{s:?}: the juggler wire is 0.7 or 0.6")),
+    }
+}
+
 fn failure(e: impl std::fmt::Display) -> Failure {
     Failure {
         message: e.to_string(),
@@ -101,6 +113,10 @@ pub(super) async fn ws_rpc(a: WsRpc) -> Result<serde_json::Value, Failure> {
         Some(u) => (None, u.clone()),
         None => {
             let (l, u) = own_gateway(None).await?;
+            let u = match a.wire {
+                tether_gateway::Wire::V0_7 => u,
+                tether_gateway::Wire::V0_6 => format!("{}06", u),
+            };
             (Some(l), u)
         }
     };
@@ -108,6 +124,7 @@ pub(super) async fn ws_rpc(a: WsRpc) -> Result<serde_json::Value, Failure> {
     for _ in 0..a.connections.max(1) {
         clients.push(Arc::new(
             JugglerClient::builder(&url)
+                .wire(a.wire)
                 .connect()
                 .await
                 .map_err(failure)?,
@@ -137,7 +154,7 @@ pub(super) async fn ws_rpc(a: WsRpc) -> Result<serde_json::Value, Failure> {
     };
     Ok(latency_report(
         "ws-rpc",
-        json!({"size": a.size, "in_flight": workers, "connections": a.connections.max(1), "name": a.name, "server": target}),
+        json!({"size": a.size, "in_flight": workers, "connections": a.connections.max(1), "name": a.name, "server": target, "wire": a.wire.name()}),
         &samples,
         elapsed,
     ))
