@@ -2,7 +2,8 @@
 // Usage: node dashboard.mjs GATEWAY_PORT SCREENSHOT_PATH [PAGE_PATH [USER:PASSWORD]]
 // (PAGE_PATH default `/`; with USER:PASSWORD the browser answers Basic auth challenges.)
 // Prints OK lines; READY once the page is live (the Rust side then connects a VSOA client);
-// CLIENT <id> when that client shows up (the Rust side then sends a datagram to /r/x, relayed); DONE after a call from the form returned its echo.
+// CLIENT <id> when that client shows up (the Rust side then sends a datagram to /r/x,
+// relayed, and calls /echo over VSOA); DONE after a call from the form returned its echo.
 import { chromium } from 'playwright-core';
 
 const [port, shot, pagePath = '/', credentials] = process.argv.slice(2);
@@ -37,6 +38,18 @@ try {
     const cut = await page.textContent('#cut-off');
     if (cut !== 'cut off as slow consumers: 0') throw new Error(`cut-off shown as ${JSON.stringify(cut)}`);
     ok(`${cut}; ${await page.textContent('#relay')}`);
+    // The charts and tables people watch: lines over the last seconds, the client's RPC
+    // latency percentiles, the relayed URL's publish rate.
+    await page.waitForFunction(() => [...document.querySelectorAll('#chart-msgs polyline')]
+        .some(l => l.getAttribute('points').split(' ').length >= 3), null, { timeout: WAIT });
+    ok(`message chart: ${await page.textContent('#chart-msgs .title')}`);
+    await page.waitForFunction(() => document.querySelector('#chart-clients polyline') !== null, null, { timeout: WAIT });
+    await page.waitForFunction(() => document.getElementById('latency').textContent.includes('p99'), null, { timeout: WAIT });
+    ok(`latency: ${await page.textContent('#latency')}`);
+    await page.waitForFunction(() => document.querySelector('#chart-latency polyline, #chart-latency circle') !== null,
+                               null, { timeout: WAIT });
+    const rate = await page.waitForSelector('tr.publish-rate:has(td:text-is("/r/x"))', { timeout: WAIT });
+    ok(`publish rate: ${await rate.textContent()}`);
     await page.fill('#route', '/echo');
     await page.fill('#data', '{"from": "the dashboard"}');
     await page.click('button[type=submit]');

@@ -899,6 +899,10 @@ async fn dashboard_in_a_real_browser() {
         .datagram("/r/x", tether::Payload::raw("1"))
         .await
         .unwrap();
+    for i in 0..20 {
+        let r = client.call("/echo").json(&i).unwrap().await.unwrap();
+        assert_eq!(r.payload.param_value(), Some(serde_json::json!(i)));
+    }
     browser.expect("DONE").await;
     assert!(
         std::fs::metadata(&shot).unwrap().len() > 10_000,
