@@ -41,6 +41,28 @@ pub struct QuickReport {
     pub dropped: usize,
 }
 
+/// Waits for the queues that were full when the publish was offered (together, so one
+/// slow client costs at most one send timeout) and completes the report.
+async fn wait_for_full_queues(
+    bytes: bytes::Bytes,
+    waiting: Vec<crate::outbound::Outbound>,
+    mut report: PublishReport,
+) -> PublishReport {
+    let sends = waiting.iter().map(|out| out.send_publish(bytes.clone()));
+    for (res, out) in join_all(sends).await.into_iter().zip(&waiting) {
+        match res {
+            Ok(()) => report.delivered += 1,
+            // Cut off by this send or meanwhile (the writer): counted once, here.
+            Err(_) => {
+                if let Some(discarded) = out.take_cut() {
+                    report.cut(discarded);
+                }
+            }
+        }
+    }
+    report
+}
+
 impl Server {
     /// Publishes `payload` on `url` to every logged-in, authed client subscribed to it,
     /// highest priority first. The packet is encoded once. A client whose queue stays full
@@ -54,23 +76,14 @@ impl Server {
             self.shared
                 .registry()
                 .offer(url, || packet.to_bytes(), &mut report, &mut waiting)?;
-        let Some(bytes) = offered else {
-            return Ok(report);
-        };
-        // Full queues wait together, so one slow client costs at most one send timeout.
-        let sends = waiting.iter().map(|out| out.send_publish(bytes.clone()));
-        for (res, out) in join_all(sends).await.into_iter().zip(&waiting) {
-            match res {
-                Ok(()) => report.delivered += 1,
-                // Cut off by this send or meanwhile (the writer): counted once, here.
-                Err(_) => {
-                    if let Some(discarded) = out.take_cut() {
-                        report.cut(discarded);
-                    }
-                }
+        match offered {
+            // Boxed: when every queue took it (the common case) the publish future stays
+            // small, which the relay, one publish per datagram, measurably gains from.
+            Some(bytes) if !waiting.is_empty() => {
+                Ok(Box::pin(wait_for_full_queues(bytes, waiting, report)).await)
             }
+            _ => Ok(report),
         }
-        Ok(report)
     }
 
     /// Publishes over the quick (UDP) channel to every matching client that advertised a

@@ -168,15 +168,17 @@ impl Relay {
                         dgram.client.id, dgram.url
                     ));
                 }
-            } else {
-                let mut counted = false;
-                while let Err(wait) = bucket.take(rate) {
-                    if !counted {
-                        bump(&c.throttled);
-                        counted = true;
-                    }
+            } else if let Err(wait) = bucket.take(rate) {
+                bump(&c.throttled);
+                // Boxed, as the rare path: the relay's future, made once per datagram, stays
+                // small (docs/benchmarks.md).
+                Box::pin(async move {
                     tokio::time::sleep(wait).await;
-                }
+                    while let Err(wait) = bucket.take(rate) {
+                        tokio::time::sleep(wait).await;
+                    }
+                })
+                .await;
             }
         }
         let (url, payload) = match self.hook.as_ref().map(|h| h(&dgram)) {
