@@ -82,13 +82,17 @@ pub(crate) fn start(server: Server, state: State, info: Info, ws: WsClients) {
     );
     tokio::spawn(async move {
         let started = Instant::now();
-        let mut recent: VecDeque<Value> = VecDeque::with_capacity(RECENT);
+        // Per publish only cheap work (a clone of the publish, a count); JSON is made once
+        // a second for what is shown: the tap sees every publish of a busy server.
+        let mut recent: VecDeque<(tether::server::Published, f64)> =
+            VecDeque::with_capacity(RECENT);
         let mut last = server.traffic();
         let mut last_at = Instant::now();
         let mut published = 0u64;
         let mut history = History::default();
         let mut latencies = VecDeque::from([server.rpc_latency()]);
-        let mut urls: VecDeque<HashMap<String, u64>> = VecDeque::from([HashMap::new()]);
+        let mut urls: VecDeque<HashMap<Arc<str>, u64>> = VecDeque::from([HashMap::new()]);
+        let other: Arc<str> = Arc::from("(other URLs)");
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -96,25 +100,17 @@ pub(crate) fn start(server: Server, state: State, info: Info, ws: WsClients) {
                     let Some(p) = p else { return };
                     published += 1;
                     let second = urls.back_mut().expect("one second at least");
-                    let key = if second.len() < URLS_PER_SECOND || second.contains_key(&*p.url) {
-                        &*p.url
+                    if let Some(n) = second.get_mut(&p.url) {
+                        *n += 1;
+                    } else if second.len() < URLS_PER_SECOND {
+                        second.insert(p.url.clone(), 1);
                     } else {
-                        "(other URLs)"
-                    };
-                    match second.get_mut(key) {
-                        Some(n) => *n += 1,
-                        None => {
-                            second.insert(key.to_string(), 1);
-                        }
+                        *second.entry(other.clone()).or_default() += 1;
                     }
                     if recent.len() == RECENT {
                         recent.pop_back();
                     }
-                    recent.push_front(json!({
-                        "url": &*p.url,
-                        "param": p.payload.param_value(),
-                        "at": unix_now(),
-                    }));
+                    recent.push_front((p, unix_now()));
                 }
                 _ = tick.tick() => {
                     let now = server.traffic();
@@ -170,7 +166,12 @@ pub(crate) fn start(server: Server, state: State, info: Info, ws: WsClients) {
                         counts["vsoa"].as_u64().unwrap_or(0) + counts["websocket"].as_u64().unwrap_or(0),
                         publishes_per_s, p50, p99,
                     ]));
-                    let publishes: Vec<Value> = recent.iter().cloned().collect();
+                    let publishes: Vec<Value> = recent
+                        .iter()
+                        .map(|(p, at)| json!({
+                            "url": &*p.url, "param": p.payload.param_value(), "at": at,
+                        }))
+                        .collect();
                     let skipped = tap.skipped();
                     let relay = server.relay_stats();
                     state.update(|doc| {
@@ -286,7 +287,7 @@ fn percentiles(
 
 /// The [`BUSIEST`] URLs over the seconds in `urls` (the last one still running), with
 /// their publishes per second.
-fn busiest(urls: &VecDeque<HashMap<String, u64>>) -> Value {
+fn busiest(urls: &VecDeque<HashMap<Arc<str>, u64>>) -> Value {
     let mut total: HashMap<&str, u64> = HashMap::new();
     for second in urls {
         for (url, n) in second {
@@ -378,10 +379,10 @@ mod tests {
         let mut urls = VecDeque::new();
         let mut second = HashMap::new();
         for i in 0..20u64 {
-            second.insert(format!("/u/{i:02}"), i);
+            second.insert(Arc::from(format!("/u/{i:02}")), i);
         }
         urls.push_back(second);
-        urls.push_back(HashMap::from([("/u/00".to_string(), 100)]));
+        urls.push_back(HashMap::from([(Arc::from("/u/00"), 100)]));
         let top = busiest(&urls);
         let top = top.as_array().unwrap();
         assert_eq!(top.len(), BUSIEST);
