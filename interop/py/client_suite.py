@@ -207,13 +207,36 @@ def relay(port):
           f"quick datagrams arrive as quick publishes: {got[:3]}")
 
 
+def repassword(port):
+    """Against a library server whose password the Rust side changes from 'pw' to 'new'
+    at READY: the client logged in before stays served, new logins need the new one."""
+    before = connect(port, PW)
+    print("READY", flush=True)
+    deadline = time.time() + WAIT
+    while True:
+        c = vsoa.Client()
+        if c.connect(f'vsoa://127.0.0.1:{port}', passwd='new', timeout=WAIT) == 0:
+            break
+        check(time.time() < deadline, "the new password never worked")
+        time.sleep(0.05)
+    c.close()
+    print("OK the new password logs in", flush=True)
+    c = vsoa.Client()
+    check(c.connect(f'vsoa://127.0.0.1:{port}', passwd=PW, timeout=WAIT) == 5, "the old password still works")
+    print("OK the old password is refused", flush=True)
+    h, p = fetch(before, '/echo', payload={'param': {'still': 'here'}})
+    check(h.status == 0 and p.param == {'still': 'here'}, f"the client from before: {h.status}")
+    print("OK the client logged in before is still served", flush=True)
+    print("DONE", flush=True)
+
+
 def publish_quick(c, url, param):
     header, reply = fetch(c, '/publish', method='set', payload={'param': {'url': url, 'param': param, 'quick': True}})
     check(header.status == 0, f"/publish quick {url}: status {header.status}")
     return reply
 
 
-SCENARIOS = {f.__name__: f for f in [login, rpc, in_flight, matrix, order, datagram, binary_publish, quick, stream, relay]}
+SCENARIOS = {f.__name__: f for f in [login, rpc, in_flight, matrix, order, datagram, binary_publish, quick, stream, relay, repassword]}
 
 if __name__ == '__main__':
     port, scenario = int(sys.argv[1]), sys.argv[2]

@@ -34,6 +34,7 @@ pub mod clevershow;
 pub mod client;
 mod close;
 mod error;
+pub mod events;
 pub mod files;
 mod framed;
 pub mod keepalive;
@@ -45,14 +46,17 @@ mod random;
 pub mod server;
 pub mod sp;
 pub mod stream;
+pub mod timer;
 pub mod tls;
 pub mod transfer;
+pub mod workqueue;
 
 pub use address::{AddressError, Host, VsoaUrl};
 pub use backoff::Backoff;
 pub use client::{fetch, Client, Message, Response, Robot, RobotEvent, Subscription};
 pub use close::CloseReason;
 pub use error::Error;
+pub use events::EventEmitter;
 pub use keepalive::Keepalive;
 pub use listening::{BindAddr, Listening};
 pub use payload::Payload;
@@ -63,6 +67,7 @@ pub use server::{
 };
 pub use stream::{DataStream, PendingStream};
 pub use tether_wire::vsoa::Status;
+pub use timer::Timer;
 
 /// Internals the fuzz targets drive (built only with `--cfg fuzzing`, as cargo-fuzz does).
 #[cfg(fuzzing)]

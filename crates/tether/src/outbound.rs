@@ -13,7 +13,7 @@
 //! connection, and a slow peer costs the others at most one send timeout.
 
 use std::io::IoSlice;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -66,7 +66,8 @@ struct QueueState {
     tx: mpsc::UnboundedSender<Frame>,
     budget: Semaphore,
     limit: u32,
-    send_timeout: Duration,
+    /// In nanoseconds: changeable while the connection lives.
+    send_timeout: AtomicU64,
     killed: watch::Sender<Option<CloseReason>>,
     /// The server's traffic counters, which count a cut-off when it happens.
     counters: OnceLock<Arc<crate::server::traffic::Counters>>,
@@ -110,7 +111,21 @@ impl std::fmt::Debug for Outbound {
     }
 }
 
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
+
 impl Outbound {
+    /// How long a send may wait for room, and a write make no progress.
+    pub(crate) fn send_timeout(&self) -> Duration {
+        Duration::from_nanos(self.shared.send_timeout.load(Ordering::Relaxed))
+    }
+
+    /// Changes it, for the waits and writes that start from now on.
+    pub(crate) fn set_send_timeout(&self, d: Duration) {
+        self.shared.send_timeout.store(nanos(d), Ordering::Relaxed);
+    }
+
     /// A queue of at most `limit_bytes` bytes whose producers wait at most `send_timeout`.
     pub(crate) fn new(limit_bytes: usize, send_timeout: Duration) -> (Outbound, OutboundRx) {
         let limit = limit_bytes.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize)) as u32;
@@ -120,7 +135,7 @@ impl Outbound {
                 tx,
                 budget: Semaphore::new(limit as usize),
                 limit,
-                send_timeout,
+                send_timeout: AtomicU64::new(nanos(send_timeout)),
                 killed: watch::channel(None).0,
                 counters: OnceLock::new(),
                 publishes_queued: AtomicUsize::new(0),
@@ -211,11 +226,12 @@ impl Outbound {
     /// Waits up to the send timeout for `n` permits; kills the connection if none come.
     async fn wait_for_room(&self, n: u32) -> Result<(), SendError> {
         let acquire = self.shared.budget.acquire_many(n);
-        match tokio::time::timeout(self.shared.send_timeout, acquire).await {
+        let timeout = self.send_timeout();
+        match tokio::time::timeout(timeout, acquire).await {
             Ok(Ok(permit)) => permit.forget(),
             Ok(Err(_closed)) => return Err(self.closed_error()),
             Err(_elapsed) => {
-                let err = SendError::CutOff(self.shared.send_timeout);
+                let err = SendError::CutOff(timeout);
                 self.kill(err.clone().reason());
                 return Err(err);
             }
@@ -342,7 +358,6 @@ impl OutboundRx {
         st: &mut Batch,
     ) -> CloseReason {
         let out = self.outbound.clone();
-        let send_timeout = out.shared.send_timeout;
         let killed = out.killed();
         tokio::pin!(killed);
         loop {
@@ -402,6 +417,7 @@ impl OutboundRx {
                         batch.iter().map(Bytes::len).sum::<usize>() as u64,
                     )
                 });
+                let send_timeout = out.send_timeout();
                 let write = write_all_vectored(w, batch, send_timeout);
                 tokio::select! {
                     res = write => match res {
@@ -426,7 +442,7 @@ impl OutboundRx {
                 }
             }
             if closing {
-                let _ = tokio::time::timeout(send_timeout, w.shutdown()).await;
+                let _ = tokio::time::timeout(out.send_timeout(), w.shutdown()).await;
                 return CloseReason::Closed;
             }
         }

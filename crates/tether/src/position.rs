@@ -326,11 +326,37 @@ struct Table {
     registered: HashMap<String, (Entry, Instant)>,
 }
 
-/// A position server: answers from a fixed table and from servers that register.
+/// One query, as [`PositionServer::on_query`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PositionQuery {
+    /// The name asked for.
+    pub name: String,
+    /// The address family the client asked for (`2` IPv4, `10` IPv6 on Linux), if it said.
+    pub domain: Option<i64>,
+    /// Who asked.
+    pub from: SocketAddr,
+}
+
+/// The application's answer to a query (VSOA's `onquery` calling `reply`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryAnswer {
+    /// Answer with this entry.
+    Found(Entry),
+    /// Answer that the name is unknown (`{}`), whatever the table says.
+    NotFound,
+    /// Answer from the table and the registrations, as without a callback.
+    FromTable,
+}
+
+type QueryHook = Arc<dyn Fn(&PositionQuery) -> QueryAnswer + Send + Sync>;
+
+/// A position server: answers from a fixed table and from servers that register, or as
+/// the application decides ([`PositionServer::on_query`]).
 #[derive(Clone, Default)]
 pub struct PositionServer {
     table: Arc<Mutex<Table>>,
     counters: Arc<Counters>,
+    query: Option<QueryHook>,
 }
 
 impl std::fmt::Debug for PositionServer {
@@ -354,7 +380,19 @@ impl PositionServer {
                 registered: HashMap::new(),
             })),
             counters: Arc::default(),
+            query: None,
         }
+    }
+
+    /// Lets `decide` answer every query (VSOA's `Position(onquery)`): it sees the name, the
+    /// family asked for and the asker, and answers with an entry, "unknown", or "look in
+    /// the table". It runs on the service's task for each datagram, so it should be quick.
+    pub fn on_query(
+        mut self,
+        decide: impl Fn(&PositionQuery) -> QueryAnswer + Send + Sync + 'static,
+    ) -> Self {
+        self.query = Some(Arc::new(decide));
+        self
     }
 
     /// A server that knows the entries of a hosts file (see [`parse_hosts`]).
@@ -451,7 +489,22 @@ impl PositionServer {
         else {
             return refuse("no name");
         };
-        let answer = match self.resolve(name) {
+        let found = match &self.query {
+            None => self.resolve(name),
+            Some(decide) => {
+                let query = PositionQuery {
+                    name: name.to_string(),
+                    domain: msg.get("domain").and_then(|d| d.as_i64()),
+                    from,
+                };
+                match decide(&query) {
+                    QueryAnswer::Found(e) => Some(e),
+                    QueryAnswer::NotFound => None,
+                    QueryAnswer::FromTable => self.resolve(name),
+                }
+            }
+        };
+        let answer = match found {
             Some(e) => {
                 self.counters.answered.fetch_add(1, Ordering::Relaxed);
                 let mut a = json!({

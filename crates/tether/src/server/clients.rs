@@ -78,6 +78,50 @@ impl Server {
         list
     }
 
+    /// Changes the password logins need from now on (VSOA's `server.passwd`); `None`
+    /// lets every client in. Clients already logged in stay. Challenge logins
+    /// (`ServerBuilder::secret`) are not affected.
+    pub fn set_password(&self, password: Option<&str>) {
+        *self
+            .shared
+            .password
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = password.map(super::Secret::new);
+    }
+
+    /// Whether logins need a password now.
+    pub fn requires_password(&self) -> bool {
+        self.shared
+            .password
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Changes the send timeout of connections made from now on, and with
+    /// `sync_to_clients` of every connected client too (VSOA's
+    /// `server.sendtimeout(t, sync_to_clis)`). See [`crate::Config::send_timeout`].
+    pub fn set_send_timeout(&self, timeout: std::time::Duration, sync_to_clients: bool) {
+        let ns = timeout.as_nanos().min(u64::MAX as u128) as u64;
+        self.shared
+            .send_timeout_ns
+            .store(ns, std::sync::atomic::Ordering::Relaxed);
+        if sync_to_clients {
+            for e in self.shared.registry().clients.values() {
+                e.handle.outbound.set_send_timeout(timeout);
+            }
+        }
+    }
+
+    /// The send timeout new connections get.
+    pub fn send_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(
+            self.shared
+                .send_timeout_ns
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     /// A handle on client `id`, if it is connected.
     pub fn client(&self, id: u32) -> Option<ClientHandle> {
         self.shared

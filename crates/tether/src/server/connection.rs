@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use super::handler::{call_guarded, ClientHandle, Datagram, Method, Mode, Request};
 use super::login::{Credentials, Login, Step};
 use super::quick::QuickPath;
-use super::{ClientEvent, Config, ServerState};
+use super::{ClientEvent, ServerState};
 use crate::framed::Framed;
 use crate::listening::Shutdown;
 use crate::outbound::Outbound;
@@ -66,7 +66,7 @@ impl Session {
         quick_socket: Option<Arc<UdpSocket>>,
         tls: Option<crate::tls::ServerTls>,
     ) -> Self {
-        let (outbound, writer) = outbound_for(&shared.config);
+        let (outbound, writer) = outbound_for(&shared);
         let client = ClientHandle {
             id,
             addr,
@@ -214,8 +214,15 @@ impl Session {
         }
         if !self.login.is_done() {
             let cfg = &self.shared.config;
+            // The password of now: Server::set_password may have changed it.
+            let password = self
+                .shared
+                .password
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             let creds = Credentials {
-                password: cfg.password.as_ref(),
+                password: password.as_ref(),
                 secret: cfg.secret.as_ref(),
                 require_secret: cfg.require_secret,
             };
@@ -489,6 +496,12 @@ pub(crate) fn encode_reply(packet: Packet) -> Bytes {
     }
 }
 
-pub(crate) fn outbound_for(config: &Config) -> (Outbound, crate::outbound::OutboundRx) {
-    Outbound::new(config.outbound_queue_bytes, config.send_timeout)
+/// A new connection's queue, with the server's send timeout of now.
+pub(crate) fn outbound_for(shared: &ServerState) -> (Outbound, crate::outbound::OutboundRx) {
+    let timeout = std::time::Duration::from_nanos(
+        shared
+            .send_timeout_ns
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    Outbound::new(shared.config.outbound_queue_bytes, timeout)
 }

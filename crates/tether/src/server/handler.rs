@@ -4,13 +4,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use serde::Serialize;
 use tether_wire::vsoa::{PacketType, Status, MAX_BODY_LEN, MAX_QUICK_BODY_LEN};
-use tokio::sync::mpsc;
 
 use super::quick::QuickPath;
 use crate::outbound::{Outbound, SendError};
@@ -62,6 +61,18 @@ impl ClientHandle {
     /// For a caller on another transport, that transport's local address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// How long a send to this client may wait for room in its queue, and a write to
+    /// it make no progress, before it is cut off as a slow consumer.
+    pub fn send_timeout(&self) -> std::time::Duration {
+        self.outbound.send_timeout()
+    }
+
+    /// Changes it for this client (VSOA's `cli.sendtimeout(t)`), for the sends and writes
+    /// that start from now on.
+    pub fn set_send_timeout(&self, timeout: std::time::Duration) {
+        self.outbound.set_send_timeout(timeout);
     }
 
     /// Sends a datagram to this client over its TCP connection.
@@ -303,67 +314,7 @@ pub enum Mode {
     Queue(WorkQueue),
 }
 
-type Job = BoxFuture<()>;
-
-/// A serial work queue shared by routes: jobs run one at a time, first in, first out.
-///
-/// ```no_run
-/// # use tether::{Server, Mode, WorkQueue, Reply};
-/// let db = WorkQueue::new("database");
-/// let server = Server::builder().build();
-/// server.route_with("/db/read", Mode::Queue(db.clone()), |_req| async { Reply::empty() });
-/// server.route_with("/db/write", Mode::Queue(db), |_req| async { Reply::empty() });
-/// ```
-#[derive(Clone)]
-pub struct WorkQueue {
-    name: Arc<str>,
-    tx: mpsc::Sender<Job>,
-    rx: Arc<Mutex<Option<mpsc::Receiver<Job>>>>,
-}
-
-impl std::fmt::Debug for WorkQueue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkQueue")
-            .field("name", &self.name)
-            .finish()
-    }
-}
-
-impl WorkQueue {
-    /// Jobs that may wait in a queue before submitters wait in turn.
-    pub const CAPACITY: usize = 1024;
-
-    /// A new queue. Its worker task starts on first use, on the current Tokio runtime.
-    pub fn new(name: impl Into<Arc<str>>) -> Self {
-        let (tx, rx) = mpsc::channel(Self::CAPACITY);
-        WorkQueue {
-            name: name.into(),
-            tx,
-            rx: Arc::new(Mutex::new(Some(rx))),
-        }
-    }
-
-    /// The queue's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Queues `job`, waiting while the queue is full.
-    pub(crate) async fn submit(&self, job: Job) {
-        let worker = self.rx.lock().ok().and_then(|mut slot| slot.take());
-        if let Some(mut rx) = worker {
-            let name = self.name.clone();
-            tokio::spawn(async move {
-                tracing::debug!(queue = %name, "work queue started");
-                while let Some(job) = rx.recv().await {
-                    job.await;
-                }
-            });
-        }
-        // The worker holds the receiver for as long as any WorkQueue clone lives.
-        let _ = self.tx.send(job).await;
-    }
-}
+pub use crate::workqueue::WorkQueue;
 
 /// A route: its handler and how to run it.
 #[derive(Clone)]

@@ -62,6 +62,10 @@ impl ServerBuilder {
         Server {
             shared: Arc::new(ServerState {
                 info_json: info_json.into(),
+                password: RwLock::new(self.config.password.clone()),
+                send_timeout_ns: std::sync::atomic::AtomicU64::new(
+                    self.config.send_timeout.as_nanos().min(u64::MAX as u128) as u64,
+                ),
                 config: self.config,
                 hooks: self.hooks,
                 routes: RwLock::new(RouteTable::new()),
@@ -81,6 +85,10 @@ impl ServerBuilder {
 pub(crate) struct ServerState {
     config: Config,
     info_json: Bytes,
+    /// The password logins need now ([`Server::set_password`]); starts as the config's.
+    password: RwLock<Option<config::Secret>>,
+    /// The send timeout new connections get ([`Server::set_send_timeout`]), in ns.
+    send_timeout_ns: std::sync::atomic::AtomicU64,
     hooks: Hooks,
     routes: RwLock<RouteTable<Route>>,
     registry: Mutex<Registry>,

@@ -191,3 +191,44 @@ fn server_entries_in_every_form() {
         .unwrap_err()
         .contains("line 1"));
 }
+
+/// The application answers each query itself (the seed's `Position(onquery)`), tested with
+/// the real Python `vsoa.lookup`: its own answer, the table's, and a denial of a name the
+/// table has; the callback sees the name, the family the client sent and the asker.
+#[tokio::test]
+async fn an_application_callback_answers_python_lookups() {
+    use std::sync::{Arc, Mutex};
+    use tether::position::{PositionQuery, QueryAnswer};
+    let seen: Arc<Mutex<Vec<PositionQuery>>> = Arc::default();
+    let log = seen.clone();
+    let table: HashMap<String, Entry> = [
+        ("tabled".to_string(), entry("127.0.0.1:4000")),
+        ("hidden".to_string(), entry("127.0.0.1:4001")),
+    ]
+    .into();
+    let server = PositionServer::new(table).on_query(move |q| {
+        log.lock().unwrap().push(q.clone());
+        match q.name.as_str() {
+            "myserver" => QueryAnswer::Found(entry("127.0.0.1:3005")),
+            "hidden" => QueryAnswer::NotFound,
+            _ => QueryAnswer::FromTable,
+        }
+    });
+    let l = server.bind("127.0.0.1:0").await.unwrap();
+    let mut cmd = tether_testkit::python();
+    cmd.arg("position_query.py")
+        .arg(l.local_addr().port().to_string());
+    tether_testkit::run_script(cmd, "Python vsoa.lookup", || async {}).await;
+    let seen = seen.lock().unwrap();
+    let names: Vec<&str> = seen.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(names, ["myserver", "tabled", "hidden"]);
+    for q in seen.iter() {
+        assert_eq!(
+            q.domain,
+            Some(2),
+            "Python sends the family it used (AF_INET)"
+        );
+        assert_eq!(q.from.ip().to_string(), "127.0.0.1");
+    }
+    assert_eq!((server.stats().answered, server.stats().unknown), (2, 1));
+}

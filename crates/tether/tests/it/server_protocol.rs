@@ -562,3 +562,76 @@ async fn the_address_can_be_bound_again_as_soon_as_shutdown_returns() {
         drop(kept);
     }
 }
+
+/// The send timeout changes at run time, per client (`cli.sendtimeout`) or for the server
+/// and, on request, every connected client (`server.sendtimeout(t, sync_to_clis)`).
+#[tokio::test]
+async fn the_send_timeout_changes_at_run_time_per_client_and_for_all() {
+    let (server, l) = start(
+        Server::builder()
+            .send_timeout(Duration::from_secs(3600))
+            .outbound_queue_bytes(64 * 1024),
+    )
+    .await;
+    assert_eq!(server.send_timeout(), Duration::from_secs(3600));
+    let stalled = stalled_subscriber(&l, "/flood").await;
+    let id = server.clients()[0].id;
+    let handle = server.client(id).unwrap();
+    assert_eq!(handle.send_timeout(), Duration::from_secs(3600));
+    // With an hour to wait, a flood just waits: fill the queue, then one publish blocks.
+    let p = || tether::Payload::raw("x").with_data(vec![0u8; 16 << 10]);
+    let blocked = loop {
+        let publish = server.publish("/flood", p());
+        match tokio::time::timeout(Duration::from_millis(300), publish).await {
+            Ok(r) => assert_eq!(r.unwrap().cut_off, 0),
+            Err(_) => break true,
+        }
+    };
+    assert!(blocked, "a full queue makes the publisher wait");
+    assert!(
+        server.client(id).is_some(),
+        "not cut off with an hour to wait"
+    );
+    // This client only: 50 ms from now on. The next full-queue wait cuts it off.
+    handle.set_send_timeout(Duration::from_millis(50));
+    assert_eq!(handle.send_timeout(), Duration::from_millis(50));
+    let r = tokio::time::timeout(WAIT, server.publish("/flood", p()))
+        .await
+        .expect("the wait ends with the new timeout")
+        .unwrap();
+    assert_eq!((r.delivered, r.cut_off), (0, 1), "{r:?}");
+    drop(stalled);
+    // The server's: new connections get it; with sync, connected ones too.
+    let a = tether::Client::connect(&url(&l)).await.unwrap();
+    server.set_send_timeout(Duration::from_millis(700), false);
+    let b = tether::Client::connect(&url(&l)).await.unwrap();
+    let timeout_of = |c: &tether::Client| server.client(c.id()).unwrap().send_timeout();
+    assert_eq!(timeout_of(&a), Duration::from_secs(3600));
+    assert_eq!(timeout_of(&b), Duration::from_millis(700));
+    server.set_send_timeout(Duration::from_millis(900), true);
+    assert_eq!(timeout_of(&a), Duration::from_millis(900));
+    assert_eq!(timeout_of(&b), Duration::from_millis(900));
+}
+
+/// The password changes at run time (`server.passwd`), tested with the real Python vsoa
+/// client: the one logged in before stays, new logins need the new password.
+#[tokio::test]
+async fn the_password_changes_at_run_time_for_new_logins() {
+    let server = Server::builder().password("pw").build();
+    install_routes(&server);
+    let l = server.bind("127.0.0.1:0").await.unwrap();
+    assert!(server.requires_password());
+    let mut cmd = tether_testkit::python();
+    cmd.arg("client_suite.py")
+        .arg(l.local_addr().port().to_string())
+        .arg("repassword");
+    let s = server.clone();
+    tether_testkit::run_script(cmd, "Python vsoa client repassword", || async move {
+        s.set_password(Some("new"));
+    })
+    .await;
+    // And off: anyone gets in.
+    server.set_password(None);
+    assert!(!server.requires_password());
+    tether::Client::connect(&url(&l)).await.unwrap();
+}
