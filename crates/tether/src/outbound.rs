@@ -88,6 +88,8 @@ pub(crate) struct OutboundRx {
     rx: mpsc::UnboundedReceiver<Frame>,
     outbound: Outbound,
     keep_unsent: bool,
+    /// Close without the orderly shutdown (SO_LINGER 0: the socket resets).
+    abortive: bool,
     counters: Option<Arc<crate::server::traffic::Counters>>,
 }
 
@@ -146,6 +148,7 @@ impl Outbound {
             rx,
             outbound: outbound.clone(),
             keep_unsent: false,
+            abortive: false,
             counters: None,
         };
         (outbound, rx)
@@ -314,6 +317,13 @@ impl OutboundRx {
         self
     }
 
+    /// Ends the connection without the orderly shutdown when it is closed (for a socket
+    /// with SO_LINGER 0, which then resets instead of waiting in TIME_WAIT).
+    pub(crate) fn abortive(mut self, yes: bool) -> Self {
+        self.abortive = yes;
+        self
+    }
+
     /// Adds what this writer sends to `counters`.
     pub(crate) fn count_into(mut self, counters: Arc<crate::server::traffic::Counters>) -> Self {
         let _ = self.outbound.shared.counters.set(counters.clone());
@@ -442,7 +452,9 @@ impl OutboundRx {
                 }
             }
             if closing {
-                let _ = tokio::time::timeout(out.send_timeout(), w.shutdown()).await;
+                if !self.abortive {
+                    let _ = tokio::time::timeout(out.send_timeout(), w.shutdown()).await;
+                }
                 return CloseReason::Closed;
             }
         }

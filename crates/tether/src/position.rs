@@ -145,16 +145,55 @@ pub async fn lookup(name: &str) -> Result<Entry, Error> {
     lookup_with(name, &configured_servers(), DEFAULT_TIMEOUT).await
 }
 
+/// The address family a lookup asks for (VSOA's `lookup(name, domain)`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Domain {
+    /// Either (VSOA's -1).
+    #[default]
+    Any,
+    /// IPv4 only (`AF_INET`).
+    Ipv4,
+    /// IPv6 only (`AF_INET6`).
+    Ipv6,
+}
+
+impl Domain {
+    fn admits(self, ip: &IpAddr) -> bool {
+        match self {
+            Domain::Any => true,
+            Domain::Ipv4 => ip.is_ipv4(),
+            Domain::Ipv6 => ip.is_ipv6(),
+        }
+    }
+}
+
 /// Resolves `name` by asking `servers` in order, each for at most `timeout`.
 pub async fn lookup_with(
     name: &str,
     servers: &[SocketAddr],
     timeout: Duration,
 ) -> Result<Entry, Error> {
+    lookup_with_domain(name, servers, timeout, Domain::Any).await
+}
+
+/// [`lookup_with`] for one address family: the query says which (`domain` 2 or 10; for
+/// [`Domain::Any`] the position server's own, as VSOA clients send), and an answer of the
+/// other family counts as not knowing the name (the next server is asked). The Python
+/// client sends the position server's family whatever it was asked.
+pub async fn lookup_with_domain(
+    name: &str,
+    servers: &[SocketAddr],
+    timeout: Duration,
+    domain: Domain,
+) -> Result<Entry, Error> {
     let mut tried = Vec::new();
     for server in servers {
-        match query(name, *server, timeout).await {
-            Ok(Some(entry)) => return Ok(entry),
+        match query(name, *server, timeout, domain).await {
+            Ok(Some(entry)) if domain.admits(&entry.addr) => return Ok(entry),
+            Ok(Some(entry)) => tried.push(format!(
+                "{server} knows it only at {} ({domain:?} was asked for)",
+                entry.addr
+            )),
             Ok(None) => tried.push(format!("{server} does not know it")),
             Err(why) => tried.push(format!("{server} {why}")),
         }
@@ -203,8 +242,18 @@ async fn exchange(
     serde_json::from_slice(&buf[..n]).map_err(|_| "answered something that is not JSON".to_string())
 }
 
-async fn query(name: &str, server: SocketAddr, timeout: Duration) -> Result<Option<Entry>, String> {
-    let request = json!({ "name": name, "domain": domain_of(&server.ip()) });
+async fn query(
+    name: &str,
+    server: SocketAddr,
+    timeout: Duration,
+    domain: Domain,
+) -> Result<Option<Entry>, String> {
+    let family = match domain {
+        Domain::Any => domain_of(&server.ip()),
+        Domain::Ipv4 => 2,
+        Domain::Ipv6 => 10,
+    };
+    let request = json!({ "name": name, "domain": family });
     let answer = exchange(server, &request, timeout).await?;
     if answer.as_object().is_some_and(|o| o.is_empty()) {
         return Ok(None);

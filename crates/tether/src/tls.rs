@@ -236,9 +236,30 @@ impl ClientTls {
     }
 }
 
-/// The other side's certificate, as presented in the TLS handshake.
+/// A subject alternative name of a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectAltName {
+    /// `DNS:` a host name.
+    Dns(String),
+    /// `IP Address:`.
+    Ip(IpAddr),
+    /// `email:` an RFC 822 name.
+    Email(String),
+    /// `URI:`.
+    Uri(String),
+    /// Any other kind, as text.
+    Other(String),
+}
+
+/// The other side's certificate, as presented in the TLS handshake: the fields Python's
+/// `getpeercert()` gives (version, serial number, subject, issuer, validity, subject
+/// alternative names) and the DER.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerCertificate {
+    /// The X.509 version as people count it (3 for a v3 certificate, as Python reports).
+    pub version: u32,
+    /// The serial number in upper-case hex, without separators (Python's `serialNumber`).
+    pub serial_number: String,
     /// Subject distinguished name, e.g. `CN=drone-7`.
     pub subject: String,
     /// Issuer distinguished name.
@@ -247,6 +268,8 @@ pub struct PeerCertificate {
     pub not_before: SystemTime,
     /// End of validity.
     pub not_after: SystemTime,
+    /// Subject alternative names, in the certificate's order (Python's `subjectAltName`).
+    pub subject_alt_names: Vec<SubjectAltName>,
     /// The certificate, DER-encoded.
     pub der: Vec<u8>,
 }
@@ -262,7 +285,39 @@ impl PeerCertificate {
                 SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
             }
         };
+        use x509_parser::extensions::GeneralName;
+        let subject_alt_names = match cert.subject_alternative_name() {
+            Ok(Some(ext)) => ext
+                .value
+                .general_names
+                .iter()
+                .map(|n| match n {
+                    GeneralName::DNSName(d) => SubjectAltName::Dns(d.to_string()),
+                    GeneralName::RFC822Name(e) => SubjectAltName::Email(e.to_string()),
+                    GeneralName::URI(u) => SubjectAltName::Uri(u.to_string()),
+                    GeneralName::IPAddress(b) => {
+                        if let Ok(v4) = <[u8; 4]>::try_from(*b) {
+                            SubjectAltName::Ip(IpAddr::from(v4))
+                        } else if let Ok(v6) = <[u8; 16]>::try_from(*b) {
+                            SubjectAltName::Ip(IpAddr::from(v6))
+                        } else {
+                            SubjectAltName::Other(format!("IP Address:{b:02X?}"))
+                        }
+                    }
+                    other => SubjectAltName::Other(other.to_string()),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         Some(PeerCertificate {
+            version: cert.version().0 + 1,
+            serial_number: cert
+                .raw_serial()
+                .iter()
+                .skip_while(|b| **b == 0)
+                .map(|b| format!("{b:02X}"))
+                .collect(),
+            subject_alt_names,
             subject: cert.subject().to_string(),
             issuer: cert.issuer().to_string(),
             not_before: time(cert.validity().not_before),

@@ -69,6 +69,37 @@ async fn one_way_tls_rpc_streams_and_no_quick_channel() {
         "{cert:?}"
     );
     assert!(cert.not_before < std::time::SystemTime::now() && !cert.der.is_empty());
+    // The fields Python's getpeercert() gives, as Python's ssl decodes the same file.
+    let decode = "import json, ssl, sys; d = ssl._ssl._test_decode_cert(sys.argv[1]); \
+                  print(json.dumps([d['version'], d['serialNumber'], d.get('subjectAltName')]))";
+    let out = python()
+        .args(["-c", decode])
+        .arg(pki.dir.join("server.pem"))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let py: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sans: Vec<serde_json::Value> = cert
+        .subject_alt_names
+        .iter()
+        .map(|n| match n {
+            tether::tls::SubjectAltName::Dns(d) => serde_json::json!(["DNS", d]),
+            tether::tls::SubjectAltName::Ip(ip) => {
+                serde_json::json!(["IP Address", ip.to_string()])
+            }
+            other => serde_json::json!(["?", format!("{other:?}")]),
+        })
+        .collect();
+    assert_eq!(
+        serde_json::json!([cert.version, cert.serial_number, sans]),
+        py,
+        "the same fields as Python reads"
+    );
     let r = c.call("/echo").json(&"over tls").unwrap().await.unwrap();
     assert_eq!(r.payload.param_value(), Some(serde_json::json!("over tls")));
     assert_eq!(

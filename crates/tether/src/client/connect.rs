@@ -131,6 +131,13 @@ async fn open_link(
         .await
         .map_err(|source| Error::Unreachable { addr, source })?;
     crate::keepalive::prepare(&socket, options.keepalive);
+    // Only a zero linger reaches the socket: a longer one would make close() block a
+    // runtime thread; Client::close waits for the queue instead.
+    if options.linger == Some(Duration::ZERO) {
+        if let Err(e) = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO)) {
+            tracing::warn!(%addr, "cannot set SO_LINGER: {e}");
+        }
+    }
     let stream = crate::DataStream::connect_link(socket, addr, options.tls.as_ref()).await?;
     // No quick channel under TLS (docs/protocols/vsoa.md §5).
     let udp = if options.quick && options.tls.is_none() {
@@ -158,6 +165,7 @@ fn start_tasks(
 ) -> Client {
     let server_cert = stream.server_certificate();
     let (outbound, writer) = Outbound::new(options.queue_bytes, options.send_timeout);
+    let writer = writer.abortive(options.linger == Some(Duration::ZERO));
     let shared = Arc::new(Link {
         addr,
         outbound,
@@ -170,12 +178,19 @@ fn start_tasks(
         priority: AtomicU8::new(0),
         quick: udp.map(Arc::new),
         tls: options.tls,
+        linger: options.linger,
     });
     // Bytes after the handshake reply are kept: Python loses them (docs/protocols/vsoa.md §16.4).
     match stream.into_plain() {
         Ok(tcp) => {
             let (rd, wr) = tcp.into_split();
-            tokio::spawn(writer.run(wr));
+            if options.linger == Some(Duration::ZERO) {
+                // Dropping a write half shuts it down (a FIN); this one leaves the socket to
+                // close with the read half, which resets it (SO_LINGER 0).
+                tokio::spawn(writer.run(NoShutdown(Some(wr))));
+            } else {
+                tokio::spawn(writer.run(wr));
+            }
             tokio::spawn(connection::read_loop(shared.clone(), rd, buf));
         }
         Err(tls) => {
@@ -243,6 +258,59 @@ impl Handshake<'_> {
                     detail: "the server closed the connection during the handshake".into(),
                 });
             }
+        }
+    }
+}
+
+/// A write half that, dropped, does not shut the connection down.
+struct NoShutdown(Option<tokio::net::tcp::OwnedWriteHalf>);
+
+impl NoShutdown {
+    fn half(&mut self) -> std::pin::Pin<&mut tokio::net::tcp::OwnedWriteHalf> {
+        std::pin::Pin::new(self.0.as_mut().expect("kept until dropped"))
+    }
+}
+
+impl tokio::io::AsyncWrite for NoShutdown {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.half().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.half().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.half().poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for NoShutdown {
+    fn drop(&mut self) {
+        if let Some(half) = self.0.take() {
+            half.forget();
         }
     }
 }

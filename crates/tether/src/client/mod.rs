@@ -61,6 +61,8 @@ struct Link {
     quick: Option<Arc<tokio::net::UdpSocket>>,
     /// The TLS setup of the link, reused for streams.
     tls: Option<crate::tls::ClientTls>,
+    /// How long `close` waits for the queue (`None`: 1 s).
+    linger: Option<Duration>,
 }
 
 impl Link {
@@ -264,15 +266,33 @@ impl Client {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        subscription::subscribe(self.clone(), urls.into_iter().map(Into::into).collect()).await
+        self.subscribe_with_timeout(urls, DEFAULT_CALL_TIMEOUT)
+            .await
     }
 
-    /// Closes the connection after what is queued has been written (waiting at most 1 s).
+    /// [`Client::subscribe`], waiting at most `timeout` for the server's answer
+    /// (`Error::Timeout` after it; nothing stays subscribed on this side).
+    pub async fn subscribe_with_timeout<I, S>(
+        &self,
+        urls: I,
+        timeout: Duration,
+    ) -> Result<Subscription, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let urls = urls.into_iter().map(Into::into).collect();
+        subscription::subscribe(self.clone(), urls, timeout).await
+    }
+
+    /// Closes the connection after what is queued has been written (waiting at most the
+    /// linger time, 1 s by default; with a zero linger at once, and the connection resets).
     /// Pending calls fail with [`Error::Closed`]; streams end.
     pub async fn close(&self) {
         let shared = &self.inner.shared;
         shared.outbound.close();
-        let _ = tokio::time::timeout(Duration::from_secs(1), shared.outbound.killed()).await;
+        let wait = shared.linger.unwrap_or(Duration::from_secs(1));
+        let _ = tokio::time::timeout(wait, shared.outbound.killed()).await;
     }
 
     fn next_seqno(&self) -> u32 {

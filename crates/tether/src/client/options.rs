@@ -44,6 +44,7 @@ pub struct ConnectOptions {
     pub(crate) position_servers: Vec<SocketAddr>,
     pub(crate) tls: Option<ClientTls>,
     pub(crate) keepalive: Option<crate::Keepalive>,
+    pub(crate) linger: Option<std::time::Duration>,
 }
 
 impl Default for ConnectOptions {
@@ -60,6 +61,7 @@ impl Default for ConnectOptions {
             position_servers: Vec::new(),
             tls: None,
             keepalive: Some(crate::Keepalive::default()),
+            linger: None,
         }
     }
 }
@@ -78,6 +80,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("position_servers", &self.position_servers)
             .field("tls", &self.tls.is_some())
             .field("keepalive", &self.keepalive)
+            .field("linger", &self.linger)
             .finish()
     }
 }
@@ -109,6 +112,16 @@ macro_rules! connect_options {
         /// `None` turns it off.
         pub fn keepalive(mut self, k: Option<$crate::Keepalive>) -> Self {
             self.options_mut().keepalive = k;
+            self
+        }
+
+        /// What closing does with unsent data (VSOA's `cli.linger`): `Some(t)` makes
+        /// [`Client::close`](crate::Client::close) wait up to `t` for the queue to be
+        /// written; `Some(ZERO)` discards it and resets the connection (SO_LINGER 0: no
+        /// TIME_WAIT); `None` (the default) waits up to 1 s. The kernel sends what it holds
+        /// after that as usual (a longer SO_LINGER would block a runtime thread in close).
+        pub fn linger(mut self, t: Option<std::time::Duration>) -> Self {
+            self.options_mut().linger = t;
             self
         }
 

@@ -261,6 +261,7 @@ fn patterns_packet(ptype: PacketType, patterns: &[String]) -> Result<Packet, Err
 pub(super) async fn subscribe(
     client: Client,
     patterns: Vec<String>,
+    timeout: Duration,
 ) -> Result<Subscription, Error> {
     if patterns.is_empty() {
         return Err(Error::Url(tether_wire::url::UrlError::Empty));
@@ -274,9 +275,7 @@ pub(super) async fn subscribe(
     // Registered before asking, so nothing published right after the server's reply is missed.
     let id = lock(&client.inner.shared.subs).add(patterns.clone(), sink);
     let what = format!("subscribe {patterns:?}");
-    let result = client
-        .request(packet, |_| what.clone(), super::DEFAULT_CALL_TIMEOUT)
-        .await;
+    let result = client.request(packet, |_| what.clone(), timeout).await;
     match result {
         Ok(reply) if reply.status.is_success() => Ok(Subscription {
             client,
@@ -346,7 +345,13 @@ impl Subscription {
 
     /// Unsubscribes the patterns no other subscription of this client uses, and waits for
     /// the server to confirm.
-    pub async fn unsubscribe(mut self) -> Result<(), Error> {
+    pub async fn unsubscribe(self) -> Result<(), Error> {
+        self.unsubscribe_with_timeout(Duration::from_secs(10)).await
+    }
+
+    /// [`Subscription::unsubscribe`], waiting at most `timeout` for the server's answer
+    /// (`Error::Timeout` after it; this side has unsubscribed either way).
+    pub async fn unsubscribe_with_timeout(mut self, timeout: Duration) -> Result<(), Error> {
         self.active = false;
         let gone = lock(&self.client.inner.shared.subs).remove(self.id);
         if gone.is_empty() {
@@ -356,7 +361,7 @@ impl Subscription {
         let packet = patterns_packet(PacketType::Unsubscribe, &gone)?;
         let reply = self
             .client
-            .request(packet, |_| what.clone(), Duration::from_secs(10))
+            .request(packet, |_| what.clone(), timeout)
             .await?;
         if reply.status.is_success() {
             Ok(())

@@ -675,3 +675,91 @@ async fn the_server_counts_its_traffic() {
     assert!(t.packets_in >= 11 && t.packets_out >= 11, "{t:?}");
     assert!(t.bytes_in >= 10 * 100 && t.bytes_out >= 10 * 100, "{t:?}");
 }
+
+/// A server that logs clients in, answers the first SUBSCRIBE and then nothing; reports on
+/// `ended` how the connection ended (`Err` for a reset).
+async fn mute_after_one_subscribe() -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Receiver<std::io::Result<usize>>,
+) {
+    let fake = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = fake.local_addr().unwrap();
+    let (tx, ended) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = fake.accept().await.unwrap();
+        let mut buf = bytes::BytesMut::new();
+        let mut dec = Decoder::new();
+        let mut subscribes = 0;
+        loop {
+            while let Some(p) = dec.decode(&mut buf).unwrap() {
+                let reply = match p.ptype {
+                    PacketType::ServInfo => Packet::reply_to(&p, Status::SUCCESS)
+                        .with_param(Bytes::from_static(b"\"mute\""))
+                        .with_data(Bytes::from_static(&[0, 0, 0, 9])),
+                    PacketType::Subscribe if subscribes == 0 => {
+                        subscribes += 1;
+                        Packet::reply_to(&p, Status::SUCCESS)
+                    }
+                    _ => continue,
+                };
+                s.write_all(&reply.to_bytes().unwrap()).await.unwrap();
+            }
+            match s.read_buf(&mut buf).await {
+                Ok(0) => return drop(tx.send(Ok(0))),
+                Ok(_) => {}
+                Err(e) => return drop(tx.send(Err(e))),
+            }
+        }
+    });
+    (addr, ended)
+}
+
+/// VSOA's `subscribe(..., timeout)` and `unsubscribe(..., timeout)`: a server that does not
+/// answer makes them fail with `Error::Timeout` after the time asked, not the default.
+#[tokio::test]
+async fn subscribe_and_unsubscribe_give_up_after_their_timeout() {
+    let (addr, _ended) = mute_after_one_subscribe().await;
+    let c = Client::connect(&format!("vsoa://{addr}")).await.unwrap();
+    let sub = c
+        .subscribe_with_timeout(["/a"], Duration::from_millis(200))
+        .await
+        .expect("the first subscribe is answered");
+    let e = c
+        .subscribe_with_timeout(["/b"], Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e}");
+    assert!(e.to_string().contains("subscribe"), "{e}");
+    let e = sub
+        .unsubscribe_with_timeout(Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e}");
+}
+
+/// VSOA's `cli.linger`: with a zero linger, closing resets the connection (the peer sees
+/// a reset, nothing waits in TIME_WAIT); by default, and with a linger time, it is an
+/// orderly close.
+#[tokio::test]
+async fn linger_zero_resets_on_close_and_otherwise_the_close_is_orderly() {
+    let cases = [
+        (Some(Duration::ZERO), true),
+        (None, false),
+        (Some(Duration::from_millis(300)), false),
+    ];
+    for (linger, resets) in cases {
+        let (addr, ended) = mute_after_one_subscribe().await;
+        let c = Client::connect(&format!("vsoa://{addr}"))
+            .linger(linger)
+            .await
+            .unwrap();
+        c.close().await;
+        drop(c);
+        let how = tokio::time::timeout(WAIT, ended).await.unwrap().unwrap();
+        match how {
+            Err(e) => assert!(resets, "reset without linger: {e}"),
+            Ok(0) => assert!(!resets, "an orderly close with linger 0"),
+            Ok(n) => panic!("read {n}"),
+        }
+    }
+}

@@ -232,3 +232,48 @@ async fn an_application_callback_answers_python_lookups() {
     }
     assert_eq!((server.stats().answered, server.stats().unknown), (2, 1));
 }
+
+/// `lookup` with an address family (VSOA's `domain`): the query says which, and an answer
+/// of the other family is passed over for the next server's.
+#[tokio::test]
+async fn a_lookup_for_one_family_says_so_and_passes_over_the_other() {
+    use std::sync::{Arc, Mutex};
+    use tether::position::{Domain, PositionQuery, QueryAnswer};
+    let asked: Arc<Mutex<Vec<Option<i64>>>> = Arc::default();
+    let log = asked.clone();
+    let v4 = PositionServer::new(HashMap::from([("cam".to_string(), entry("127.0.0.9:1"))]))
+        .on_query(move |q: &PositionQuery| {
+            log.lock().unwrap().push(q.domain);
+            QueryAnswer::FromTable
+        });
+    let v4 = v4.bind("127.0.0.1:0").await.unwrap();
+    let v6_entry = Entry {
+        addr: "::1".parse().unwrap(),
+        port: 2,
+        security: false,
+    };
+    let v6 = PositionServer::new(HashMap::from([("cam".to_string(), v6_entry)]));
+    let v6 = v6.bind("127.0.0.1:0").await.unwrap();
+    let both = [v4.local_addr(), v6.local_addr()];
+    let got = position::lookup_with_domain("cam", &both, FAST, Domain::Ipv6)
+        .await
+        .unwrap();
+    assert_eq!(got, v6_entry, "the IPv4 answer was passed over");
+    let got = position::lookup_with_domain("cam", &both, FAST, Domain::Ipv4)
+        .await
+        .unwrap();
+    assert_eq!(got, entry("127.0.0.9:1"));
+    let e = position::lookup_with_domain("cam", &both[..1], FAST, Domain::Ipv6)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("knows it only at 127.0.0.9 (Ipv6 was asked for)"),
+        "{e}"
+    );
+    position::lookup_with("cam", &both, FAST).await.unwrap();
+    assert_eq!(
+        *asked.lock().unwrap(),
+        [Some(10), Some(2), Some(10), Some(2)]
+    );
+}
