@@ -6,7 +6,7 @@
 //! transport, priority, subscriptions}] (the newest 100 of each transport), "client_counts":
 //! {vsoa, websocket}, "rates": {packets_in_per_s, bytes_in_per_s,
 //! packets_out_per_s, bytes_out_per_s, publishes_per_s}, "totals": {...}, "publishes":
-//! [{url, param, at}] (the last 20, newest first), "publishes_skipped": N, "relay": {relayed,
+//! [{url, param, at}] (the last 20, newest first), "relay": {relayed,
 //! relayed_quick, throttled, refused_rate, refused_hook, failed} or null without `--relay`,
 //! "history": {"next": I, "samples": [[unix_s, msgs_in/s, msgs_out/s, bytes_in/s,
 //! bytes_out/s, clients, publishes/s, rpc_p50_us, rpc_p99_us], ...]} (one a second, the
@@ -54,10 +54,6 @@ const WINDOW: usize = 10;
 /// URLs shown in the per-URL publish rates.
 const BUSIEST: usize = 10;
 
-/// Distinct URLs counted in one second; more are counted together as `(other URLs)`, so
-/// a publisher inventing URLs cannot grow the dashboard's memory.
-const URLS_PER_SECOND: usize = 1000;
-
 /// Where the server can be reached, for the page's header.
 pub(crate) struct Info {
     pub name: String,
@@ -71,10 +67,8 @@ pub(crate) type WsClients = Arc<Mutex<Vec<Connection>>>;
 
 /// Keeps `state` current, once a second, until the server goes away.
 pub(crate) fn start(server: Server, state: State, info: Info, ws: WsClients) {
-    let tap = server.observer(4096);
-    if let Err(e) = tap.subscribe("/") {
-        tracing::warn!("dashboard cannot watch publishes: {e}");
-    }
+    // Written in place by every publish (no queue, no wake-up), read once a second.
+    let log = server.publish_log(RECENT);
     state.set(
         "/server",
         json!({"name": info.name, "vsoa": info.vsoa, "gateway": info.gateway,
@@ -82,119 +76,113 @@ pub(crate) fn start(server: Server, state: State, info: Info, ws: WsClients) {
     );
     tokio::spawn(async move {
         let started = Instant::now();
-        // Per publish only cheap work (a clone of the publish, a count); JSON is made once
-        // a second for what is shown: the tap sees every publish of a busy server.
-        let mut recent: VecDeque<(tether::server::Published, f64)> =
-            VecDeque::with_capacity(RECENT);
         let mut last = server.traffic();
         let mut last_at = Instant::now();
-        let mut published = 0u64;
         let mut history = History::default();
         let mut latencies = VecDeque::from([server.rpc_latency()]);
-        let mut urls: VecDeque<HashMap<Arc<str>, u64>> = VecDeque::from([HashMap::new()]);
-        let other: Arc<str> = Arc::from("(other URLs)");
+        let mut urls: VecDeque<HashMap<Arc<str>, u64>> = VecDeque::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
-            tokio::select! {
-                p = tap.next() => {
-                    let Some(p) = p else { return };
-                    published += 1;
-                    let second = urls.back_mut().expect("one second at least");
-                    if let Some(n) = second.get_mut(&p.url) {
-                        *n += 1;
-                    } else if second.len() < URLS_PER_SECOND {
-                        second.insert(p.url.clone(), 1);
-                    } else {
-                        *second.entry(other.clone()).or_default() += 1;
-                    }
-                    if recent.len() == RECENT {
-                        recent.pop_back();
-                    }
-                    recent.push_front((p, unix_now()));
-                }
-                _ = tick.tick() => {
-                    let now = server.traffic();
-                    let secs = last_at.elapsed().as_secs_f64().max(1e-3);
-                    let per_s = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs;
-                    let rates = json!({
-                        "packets_in_per_s": per_s(now.packets_in, last.packets_in),
-                        "bytes_in_per_s": per_s(now.bytes_in, last.bytes_in),
-                        "packets_out_per_s": per_s(now.packets_out, last.packets_out),
-                        "bytes_out_per_s": per_s(now.bytes_out, last.bytes_out),
-                        "publishes_per_s": published as f64 / secs,
-                    });
-                    let publishes_per_s = published as f64 / secs;
-                    (last, last_at, published) = (now, Instant::now(), 0);
-                    let lat_now = server.rpc_latency();
-                    let second = latencies.back().and_then(|prev| percentiles(prev, &lat_now));
-                    latencies.push_back(lat_now);
-                    if latencies.len() > WINDOW + 1 {
-                        latencies.pop_front();
-                    }
-                    let window = percentiles(&latencies[0], latencies.back().expect("pushed"));
-                    let busiest = busiest(&urls);
-                    urls.push_back(HashMap::new());
-                    if urls.len() > WINDOW {
-                        urls.pop_front();
-                    }
-                    let vsoa = server.clients();
-                    let mut clients: Vec<Value> = newest(&vsoa)
-                        .iter()
-                        .map(|c| json!({
-                            "id": c.id, "address": c.addr.to_string(), "transport": "vsoa",
-                            "priority": c.priority, "subscriptions": c.subscriptions,
-                        }))
-                        .collect();
-                    let websocket = {
-                        let mut ws = ws.lock().unwrap_or_else(|e| e.into_inner());
-                        ws.retain(|c| !c.is_closed());
-                        clients.extend(newest(&ws).iter().map(|c| json!({
-                            "id": format!("ws {}", c.peer().port()), "address": c.remote(),
-                            "transport": "websocket", "priority": null, "subscriptions": [],
-                        })));
-                        ws.len()
-                    };
-                    let counts = json!({"vsoa": vsoa.len(), "websocket": websocket});
-                    let uptime = started.elapsed().as_secs();
-                    let (p50, p99) = match &second {
-                        Some(p) => (json!(p.p50_us), json!(p.p99_us)),
-                        None => (Value::Null, Value::Null),
-                    };
-                    history.push(json!([
-                        unix_now().round(), rates["packets_in_per_s"], rates["packets_out_per_s"],
-                        rates["bytes_in_per_s"], rates["bytes_out_per_s"],
-                        counts["vsoa"].as_u64().unwrap_or(0) + counts["websocket"].as_u64().unwrap_or(0),
-                        publishes_per_s, p50, p99,
-                    ]));
-                    let publishes: Vec<Value> = recent
-                        .iter()
-                        .map(|(p, at)| json!({
-                            "url": &*p.url, "param": p.payload.param_value(), "at": at,
-                        }))
-                        .collect();
-                    let skipped = tap.skipped();
-                    let relay = server.relay_stats();
-                    state.update(|doc| {
-                        doc["server"]["uptime_s"] = json!(uptime);
-                        doc["rates"] = rates;
-                        doc["totals"] = json!(now);
-                        doc["clients"] = Value::Array(clients);
-                        doc["client_counts"] = counts;
-                        doc["publishes"] = Value::Array(publishes);
-                        doc["publishes_skipped"] = json!(skipped);
-                        doc["relay"] = json!(relay);
-                        history.write(&mut doc["history"]);
-                        doc["latency"] = match &window {
-                            Some(p) => json!({"calls": p.calls, "p50_us": p.p50_us,
-                                              "p90_us": p.p90_us, "p99_us": p.p99_us}),
-                            None => json!({"calls": 0}),
-                        };
-                        doc["publish_rates"] = busiest;
-                    });
-                    // Sent now whatever the autoflush mode (with `manual` nothing else would).
-                    state.flush();
-                }
+            tick.tick().await;
+            let seen = log.take();
+            let published = seen.total;
+            let mut second: HashMap<Arc<str>, u64> = seen.per_url.into_iter().collect();
+            if seen.other_urls > 0 {
+                second.insert(Arc::from("(other URLs)"), seen.other_urls);
             }
+            urls.push_back(second);
+            if urls.len() > WINDOW {
+                urls.pop_front();
+            }
+            let now = server.traffic();
+            let secs = last_at.elapsed().as_secs_f64().max(1e-3);
+            let per_s = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs;
+            let rates = json!({
+                "packets_in_per_s": per_s(now.packets_in, last.packets_in),
+                "bytes_in_per_s": per_s(now.bytes_in, last.bytes_in),
+                "packets_out_per_s": per_s(now.packets_out, last.packets_out),
+                "bytes_out_per_s": per_s(now.bytes_out, last.bytes_out),
+                "publishes_per_s": published as f64 / secs,
+            });
+            let publishes_per_s = published as f64 / secs;
+            (last, last_at) = (now, Instant::now());
+            let lat_now = server.rpc_latency();
+            let second = latencies
+                .back()
+                .and_then(|prev| percentiles(prev, &lat_now));
+            latencies.push_back(lat_now);
+            if latencies.len() > WINDOW + 1 {
+                latencies.pop_front();
+            }
+            let window = percentiles(&latencies[0], latencies.back().expect("pushed"));
+            let busiest = busiest(&urls);
+            let vsoa = server.clients();
+            let mut clients: Vec<Value> = newest(&vsoa)
+                .iter()
+                .map(|c| {
+                    json!({
+                        "id": c.id, "address": c.addr.to_string(), "transport": "vsoa",
+                        "priority": c.priority, "subscriptions": c.subscriptions,
+                    })
+                })
+                .collect();
+            let websocket = {
+                let mut ws = ws.lock().unwrap_or_else(|e| e.into_inner());
+                ws.retain(|c| !c.is_closed());
+                clients.extend(newest(&ws).iter().map(|c| {
+                    json!({
+                        "id": format!("ws {}", c.peer().port()), "address": c.remote(),
+                        "transport": "websocket", "priority": null, "subscriptions": [],
+                    })
+                }));
+                ws.len()
+            };
+            let counts = json!({"vsoa": vsoa.len(), "websocket": websocket});
+            let uptime = started.elapsed().as_secs();
+            let (p50, p99) = match &second {
+                Some(p) => (json!(p.p50_us), json!(p.p99_us)),
+                None => (Value::Null, Value::Null),
+            };
+            history.push(json!([
+                unix_now().round(),
+                rates["packets_in_per_s"],
+                rates["packets_out_per_s"],
+                rates["bytes_in_per_s"],
+                rates["bytes_out_per_s"],
+                counts["vsoa"].as_u64().unwrap_or(0) + counts["websocket"].as_u64().unwrap_or(0),
+                publishes_per_s,
+                p50,
+                p99,
+            ]));
+            let publishes: Vec<Value> = seen
+                .recent
+                .iter()
+                .map(|(p, at)| {
+                    let at = at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64());
+                    json!({"url": &*p.url, "param": p.payload.param_value(), "at": at})
+                })
+                .collect();
+            let relay = server.relay_stats();
+            state.update(|doc| {
+                doc["server"]["uptime_s"] = json!(uptime);
+                doc["rates"] = rates;
+                doc["totals"] = json!(now);
+                doc["clients"] = Value::Array(clients);
+                doc["client_counts"] = counts;
+                doc["publishes"] = Value::Array(publishes);
+                doc["relay"] = json!(relay);
+                history.write(&mut doc["history"]);
+                doc["latency"] = match &window {
+                    Some(p) => json!({"calls": p.calls, "p50_us": p.p50_us,
+                                      "p90_us": p.p90_us, "p99_us": p.p99_us}),
+                    None => json!({"calls": 0}),
+                };
+                doc["publish_rates"] = busiest;
+            });
+            // Sent now whatever the autoflush mode (with `manual` nothing else would).
+            state.flush();
         }
     });
 }
@@ -285,8 +273,9 @@ fn percentiles(
     })
 }
 
-/// The [`BUSIEST`] URLs over the seconds in `urls` (the last one still running), with
-/// their publishes per second.
+/// The [`BUSIEST`] URLs over the seconds in `urls`, with their publishes per second (the
+/// server's publish log counts the first 1 000 URLs of a second one by one, the rest as
+/// `(other URLs)`, so a publisher inventing URLs cannot grow this).
 fn busiest(urls: &VecDeque<HashMap<Arc<str>, u64>>) -> Value {
     let mut total: HashMap<&str, u64> = HashMap::new();
     for second in urls {

@@ -24,12 +24,17 @@ pub struct Published {
     pub quick: bool,
 }
 
-struct Sink {
-    tx: mpsc::Sender<Published>,
-    cut_off: Arc<AtomicBool>,
-    /// An observer (a monitoring tap): not counted in publish reports; when full, it skips
-    /// and counts here instead of being cut off.
-    observer: Option<Arc<AtomicU64>>,
+enum Sink {
+    /// A queue a task reads.
+    Queue {
+        tx: mpsc::Sender<Published>,
+        cut_off: Arc<AtomicBool>,
+        /// An observer (a monitoring tap): not counted in publish reports; when full, it
+        /// skips and counts here instead of being cut off.
+        observer: Option<Arc<AtomicU64>>,
+    },
+    /// A [`PublishLog`]: written in place, nobody to wake.
+    Log(Arc<Mutex<LogState>>),
 }
 
 #[derive(Default)]
@@ -53,23 +58,33 @@ impl LocalSinks {
         ids.clear();
         self.subs.matching(url, &mut ids);
         if !ids.is_empty() {
-            let url: Arc<str> = Arc::from(url);
+            // Made when a queue needs it: a publish log finds its own copy of a URL it knows.
+            let mut shared_url: Option<Arc<str>> = None;
             for id in &ids {
                 let Some(sink) = self.sinks.get(id) else {
                     continue;
                 };
+                let (tx, observer) = match sink {
+                    Sink::Log(log) => {
+                        log.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .record(url, payload, quick);
+                        continue;
+                    }
+                    Sink::Queue { tx, observer, .. } => (tx, observer),
+                };
                 let msg = Published {
-                    url: url.clone(),
+                    url: shared_url.get_or_insert_with(|| Arc::from(url)).clone(),
                     payload: payload.clone(),
                     quick,
                 };
-                if let Some(skipped) = &sink.observer {
-                    if sink.tx.try_send(msg).is_err() {
+                if let Some(skipped) = observer {
+                    if tx.try_send(msg).is_err() {
                         skipped.fetch_add(1, Ordering::Relaxed);
                     }
                     continue;
                 }
-                match sink.tx.try_send(msg) {
+                match tx.try_send(msg) {
                     Ok(()) => report.delivered += 1,
                     // Quick publishes may be dropped (and are counted); reliable ones may not.
                     Err(mpsc::error::TrySendError::Full(_)) if quick => report.cut_off += 1,
@@ -85,8 +100,8 @@ impl LocalSinks {
     }
 
     fn remove(&mut self, id: u64, cut_off: bool) {
-        if let Some(sink) = self.sinks.remove(&id) {
-            sink.cut_off.store(cut_off, Ordering::Relaxed);
+        if let Some(Sink::Queue { cut_off: flag, .. }) = self.sinks.remove(&id) {
+            flag.store(cut_off, Ordering::Relaxed);
             if cut_off {
                 tracing::warn!("local subscriber {id} did not keep up with its publishes; cut off");
             }
@@ -131,7 +146,7 @@ impl LocalSubscriber {
         let skipped = Arc::new(AtomicU64::new(0));
         sinks(&shared).sinks.insert(
             id,
-            Sink {
+            Sink::Queue {
                 tx,
                 cut_off: cut_off.clone(),
                 observer: observer.then(|| skipped.clone()),
@@ -201,3 +216,123 @@ impl Drop for LocalSubscriber {
 }
 
 pub(crate) type LocalLock = Mutex<LocalSinks>;
+
+/// URLs a [`PublishLog`] counts one by one between two takes; the rest are counted together.
+const LOG_URLS: usize = 1000;
+
+pub(crate) struct LogState {
+    recent: std::collections::VecDeque<(Published, std::time::SystemTime)>,
+    keep: usize,
+    /// Per URL; a `Cell` so that one lookup both finds the key and counts.
+    counts: HashMap<Arc<str>, std::cell::Cell<u64>>,
+    others: u64,
+    total: u64,
+}
+
+impl LogState {
+    fn record(&mut self, url: &str, payload: &Payload, quick: bool) {
+        self.total += 1;
+        // The URL as an Arc: the count's key, else the newest entry's, else a new one.
+        let known = self.counts.get_key_value(url).map(|(key, n)| {
+            n.set(n.get() + 1);
+            key.clone()
+        });
+        let url: Arc<str> = match known {
+            Some(key) => key,
+            None => {
+                let fresh = match self.recent.front() {
+                    Some((p, _)) if &*p.url == url => p.url.clone(),
+                    _ => Arc::from(url),
+                };
+                if self.counts.len() < LOG_URLS {
+                    self.counts.insert(fresh.clone(), std::cell::Cell::new(1));
+                } else {
+                    self.others += 1;
+                }
+                fresh
+            }
+        };
+        if self.keep == 0 {
+            return;
+        }
+        if self.recent.len() == self.keep {
+            self.recent.pop_back();
+        }
+        let p = Published {
+            url,
+            payload: payload.clone(),
+            quick,
+        };
+        self.recent.push_front((p, std::time::SystemTime::now()));
+    }
+}
+
+/// What a [`PublishLog`] saw since the previous [`PublishLog::take`].
+#[derive(Debug, Clone, Default)]
+pub struct PublishLogEntries {
+    /// The newest publishes (at most the log's `recent`), newest first, with when each was
+    /// made; kept across takes.
+    pub recent: Vec<(Published, std::time::SystemTime)>,
+    /// Publishes per URL since the previous take (the first 1 000 URLs one by one).
+    pub per_url: Vec<(Arc<str>, u64)>,
+    /// Publishes on URLs beyond those.
+    pub other_urls: u64,
+    /// Publishes since the previous take.
+    pub total: u64,
+}
+
+/// A record of every publish for monitoring (a dashboard): the newest few and a count per
+/// URL, written in place by whoever publishes: no queue to fill, no task to wake, nothing
+/// skipped. See [`super::Server::publish_log`]. Dropping it stops the recording.
+pub struct PublishLog {
+    id: u64,
+    shared: Arc<ServerState>,
+    log: Arc<Mutex<LogState>>,
+}
+
+impl std::fmt::Debug for PublishLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishLog").field("id", &self.id).finish()
+    }
+}
+
+impl PublishLog {
+    pub(crate) fn new(shared: Arc<ServerState>, recent: usize) -> Self {
+        let id = NEXT_LOCAL.fetch_add(1, Ordering::Relaxed);
+        let log = Arc::new(Mutex::new(LogState {
+            recent: std::collections::VecDeque::with_capacity(recent),
+            keep: recent,
+            counts: HashMap::new(),
+            others: 0,
+            total: 0,
+        }));
+        {
+            let mut s = sinks(&shared);
+            s.sinks.insert(id, Sink::Log(log.clone()));
+            s.subs.subscribe(id, "/");
+        }
+        shared.has_local.store(true, Ordering::Relaxed);
+        PublishLog { id, shared, log }
+    }
+
+    /// The newest publishes, and the counts since the previous take (which start again).
+    pub fn take(&self) -> PublishLogEntries {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        PublishLogEntries {
+            recent: log.recent.iter().cloned().collect(),
+            per_url: log.counts.drain().map(|(u, n)| (u, n.get())).collect(),
+            other_urls: std::mem::take(&mut log.others),
+            total: std::mem::take(&mut log.total),
+        }
+    }
+}
+
+impl Drop for PublishLog {
+    fn drop(&mut self) {
+        let mut s = sinks(&self.shared);
+        s.remove(self.id, false);
+        if s.is_empty() {
+            self.shared.has_local.store(false, Ordering::Relaxed);
+        }
+    }
+}

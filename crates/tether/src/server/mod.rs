@@ -42,7 +42,7 @@ pub use handler::{
     WorkQueue,
 };
 pub use hooks::ClientEvent;
-pub use local::{LocalSubscriber, Published};
+pub use local::{LocalSubscriber, PublishLog, PublishLogEntries, Published};
 pub use publish::{PublishReport, QuickReport};
 pub use quick::QuickStats;
 pub use registry::ClientSummary;

@@ -130,6 +130,14 @@ impl Server {
         LocalSubscriber::new(self.shared.clone(), capacity, true)
     }
 
+    /// A record of every publish for monitoring: the newest `recent` and a count per URL,
+    /// taken when wanted ([`super::PublishLog::take`]). Cheaper than an
+    /// [`Server::observer`] on a busy server: the publisher writes it in place, nothing
+    /// is queued or woken, nothing skipped. Not counted in publish reports.
+    pub fn publish_log(&self, recent: usize) -> super::PublishLog {
+        super::PublishLog::new(self.shared.clone(), recent)
+    }
+
     fn deliver_local(&self, url: &str, payload: &Payload, quick: bool, report: &mut PublishReport) {
         let cut_before = report.cut_off;
         if self

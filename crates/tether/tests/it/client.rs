@@ -763,3 +763,61 @@ async fn linger_zero_resets_on_close_and_otherwise_the_close_is_orderly() {
         }
     }
 }
+
+/// A publish log records every publish in place: the newest few (newest first) and a count
+/// per URL since the previous take, bounded in URLs; publish reports do not count it.
+#[tokio::test]
+async fn a_publish_log_keeps_the_newest_and_counts_per_url() {
+    let server = Server::builder().build();
+    let log = server.publish_log(2);
+    for (url, n) in [("/a", 3), ("/b", 1), ("/a/x", 2)] {
+        for i in 0..n {
+            let r = server
+                .publish(url, tether::Payload::json(&i).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(r.delivered, 0, "the log is not a subscriber");
+        }
+    }
+    let seen = log.take();
+    assert_eq!(seen.total, 6);
+    let recent: Vec<(&str, Option<serde_json::Value>)> = seen
+        .recent
+        .iter()
+        .map(|(p, _)| (&*p.url, p.payload.param_value()))
+        .collect();
+    assert_eq!(recent, [("/a/x", Some(json!(1))), ("/a/x", Some(json!(0)))]);
+    let mut per_url: Vec<(String, u64)> = seen
+        .per_url
+        .iter()
+        .map(|(u, n)| (u.to_string(), *n))
+        .collect();
+    per_url.sort();
+    assert_eq!(
+        per_url,
+        [("/a".into(), 3), ("/a/x".into(), 2), ("/b".into(), 1)]
+    );
+    // Counts start again; the newest stay.
+    let again = log.take();
+    assert_eq!(
+        (again.total, again.per_url.len(), again.recent.len()),
+        (0, 0, 2)
+    );
+    // A publisher inventing URLs: the first 1 000 are counted one by one, the rest together.
+    for i in 0..1005 {
+        server
+            .publish(&format!("/u/{i}"), tether::Payload::empty())
+            .await
+            .unwrap();
+    }
+    let many = log.take();
+    assert_eq!(
+        (many.per_url.len(), many.other_urls, many.total),
+        (1000, 5, 1005)
+    );
+    drop(log);
+    server
+        .publish("/a", tether::Payload::empty())
+        .await
+        .unwrap();
+}
