@@ -265,6 +265,8 @@ where
 /// * `ca.pem`: a CA; `server.pem` / `server.key`: a server certificate for `localhost` and
 ///   127.0.0.1 signed by it; `expired.pem` / `expired.key`: the same, expired;
 /// * `client.pem` / `client.key`: a client certificate `CN=drone-7` signed by it;
+/// * `a.test.pem` / `a.test.key`, `b.test.pem` / `b.test.key`: server certificates for
+///   those names only, signed by it (for SNI);
 /// * `other-ca.pem`, `other-client.pem` / `other-client.key`: an unrelated CA and a client
 ///   certificate it signed.
 pub struct Pki {
@@ -338,6 +340,12 @@ impl Pki {
         let (c, k) = leaf(names(), "tether-test-server", server.clone(), false, &root);
         write("server.pem", c);
         write("server.key", k);
+        // Two more server certificates, for choosing by SNI.
+        for name in ["a.test", "b.test"] {
+            let (c, k) = leaf(vec![name.to_string()], name, server.clone(), false, &root);
+            write(&format!("{name}.pem"), c);
+            write(&format!("{name}.key"), k);
+        }
         let (c, k) = leaf(names(), "expired-server", server, true, &root);
         write("expired.pem", c);
         write("expired.key", k);

@@ -81,6 +81,54 @@ fn roots(pem: &[u8], what: &str) -> Result<RootCertStore, Error> {
     Ok(store)
 }
 
+/// Whether a server asks clients for certificates (Python's `CERT_NONE`, `CERT_OPTIONAL`,
+/// `CERT_REQUIRED`), with the CA(s) whose certificates it accepts (PEM).
+#[derive(Debug, Clone, Copy)]
+pub enum ClientAuth<'a> {
+    /// No client certificates.
+    None,
+    /// A client may present a certificate; if it does, it must be signed by one of these
+    /// CAs (a wrong one is refused). Handlers see it in `ClientHandle::peer_certificate`.
+    Optional(&'a [u8]),
+    /// Every client must present a certificate signed by one of these CAs (mutual TLS).
+    Required(&'a [u8]),
+}
+
+/// One certificate a server presents for the names in it, chosen by SNI
+/// ([`ServerTls::by_name`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NamedCert<'a> {
+    /// The host name clients ask for (SNI).
+    pub name: &'a str,
+    /// Its certificate chain (PEM).
+    pub chain: &'a [u8],
+    /// Its private key (PEM).
+    pub private_key: &'a [u8],
+}
+
+/// Picks a server certificate by the name the client asked for, else the first.
+#[derive(Debug)]
+struct BySni {
+    named: Vec<(String, Arc<rustls::sign::CertifiedKey>)>,
+}
+
+impl rustls::server::ResolvesServerCert for BySni {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let asked = hello.server_name();
+        let chosen = asked
+            .and_then(|n| {
+                self.named
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case(n))
+            })
+            .or_else(|| self.named.first());
+        chosen.map(|(_, k)| k.clone())
+    }
+}
+
 /// A server's TLS setup.
 #[derive(Clone)]
 pub struct ServerTls {
@@ -104,31 +152,80 @@ impl ServerTls {
         private_key: &[u8],
         client_ca: Option<&[u8]>,
     ) -> Result<Self, Error> {
-        let builder = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(tls_error)?;
-        let builder = match client_ca {
-            Some(ca) => {
-                let verifier = WebPkiClientVerifier::builder_with_provider(
-                    Arc::new(roots(ca, "client CA")?),
-                    provider(),
-                )
-                .build()
-                .map_err(tls_error)?;
-                builder.with_client_cert_verifier(verifier)
-            }
-            None => builder.with_no_client_auth(),
-        };
-        let config = builder
+        let auth = client_ca.map_or(ClientAuth::None, ClientAuth::Required);
+        Self::with_client_auth(chain, private_key, auth)
+    }
+
+    /// From PEM text, with client certificates none, optional or required.
+    pub fn with_client_auth(
+        chain: &[u8],
+        private_key: &[u8],
+        auth: ClientAuth<'_>,
+    ) -> Result<Self, Error> {
+        let config = Self::config(auth)?
             .with_single_cert(
                 certs(chain, "server certificate")?,
                 key(private_key, "server key")?,
             )
             .map_err(|e| tls_error(format!("server certificate and key do not fit: {e}")))?;
-        Ok(ServerTls {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-            mutual: client_ca.is_some(),
+        Ok(Self::of(config, auth))
+    }
+
+    /// Several certificates, each presented to the clients that ask for its name (SNI;
+    /// Python's `sni_callback`), the first to clients that ask for none or another (a
+    /// client connecting to an IP address sends no name).
+    pub fn by_name(certs_by_name: &[NamedCert<'_>], auth: ClientAuth<'_>) -> Result<Self, Error> {
+        if certs_by_name.is_empty() {
+            return Err(tls_error("no certificate given"));
+        }
+        let provider = provider();
+        let mut named = Vec::new();
+        for n in certs_by_name {
+            let what = format!("certificate for {}", n.name);
+            let key = provider
+                .key_provider
+                .load_private_key(key(n.private_key, &what)?)
+                .map_err(|e| tls_error(format!("{what}: unusable key: {e}")))?;
+            let certified = rustls::sign::CertifiedKey::new(certs(n.chain, &what)?, key);
+            certified
+                .keys_match()
+                .map_err(|e| tls_error(format!("{what}: certificate and key do not fit: {e}")))?;
+            named.push((n.name.to_string(), Arc::new(certified)));
+        }
+        let config = Self::config(auth)?.with_cert_resolver(Arc::new(BySni { named }));
+        Ok(Self::of(config, auth))
+    }
+
+    fn config(
+        auth: ClientAuth<'_>,
+    ) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>, Error> {
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(tls_error)?;
+        let verifier = |ca: &[u8], optional: bool| {
+            let b = WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots(ca, "client CA")?),
+                provider(),
+            );
+            let b = if optional {
+                b.allow_unauthenticated()
+            } else {
+                b
+            };
+            b.build().map_err(tls_error)
+        };
+        Ok(match auth {
+            ClientAuth::None => builder.with_no_client_auth(),
+            ClientAuth::Optional(ca) => builder.with_client_cert_verifier(verifier(ca, true)?),
+            ClientAuth::Required(ca) => builder.with_client_cert_verifier(verifier(ca, false)?),
         })
+    }
+
+    fn of(config: ServerConfig, auth: ClientAuth<'_>) -> Self {
+        ServerTls {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            mutual: matches!(auth, ClientAuth::Required(_)),
+        }
     }
 
     /// Like [`ServerTls::from_pem`], reading files.
@@ -198,6 +295,37 @@ impl ClientTls {
             &read(ca)?,
             cert.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
         )
+    }
+
+    /// **For test benches only**: accepts any server certificate (untrusted, expired, for
+    /// another name), checking only that the server holds its key. Anyone on the path can
+    /// read and change the traffic. Logs a warning when made. (Python's `CERT_NONE` on the
+    /// client side.)
+    pub fn danger_accept_any_server_certificate(
+        client_cert: Option<(&[u8], &[u8])>,
+    ) -> Result<Self, Error> {
+        tracing::warn!(
+            "TLS without server verification: for test benches only, anyone on the path can \
+             read and change this traffic"
+        );
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(tls_error)?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServer(provider())));
+        let config = match client_cert {
+            Some((chain, private_key)) => builder
+                .with_client_auth_cert(
+                    certs(chain, "client certificate")?,
+                    key(private_key, "client key")?,
+                )
+                .map_err(|e| tls_error(format!("client certificate and key do not fit: {e}")))?,
+            None => builder.with_no_client_auth(),
+        };
+        Ok(ClientTls {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            server_name: None,
+        })
     }
 
     /// The name to send (SNI) and to verify in the server's certificate. Default: the
@@ -328,5 +456,55 @@ impl PeerCertificate {
 
     pub(crate) fn first_of(chain: Option<&[CertificateDer<'_>]>) -> Option<Arc<Self>> {
         chain?.first().and_then(|c| Self::parse(c)).map(Arc::new)
+    }
+}
+
+/// Accepts any server certificate; still checks the handshake signatures, so the server
+/// must hold the key of the certificate it sent.
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -36,6 +36,10 @@ pub(crate) struct Args {
     /// Require client certificates issued by this CA (mutual TLS).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_client_ca: Option<std::path::PathBuf>,
+    /// With --tls-client-ca: clients may also come without a certificate (Python's
+    /// CERT_OPTIONAL); one they present must still be issued by that CA.
+    #[arg(long, requires = "tls_client_ca")]
+    tls_client_optional: bool,
     /// Also serve clever-show messaging (drone shows) on this TCP address, off by default.
     /// Requests `echo`, `time` and file transfer inside --files-root (docs: README).
     #[arg(long, value_name = "HOST:PORT")]
@@ -143,8 +147,21 @@ fn build(args: &Args) -> Result<Built, Failure> {
     }
     let mut tls = None;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        let server_tls =
-            tether::tls::ServerTls::from_pem_files(cert, key, args.tls_client_ca.as_deref())?;
+        let server_tls = match &args.tls_client_ca {
+            Some(ca) if args.tls_client_optional => {
+                let read = |p: &std::path::Path| {
+                    std::fs::read(p)
+                        .map_err(|e| Failure::usage(format!("cannot read {}: {e}", p.display())))
+                };
+                let ca = read(ca)?;
+                tether::tls::ServerTls::with_client_auth(
+                    &read(cert)?,
+                    &read(key)?,
+                    tether::tls::ClientAuth::Optional(&ca),
+                )?
+            }
+            ca => tether::tls::ServerTls::from_pem_files(cert, key, ca.as_deref())?,
+        };
         builder = builder.tls(server_tls.clone());
         tls = Some(server_tls);
     }

@@ -266,6 +266,20 @@ async fn python_client_over_tls_one_way_and_mutual() {
     .await;
     python_tls_client(mutual.port, &pki, Some("client"), false).await;
     python_tls_client(mutual.port, &pki, Some("other-client"), true).await;
+    python_tls_client(mutual.port, &pki, None, true).await;
+    let optional = tether_serve(&[
+        "--tls-cert",
+        &pki.path("server.pem"),
+        "--tls-key",
+        &pki.path("server.key"),
+        "--tls-client-ca",
+        &pki.path("ca.pem"),
+        "--tls-client-optional",
+    ])
+    .await;
+    python_tls_client(optional.port, &pki, None, false).await;
+    python_tls_client(optional.port, &pki, Some("client"), false).await;
+    python_tls_client(optional.port, &pki, Some("other-client"), true).await;
     // Not tested here: an expired or untrusted *server* certificate. Python 1.0.4's client
     // then hangs in connect() forever, ignoring its timeout (verified; docs/vsoa.md). Our
     // client's refusals are in `bad_server_certificates_fail_with_clear_errors`.
@@ -369,4 +383,115 @@ async fn our_client_over_tls_to_a_python_server_and_the_cli() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("UnknownIssuer"));
+}
+
+/// A server at `tls` with `/echo` and `/whoami`, as [`tls_server`] builds it.
+async fn tls_server_with(tls: ServerTls) -> (Server, tether::Listening) {
+    let server = Server::builder().tls(tls).build();
+    server.route_with("/echo", Mode::Inline, |r: Request| async move {
+        Reply::ok(r.payload)
+    });
+    server.route("/whoami", |r: Request| async move {
+        let subject = r.client.peer_certificate().map(|c| c.subject.clone());
+        Reply::json(&subject).unwrap()
+    });
+    let l = server.bind("127.0.0.1:0").await.unwrap();
+    (server, l)
+}
+
+fn pem(pki: &Pki, name: &str) -> Vec<u8> {
+    std::fs::read(pki.file(name)).unwrap()
+}
+
+/// Python's `CERT_OPTIONAL`: clients with and without a certificate get in (the real
+/// Python client, both ways), a certificate from another CA does not, and handlers see who
+/// presented one.
+#[tokio::test]
+async fn optional_client_certificates() {
+    use tether::tls::ClientAuth;
+    let pki = Pki::new();
+    let ca = pem(&pki, "ca.pem");
+    let tls = ServerTls::with_client_auth(
+        &pem(&pki, "server.pem"),
+        &pem(&pki, "server.key"),
+        ClientAuth::Optional(&ca),
+    )
+    .unwrap();
+    let (_s, l) = tls_server_with(tls).await;
+    python_tls_client(l.local_addr().port(), &pki, None, false).await;
+    python_tls_client(l.local_addr().port(), &pki, Some("client"), false).await;
+    python_tls_client(l.local_addr().port(), &pki, Some("other-client"), true).await;
+    let whoami = |c: Client| async move { c.call("/whoami").await.unwrap().payload.param_value() };
+    let anonymous = Client::connect(&url(&l))
+        .tls(client_tls(&pki, "ca.pem", None))
+        .await
+        .unwrap();
+    assert_eq!(whoami(anonymous).await, Some(serde_json::Value::Null));
+    let drone = Client::connect(&url(&l))
+        .tls(client_tls(&pki, "ca.pem", Some("client")))
+        .await
+        .unwrap();
+    let who = whoami(drone).await.unwrap();
+    assert!(who.as_str().unwrap().contains("drone-7"), "{who}");
+}
+
+/// A certificate chosen by the name the client asks for (SNI), the first one when it asks
+/// for none (a connection to an IP address).
+#[tokio::test]
+async fn the_server_certificate_is_chosen_by_sni() {
+    use tether::tls::{ClientAuth, NamedCert, SubjectAltName};
+    let pki = Pki::new();
+    let files: Vec<(String, Vec<u8>, Vec<u8>)> = ["server", "a.test", "b.test"]
+        .iter()
+        .map(|n| {
+            let name = if *n == "server" { "localhost" } else { n };
+            (
+                name.to_string(),
+                pem(&pki, &format!("{n}.pem")),
+                pem(&pki, &format!("{n}.key")),
+            )
+        })
+        .collect();
+    let named: Vec<NamedCert> = files
+        .iter()
+        .map(|(name, chain, key)| NamedCert {
+            name,
+            chain,
+            private_key: key,
+        })
+        .collect();
+    let (_s, l) = tls_server_with(ServerTls::by_name(&named, ClientAuth::None).unwrap()).await;
+    for (asked, want) in [
+        (Some("a.test"), "a.test"),
+        (Some("B.TEST"), "b.test"),
+        (None, "localhost"),
+    ] {
+        let mut tls = client_tls(&pki, "ca.pem", None);
+        if let Some(name) = asked {
+            tls = tls.server_name(name.to_lowercase());
+        }
+        let c = Client::connect(&url(&l)).tls(tls).await.unwrap();
+        let sans = &c.peer_certificate().unwrap().subject_alt_names;
+        assert!(
+            sans.contains(&SubjectAltName::Dns(want.into())),
+            "asked {asked:?}: {sans:?}"
+        );
+    }
+    assert!(ServerTls::by_name(&[], ClientAuth::None).is_err());
+}
+
+/// The loudly named no-verification mode (test benches only): an expired certificate of a
+/// CA nobody trusts is accepted; the normal mode refuses it.
+#[tokio::test]
+async fn accepting_any_server_certificate_is_explicit() {
+    let pki = Pki::new();
+    let (_s, l) = tls_server(&pki, "expired", false).await;
+    let refused = Client::connect(&url(&l))
+        .tls(client_tls(&pki, "other-ca.pem", None))
+        .await;
+    assert!(matches!(refused, Err(Error::Tls(_))), "{refused:?}");
+    let any = tether::tls::ClientTls::danger_accept_any_server_certificate(None).unwrap();
+    let c = Client::connect(&url(&l)).tls(any).await.unwrap();
+    let r = c.call("/echo").json(&"anyway").unwrap().await.unwrap();
+    assert_eq!(r.payload.param_value(), Some(serde_json::json!("anyway")));
 }
