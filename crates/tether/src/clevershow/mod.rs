@@ -19,6 +19,7 @@
 
 mod bridge;
 pub mod discovery;
+pub mod drone;
 mod files;
 mod link;
 mod peer;

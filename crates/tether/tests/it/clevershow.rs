@@ -889,3 +889,158 @@ async fn requests_named_like_urls_reach_the_vsoa_route_table() {
         assert!(e.to_string().contains(why), "{name}: {e}");
     }
 }
+
+/// The drone's id as its configuration names it: `/default` is drawn once and kept,
+/// `/hostname` and given strings are themselves; `answer_id` answers the server's `id`
+/// request on every link, reconnects included.
+#[tokio::test]
+async fn a_drone_keeps_its_default_id_and_answers_it_on_every_link() {
+    use tether::clevershow::drone::DroneId;
+    let dir = temp_dir("drone-id");
+    let store = dir.join("id");
+    let id = DroneId::from_setting("/default", store.clone())
+        .resolve()
+        .unwrap();
+    assert!(
+        id.len() == 10 && id.starts_with("copter") && id[6..].bytes().all(|b| b.is_ascii_digit()),
+        "{id}"
+    );
+    assert_eq!(std::fs::read_to_string(&store).unwrap().trim(), id, "kept");
+    assert_eq!(
+        DroneId::Default {
+            store: store.clone()
+        }
+        .resolve()
+        .unwrap(),
+        id,
+        "the same after a restart"
+    );
+    std::fs::write(&store, "not an id").unwrap();
+    let fresh = DroneId::Default {
+        store: store.clone(),
+    }
+    .resolve()
+    .unwrap();
+    assert!(
+        fresh.starts_with("copter"),
+        "a broken store gets a new id: {fresh}"
+    );
+    assert!(!DroneId::Hostname.resolve().unwrap().is_empty());
+    assert_eq!(
+        DroneId::from_setting("drone-7", store).resolve().unwrap(),
+        "drone-7"
+    );
+
+    let server = Node::new();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    server.on_peer(move |peer| {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(peer.request("id").send().await.unwrap());
+        });
+    });
+    let l = server.bind("127.0.0.1:0").await.unwrap();
+    let drone = Node::new();
+    drone.answer_id(&fresh);
+    for _ in 0..2 {
+        let link = drone.connect(l.local_addr()).await.unwrap();
+        let answered = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(answered, json!(fresh));
+        link.close();
+    }
+}
+
+/// An SNTP responder on loopback whose clock is 100 s ahead and whose answers take 100 ms
+/// to arrive and 100 ms to come back; `mangle` spoils the reply.
+async fn sntp_responder(mangle: fn(&mut [u8]) -> usize) -> std::net::SocketAddr {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut q = [0u8; 48];
+        while let Ok((n, from)) = socket.recv_from(&mut q).await {
+            assert_eq!(n, 48, "a 48-byte query");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                + Duration::from_secs(100);
+            let ts = ((now.as_secs() + 2_208_988_800) << 32)
+                | ((u64::from(now.subsec_nanos()) << 32) / 1_000_000_000);
+            let mut r = [0u8; 48];
+            r[0] = 0x24; // version 4, mode 4 (server)
+            r[1] = 2; // stratum
+            r[24..32].copy_from_slice(&q[40..48]); // origin = the query's transmit time
+            r[32..40].copy_from_slice(&ts.to_be_bytes());
+            r[40..48].copy_from_slice(&ts.to_be_bytes());
+            let len = mangle(&mut r);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = socket.send_to(&r[..len], from).await;
+        }
+    });
+    addr
+}
+
+/// `get_ntp_time` corrects for the round trip (the original returns the server's transmit
+/// time, here 100 ms late), and refuses replies that are not answers to its query.
+#[tokio::test]
+async fn sntp_time_is_corrected_for_the_round_trip_and_bad_replies_are_refused() {
+    use tether::clevershow::drone::{get_ntp_time, NtpError, TimeSource};
+    let good = sntp_responder(|_| 48).await;
+    let source = TimeSource::Ntp {
+        host: "127.0.0.1".into(),
+        port: good.port(),
+        timeout: WAIT,
+    };
+    let got = source.now().await.unwrap();
+    let truth = std::time::SystemTime::now() + Duration::from_secs(100);
+    let off = match truth.duration_since(got) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    };
+    assert!(off.abs() < 0.05, "{off} s off the server's clock");
+    type Mangle = fn(&mut [u8]) -> usize;
+    let cases: [(Mangle, &str); 4] = [
+        (|_| 40, "shorter than 48"),
+        (
+            |r| {
+                r[0] = 0x23;
+                48
+            },
+            "mode 4",
+        ),
+        (
+            |r| {
+                r[1] = 0;
+                48
+            },
+            "kiss-o'-death",
+        ),
+        (
+            |r| {
+                r[24] ^= 1;
+                48
+            },
+            "origin timestamp",
+        ),
+    ];
+    for (mangle, says) in cases {
+        let bad = sntp_responder(mangle).await;
+        let e = get_ntp_time("127.0.0.1", bad.port(), WAIT)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, NtpError::BadReply { .. }) && e.to_string().contains(says),
+            "{e}"
+        );
+    }
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let e = get_ntp_time("127.0.0.1", port, Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, NtpError::Timeout { .. }), "{e}");
+    assert!(TimeSource::System.now().await.is_ok());
+}
