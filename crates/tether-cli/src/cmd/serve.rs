@@ -406,7 +406,8 @@ struct AnnounceArgs {
         value_parser = super::parse_secs
     )]
     announce_every: std::time::Duration,
-    /// The host announced (default: the clever-show listener's IP address).
+    /// The host announced (default: the clever-show listener's IP address; for a listener
+    /// on 0.0.0.0, the address of the interface with a route out).
     #[arg(long, value_name = "HOST")]
     announce_host: Option<String>,
     /// Allow a broadcast destination for --announce.
@@ -427,7 +428,7 @@ impl AnnounceArgs {
         let host = self
             .announce_host
             .clone()
-            .unwrap_or_else(|| show.ip().to_string());
+            .unwrap_or_else(|| tether::clevershow::discovery::host_to_announce(show));
         let mut a = tether::clevershow::discovery::Announce::new(dest, host, show.port())
             .every(self.announce_every)
             .allow_broadcast(self.announce_broadcast);

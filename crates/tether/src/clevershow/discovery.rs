@@ -4,8 +4,8 @@
 //!
 //! Off by default, and sent only where it is told: [`Announce`] needs an explicit
 //! destination. A broadcast destination is refused unless
-//! [`Announce::allow_broadcast`] is set (then `SO_BROADCAST` is set, as the original does);
-//! multicast is always refused.
+//! [`Announce::allow_broadcast`] is set (then `SO_BROADCAST` is set, as the original does,
+//! also for a subnet's broadcast address); multicast is always refused.
 //!
 //! The "younger server yields" rule (the original's `BROADCAST.listen`) is
 //! [`Announce::yield_to_older`]: the server also listens for announcements, and when it
@@ -205,7 +205,10 @@ impl Announce {
             source,
         };
         let socket = UdpSocket::bind(bind).await.map_err(bind_err)?;
-        if broadcast {
+        // A subnet's broadcast address (192.168.1.255) looks like any other address here,
+        // but the kernel sends to it only with SO_BROADCAST: allowing broadcast sets it
+        // whatever the destination; without, the kernel refuses such a send (logged).
+        if broadcast || self.allow_broadcast {
             socket.set_broadcast(true).map_err(bind_err)?;
         }
         let listener = match self.listen {
@@ -308,6 +311,18 @@ impl Drop for Announcer {
     }
 }
 
+/// The host to announce for a listener on `listener`: its IP, or for one on every
+/// interface (`0.0.0.0`, `::`) the address of the interface with a route out, as the
+/// original's `get_ip_address` (drones cannot dial an unspecified address).
+pub fn host_to_announce(listener: SocketAddr) -> String {
+    let ip = listener.ip();
+    if ip.is_unspecified() {
+        super::drone::get_ip_address().to_string()
+    } else {
+        ip.to_string()
+    }
+}
+
 /// Listens on `listen` for up to `wait` and returns the first valid announcement; other
 /// datagrams are logged and skipped.
 pub async fn discover(listen: SocketAddr, wait: Duration) -> Result<Announcement, Error> {
@@ -401,6 +416,38 @@ mod tests {
                 .await
                 .unwrap_err();
             assert!(e.to_string().contains("refused destination"), "{dest}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_listener_on_every_interface_is_announced_by_a_dialable_address() {
+        assert_eq!(
+            host_to_announce("127.0.0.5:25000".parse().unwrap()),
+            "127.0.0.5"
+        );
+        let any = host_to_announce("0.0.0.0:25000".parse().unwrap());
+        assert!(!any.parse::<IpAddr>().unwrap().is_unspecified(), "{any}");
+    }
+
+    /// A subnet's broadcast address, tried inside 127.0.0.0/8 only (127.255.255.255 is
+    /// loopback's): the kernel refuses it without SO_BROADCAST, so nothing arrives unless
+    /// broadcast is allowed; with it, the announcement is heard.
+    #[tokio::test]
+    async fn a_subnet_broadcast_destination_needs_allow_broadcast() {
+        for allowed in [false, true] {
+            let listen = UdpSocket::bind("127.255.255.255:0").await.unwrap();
+            let addr = listen.local_addr().unwrap();
+            drop(listen);
+            let heard = tokio::spawn(discover(addr, Duration::from_millis(700)));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _a = Announce::new(addr, "127.0.0.1", 25000)
+                .every(Duration::from_millis(100))
+                .allow_broadcast(allowed)
+                .start()
+                .await
+                .unwrap();
+            let got = heard.await.unwrap();
+            assert_eq!(got.is_ok(), allowed, "allow_broadcast {allowed}: {got:?}");
         }
     }
 }

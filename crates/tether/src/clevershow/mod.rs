@@ -241,6 +241,7 @@ impl Node {
             connect_timeout: Duration::from_secs(2),
             hold_limit: DEFAULT_HOLD_LIMIT,
             discover: None,
+            on_broadcast_bind: None,
         }
     }
 }
@@ -257,7 +258,10 @@ pub struct Dial {
     pub(crate) connect_timeout: Duration,
     pub(crate) hold_limit: usize,
     pub(crate) discover: Option<DiscoverOn>,
+    pub(crate) on_broadcast_bind: Option<Arc<BindHook>>,
 }
+
+type BindHook = dyn Fn(&discovery::Announcement) + Send + Sync;
 
 #[derive(Clone)]
 pub(crate) struct DiscoverOn {
@@ -302,6 +306,16 @@ impl Dial {
             wait,
             after_failures,
         });
+        self
+    }
+
+    /// Called when discovery binds the peer to a server (the original's
+    /// `on_broadcast_bind`), with the announcement heard, before the peer dials it.
+    pub fn on_broadcast_bind(
+        mut self,
+        f: impl Fn(&discovery::Announcement) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_broadcast_bind = Some(Arc::new(f));
         self
     }
 

@@ -568,6 +568,9 @@ async fn redial(peer: Peer) {
                             Ok(found) => match found.addr() {
                                 Ok(a) => {
                                     tracing::info!("clever-show server found at {a}");
+                                    if let Some(hook) = &dial.on_broadcast_bind {
+                                        hook(&found);
+                                    }
                                     *peer.inner.addr.lock().unwrap_or_else(|e| e.into_inner()) = a;
                                     continue;
                                 }

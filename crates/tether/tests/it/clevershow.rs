@@ -695,13 +695,21 @@ async fn a_drone_finds_the_server_by_its_announcement_on_loopback() {
 
     // A dialing drone with a wrong address finds the server through discovery.
     let dead = free_udp(); // a TCP port nobody listens on (same number, TCP side)
+    let bound = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = bound.clone();
     let drone = Node::new()
         .dial(dead)
         .backoff(Duration::from_millis(10), Duration::from_millis(20))
         .discover(beacon, WAIT, 2)
+        .on_broadcast_bind(move |a| seen.lock().unwrap().push(a.addr().unwrap()))
         .start();
     drone.wait_link(WAIT).await.unwrap();
     assert_eq!(drone.addr(), l.local_addr());
+    assert_eq!(
+        *bound.lock().unwrap(),
+        [l.local_addr()],
+        "on_broadcast_bind, once"
+    );
     assert!(drone.request("time").send().await.unwrap().is_f64());
     drone.close();
 }
