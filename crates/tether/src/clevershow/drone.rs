@@ -278,6 +278,224 @@ pub async fn get_ntp_time(
     })
 }
 
+/// A drone's configuration file (the original's client configuration and `load_config`):
+/// TOML, every key optional, an unknown key an error.
+///
+/// ```toml
+/// id = "/default"              # /hostname, /default, /ip, or the id itself
+/// id_store = "drone-id.txt"    # where /default keeps its digits (default: beside this file)
+///
+/// [server]
+/// host = "127.0.0.1"
+/// port = 25000
+///
+/// [broadcast]                  # discovery: listen for server_ip announcements
+/// listen = "127.0.0.1:8181"
+/// wait_secs = 16
+/// after_failures = 3
+///
+/// [ntp]
+/// use = true
+/// host = "127.0.0.1"
+/// port = 123
+/// timeout_secs = 2
+/// ```
+///
+/// Reloading is loading again ([`DroneConfig::load`]); nothing is cached.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DroneConfig {
+    /// The id setting (default `/default`).
+    #[serde(default = "default_id")]
+    pub id: String,
+    /// Where `/default` keeps its id (default: the file's path with `.id` added).
+    #[serde(default)]
+    pub id_store: Option<PathBuf>,
+    /// The server to dial.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// Discovery, off when absent.
+    #[serde(default)]
+    pub broadcast: Option<BroadcastSection>,
+    /// Where the time comes from.
+    #[serde(default)]
+    pub ntp: NtpSection,
+    #[serde(skip)]
+    path: PathBuf,
+}
+
+fn default_id() -> String {
+    "/default".into()
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Host (an IP address).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            host: "127.0.0.1".into(),
+            port: 25000,
+        }
+    }
+}
+
+/// `[broadcast]`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BroadcastSection {
+    /// The UDP address to listen on for announcements.
+    pub listen: SocketAddr,
+    /// Seconds to listen each time (default 16, as the original).
+    #[serde(default = "default_wait")]
+    pub wait_secs: f64,
+    /// Failed connects before listening (default 3, as the original).
+    #[serde(default = "default_failures")]
+    pub after_failures: u32,
+}
+
+fn default_wait() -> f64 {
+    16.0
+}
+
+fn default_failures() -> u32 {
+    3
+}
+
+/// `[ntp]`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NtpSection {
+    /// Use the NTP server instead of the system clock (default false).
+    #[serde(default, rename = "use")]
+    pub enabled: bool,
+    /// Its host.
+    #[serde(default = "default_ntp_host")]
+    pub host: String,
+    /// Its port (default 123).
+    #[serde(default = "default_ntp_port")]
+    pub port: u16,
+    /// Seconds to wait for it (default 2).
+    #[serde(default = "default_ntp_timeout")]
+    pub timeout_secs: f64,
+}
+
+fn default_ntp_host() -> String {
+    "127.0.0.1".into()
+}
+
+fn default_ntp_port() -> u16 {
+    123
+}
+
+fn default_ntp_timeout() -> f64 {
+    2.0
+}
+
+impl Default for NtpSection {
+    fn default() -> Self {
+        NtpSection {
+            enabled: false,
+            host: default_ntp_host(),
+            port: default_ntp_port(),
+            timeout_secs: default_ntp_timeout(),
+        }
+    }
+}
+
+/// Why a configuration file cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {why}")]
+pub struct ConfigError {
+    /// The file.
+    pub path: String,
+    /// What is wrong.
+    pub why: String,
+}
+
+fn secs(s: f64, what: &str, path: &std::path::Path) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(s).map_err(|_| ConfigError {
+        path: path.display().to_string(),
+        why: format!("{what} = {s} is not a number of seconds"),
+    })
+}
+
+impl DroneConfig {
+    /// Reads (or re-reads) the file.
+    pub fn load(path: &std::path::Path) -> Result<DroneConfig, ConfigError> {
+        let err = |why: String| ConfigError {
+            path: path.display().to_string(),
+            why,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let mut cfg: DroneConfig = basic_toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        cfg.path = path.to_path_buf();
+        cfg.server_addr()?;
+        if let Some(b) = &cfg.broadcast {
+            secs(b.wait_secs, "broadcast.wait_secs", path)?;
+        }
+        secs(cfg.ntp.timeout_secs, "ntp.timeout_secs", path)?;
+        Ok(cfg)
+    }
+
+    /// The server's address.
+    pub fn server_addr(&self) -> Result<SocketAddr, ConfigError> {
+        let ip: IpAddr = self.server.host.parse().map_err(|_| ConfigError {
+            path: self.path.display().to_string(),
+            why: format!("server.host {:?} is not an IP address", self.server.host),
+        })?;
+        Ok(SocketAddr::new(ip, self.server.port))
+    }
+
+    /// The drone's id setting.
+    pub fn drone_id(&self) -> DroneId {
+        let store = self.id_store.clone().unwrap_or_else(|| {
+            let mut p = self.path.clone().into_os_string();
+            p.push(".id");
+            PathBuf::from(p)
+        });
+        DroneId::from_setting(&self.id, store)
+    }
+
+    /// Where the time comes from.
+    pub fn time_source(&self) -> TimeSource {
+        if !self.ntp.enabled {
+            return TimeSource::System;
+        }
+        TimeSource::Ntp {
+            host: self.ntp.host.clone(),
+            port: self.ntp.port,
+            timeout: Duration::from_secs_f64(self.ntp.timeout_secs),
+        }
+    }
+
+    /// A drone on `node` as configured: answering its id, dialing the server, with
+    /// discovery when `[broadcast]` is there. Start it with [`super::Dial::start`].
+    pub fn dial(&self, node: &Node) -> Result<super::Dial, ConfigError> {
+        let id = self.drone_id().resolve().map_err(|e| ConfigError {
+            path: self.path.display().to_string(),
+            why: format!("the drone id: {e}"),
+        })?;
+        node.answer_id(&id);
+        let mut dial = node.dial(self.server_addr()?);
+        if let Some(b) = &self.broadcast {
+            dial = dial.discover(
+                b.listen,
+                Duration::from_secs_f64(b.wait_secs),
+                b.after_failures,
+            );
+        }
+        Ok(dial)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1052,3 +1052,77 @@ async fn sntp_time_is_corrected_for_the_round_trip_and_bad_replies_are_refused()
     assert!(matches!(e, NtpError::Timeout { .. }), "{e}");
     assert!(TimeSource::System.now().await.is_ok());
 }
+
+/// The drone's configuration file: loaded with its defaults, refused with a clear reason
+/// for an unknown key or a bad address, re-read when loaded again, and a drone made from
+/// it links to its server and answers its id.
+#[tokio::test]
+async fn a_drone_runs_from_its_configuration_file_and_reloads_it() {
+    use tether::clevershow::drone::{DroneConfig, DroneId, TimeSource};
+    let dir = temp_dir("drone-config");
+    let path = dir.join("drone.toml");
+    std::fs::write(&path, "").unwrap();
+    let cfg = DroneConfig::load(&path).unwrap();
+    assert_eq!(
+        cfg.server_addr().unwrap(),
+        "127.0.0.1:25000".parse().unwrap()
+    );
+    assert_eq!(cfg.time_source(), TimeSource::System);
+    assert_eq!(
+        cfg.drone_id(),
+        DroneId::Default {
+            store: dir.join("drone.toml.id")
+        }
+    );
+    assert!(cfg.broadcast.is_none(), "discovery off unless configured");
+
+    for (text, says) in [
+        ("colour = 1\n", "colour"),
+        (
+            "[server]\nhost = \"example\"\nport = 1\n",
+            "not an IP address",
+        ),
+        ("[ntp]\ntimeout_secs = -1\n", "ntp.timeout_secs"),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let e = DroneConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains(says) && e.contains("drone.toml"),
+            "{text:?}: {e}"
+        );
+    }
+
+    let server = Node::new();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    server.on_peer(move |peer| {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(peer.request("id").send().await.unwrap());
+        });
+    });
+    let l = server.bind("127.0.0.1:0").await.unwrap();
+    let text = format!(
+        "id = \"drone-9\"\n[server]\nhost = \"127.0.0.1\"\nport = {}\n[ntp]\nuse = true\nport = 9\n",
+        l.local_addr().port()
+    );
+    std::fs::write(&path, text).unwrap();
+    let cfg = DroneConfig::load(&path).unwrap();
+    assert_eq!(
+        cfg.time_source(),
+        TimeSource::Ntp {
+            host: "127.0.0.1".into(),
+            port: 9,
+            timeout: Duration::from_secs(2)
+        }
+    );
+    let drone = cfg.dial(&Node::new()).unwrap().start();
+    drone.wait_link(WAIT).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+        json!("drone-9")
+    );
+    drone.close();
+}
