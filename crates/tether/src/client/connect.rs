@@ -32,7 +32,7 @@ use crate::{Error, VsoaUrl};
 /// # Ok(()) }
 /// ```
 #[must_use = "a Connect does nothing until awaited"]
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Connect {
     url: String,
     options: ConnectOptions,
@@ -58,6 +58,10 @@ impl Connect {
     }
 
     async fn run(self) -> Result<Client, Error> {
+        let origin = Connect {
+            url: self.url.clone(),
+            options: self.options.clone(),
+        };
         let options = self.options;
         let url: VsoaUrl = self.url.parse()?;
         let entry = url.resolve(&options.position_servers).await?;
@@ -109,7 +113,9 @@ impl Connect {
                 .await
                 .map_err(|source| Error::Unreachable { addr, source })?;
         }
-        Ok(start_tasks(addr, stream, buf, udp, logged_in, options))
+        Ok(start_tasks(
+            addr, stream, buf, udp, logged_in, options, origin,
+        ))
     }
 }
 
@@ -162,6 +168,7 @@ fn start_tasks(
     udp: Option<tokio::net::UdpSocket>,
     logged_in: LoggedIn,
     options: ConnectOptions,
+    origin: Connect,
 ) -> Client {
     let server_cert = stream.server_certificate();
     let (outbound, writer) = Outbound::new(options.queue_bytes, options.send_timeout);
@@ -211,6 +218,7 @@ fn start_tasks(
             id,
             datagrams_taken: Default::default(),
             server_cert,
+            origin,
         }),
     }
 }

@@ -87,6 +87,8 @@ struct Inner {
     id: u32,
     datagrams_taken: std::sync::atomic::AtomicBool,
     server_cert: Option<Arc<crate::tls::PeerCertificate>>,
+    /// How this connection was made, for [`Client::reconnect`].
+    origin: Connect,
 }
 
 impl Drop for Inner {
@@ -153,6 +155,14 @@ impl Client {
     /// Resolves when the connection ends, with the reason.
     pub async fn closed(&self) -> CloseReason {
         self.inner.shared.outbound.killed().await
+    }
+
+    /// Connects again with the same URL and options (VSOA's `connect` on a client that lost
+    /// its server), as a new [`Client`]: `client.reconnect().await`. The URL is resolved
+    /// again (a position-service name may now point elsewhere). Subscriptions are this
+    /// connection's; the [`crate::Robot`] re-subscribes and reconnects by itself.
+    pub fn reconnect(&self) -> Connect {
+        self.inner.origin.clone()
     }
 
     /// Calls (and pings, subscribes) waiting for their reply.

@@ -821,3 +821,36 @@ async fn a_publish_log_keeps_the_newest_and_counts_per_url() {
         .await
         .unwrap();
 }
+
+/// A plain client reconnects with the same URL and options (VSOA's `connect` again after a
+/// disconnect), here through a server restart on the same port, password included.
+#[tokio::test]
+async fn a_client_reconnects_with_its_url_and_options() {
+    let server = Server::builder().password("pw").build();
+    install_routes(&server);
+    let l = server.bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr();
+    let c = Client::connect(&format!("vsoa://{addr}"))
+        .password("pw")
+        .await
+        .unwrap();
+    l.shutdown().await;
+    for client in server.clients() {
+        server.client(client.id).unwrap().close();
+    }
+    tokio::time::timeout(WAIT, async {
+        while !c.is_closed() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the client sees its server go");
+    assert!(c.reconnect().await.is_err(), "nobody listens yet");
+    let again = Server::builder().password("pw").build();
+    install_routes(&again);
+    let _l = again.bind(addr).await.unwrap();
+    let c2 = c.reconnect().await.unwrap();
+    let r = c2.call("/echo").json(&"back").unwrap().await.unwrap();
+    assert_eq!(r.payload.param_value(), Some(json!("back")));
+    assert_ne!(c2.id(), 0);
+}
