@@ -37,11 +37,39 @@ fn root_of(node: &Node) -> Option<FileRoot> {
         .clone()
 }
 
-/// Writes a pushed file inside the root, or logs why not.
-pub(crate) async fn receive_push(node: &Node, peer: &Peer, path: &str, bytes: Bytes) {
+/// The action a Tether receiver sends back for a push it refused, to a sender that said it
+/// understands error responses (an original peer never gets it): kwargs `filepath`,
+/// `reason`.
+pub(crate) const REFUSED_ACTION: &str = "filetransfer_refused";
+
+/// A push the peer refused, as it said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedPush {
+    /// The path the push named.
+    pub filepath: String,
+    /// Why the peer refused it.
+    pub reason: String,
+}
+
+/// Pushes remembered per peer; older ones are dropped first.
+const REFUSED_KEPT: usize = 64;
+
+/// Writes a pushed file inside the root, or says why not: in the log, and to the sender
+/// when `tell` (it said it understands error responses).
+pub(crate) async fn receive_push(node: &Node, peer: &Peer, path: &str, bytes: Bytes, tell: bool) {
+    let refused = |reason: String| async move {
+        tracing::warn!(peer = %peer.addr(), "file push to {path:?} refused: {reason}");
+        if tell {
+            let mut kwargs = Map::new();
+            kwargs.insert("filepath".into(), path.into());
+            kwargs.insert("reason".into(), reason.into());
+            if let Err(e) = peer.action(REFUSED_ACTION, Vec::new(), kwargs).await {
+                tracing::debug!("cannot tell {} its push was refused: {e}", peer.addr());
+            }
+        }
+    };
     let Some(root) = root_of(node) else {
-        tracing::warn!(peer = %peer.addr(), "file push to {path:?} refused: no files root is set");
-        return;
+        return refused("no files root is set".into()).await;
     };
     let requested = path.to_string();
     let len = bytes.len();
@@ -53,8 +81,22 @@ pub(crate) async fn receive_push(node: &Node, peer: &Peer, path: &str, bytes: By
     .unwrap_or_else(|e| Err(e.to_string()));
     match written {
         Ok(()) => tracing::info!(peer = %peer.addr(), "received {len} bytes into {path:?}"),
-        Err(e) => tracing::warn!(peer = %peer.addr(), "file push refused: {e}"),
+        Err(e) => refused(e).await,
     }
+}
+
+/// Records a refusal the peer told us about.
+pub(crate) fn refused_by_peer(peer: &Peer, frame: &Frame) {
+    let (filepath, reason) = match &frame.content {
+        Content::Json(v) => {
+            let kw = &v["kwargs"];
+            let s = |k: &str| kw[k].as_str().unwrap_or_default().to_string();
+            (s("filepath"), s("reason"))
+        }
+        Content::Binary(_) => return,
+    };
+    tracing::warn!(peer = %peer.addr(), "our push to {filepath:?} was refused: {reason}");
+    peer.remember_refused(RefusedPush { filepath, reason }, REFUSED_KEPT);
 }
 
 /// Answers the built-in file requests; `None` if `name` is not one of them.
@@ -103,6 +145,8 @@ pub(crate) async fn builtin_request(
 impl Peer {
     /// Pushes the local file `local` to `remote` (a path inside the peer's files root),
     /// as the original's `send_file` does: one frame, no acknowledgement. Returns its size.
+    /// A Tether receiver that refuses it says so afterwards ([`Peer::refused_pushes`], and
+    /// a warning in the log); [`Peer::push_file_verified`] waits for the outcome.
     pub async fn push_file(&self, local: &Path, remote: &str) -> Result<u64, Error> {
         let what = || format!("push of {} to {remote:?}", local.display());
         let owned = local.to_path_buf();
@@ -127,8 +171,13 @@ impl Peer {
             }));
         }
         let size = bytes.len() as u64;
-        self.send_frame(&Frame::file_push(remote, Bytes::from(bytes)))
-            .await?;
+        // Saying we understand error responses: a Tether receiver then tells us if it
+        // refuses the file ([`Peer::refused_pushes`]); an original one ignores the key.
+        let frame = Frame::file_push(remote, Bytes::from(bytes)).with_extra(
+            tether_wire::clevershow::ERROR_RESPONSES_KEY,
+            Value::Bool(true),
+        );
+        self.send_frame(&frame).await?;
         Ok(size)
     }
 

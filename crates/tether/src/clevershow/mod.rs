@@ -33,7 +33,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 
-pub use files::FileStat;
+pub use files::{FileStat, RefusedPush};
 pub use peer::{ClockOffset, Peer, RequestBuilder, DEFAULT_REQUEST_TIMEOUT};
 pub use tether_wire::clevershow::{Content, DEFAULT_MAX_CONTENT};
 

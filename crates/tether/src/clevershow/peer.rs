@@ -64,6 +64,8 @@ struct Inner {
     /// Bumped on every change of `state` (link up or down, closed).
     changed: watch::Sender<u64>,
     links: std::sync::atomic::AtomicU64,
+    /// Pushes this peer refused and told us about (a Tether peer does), oldest first.
+    refused_pushes: Mutex<std::collections::VecDeque<super::files::RefusedPush>>,
 }
 
 /// The other end of a clever-show link. Cheap to clone.
@@ -139,6 +141,7 @@ impl Peer {
                 }),
                 changed: watch::channel(0).0,
                 links: Default::default(),
+                refused_pushes: Default::default(),
             }),
         }
     }
@@ -345,6 +348,29 @@ impl Peer {
         kwargs: Map<String, Value>,
     ) -> Result<(), Error> {
         self.send(encode(&Frame::action(name, args, kwargs))?).await
+    }
+
+    /// The pushes this peer refused and told us about since the last call (a Tether peer
+    /// does; an original one cannot), oldest first; at most the last 64 are kept.
+    pub fn refused_pushes(&self) -> Vec<super::files::RefusedPush> {
+        self.inner
+            .refused_pushes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect()
+    }
+
+    pub(crate) fn remember_refused(&self, r: super::files::RefusedPush, keep: usize) {
+        let mut list = self
+            .inner
+            .refused_pushes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if list.len() == keep {
+            list.pop_front();
+        }
+        list.push_back(r);
     }
 
     /// Sends a raw frame (e.g. a file push).
@@ -748,9 +774,14 @@ async fn dispatch_action(peer: &Peer, frame: Frame) {
         if let Content::Binary(bytes) = &frame.content {
             let path = frame.extra_str("filepath").unwrap_or_default();
             // Awaited in place, like every action: a later request sees the file.
-            super::files::receive_push(node, peer, path, bytes.clone()).await;
+            let tell = frame.accepts_error_responses();
+            super::files::receive_push(node, peer, path, bytes.clone(), tell).await;
             return;
         }
+    }
+    if name == super::files::REFUSED_ACTION {
+        super::files::refused_by_peer(peer, &frame);
+        return;
     }
     let handler = node
         .handlers

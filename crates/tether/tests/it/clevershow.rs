@@ -1126,3 +1126,62 @@ async fn a_drone_runs_from_its_configuration_file_and_reloads_it() {
     );
     drone.close();
 }
+
+/// A push the server refuses is reported to a Tether sender (`Peer::refused_pushes`), while
+/// an original sender, which has no answer for a push on its wire, gets nothing back.
+#[tokio::test]
+async fn a_refused_push_is_reported_to_a_tether_sender_and_to_nobody_else() {
+    let base = temp_dir("refused-push");
+    let (_s, l) = file_server(&base.join("root")).await;
+    std::fs::write(base.join("f"), b"payload").unwrap();
+    let mut original = OriginalPeer {
+        stream: tokio::net::TcpStream::connect(l.local_addr())
+            .await
+            .unwrap(),
+        buf: bytes::BytesMut::new(),
+    };
+    let push = tether_wire::clevershow::Frame::file_push(
+        "../outside/f",
+        bytes::Bytes::from_static(b"payload"),
+    );
+    assert!(!push.accepts_error_responses());
+    original
+        .stream
+        .write_all(&push.to_bytes().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        original.next(Duration::from_millis(300)).await,
+        None,
+        "an original sender is told nothing"
+    );
+
+    let drone = Node::new().connect(l.local_addr()).await.unwrap();
+    drone
+        .push_file(&base.join("f"), "../outside/f")
+        .await
+        .unwrap();
+    let refused = tokio::time::timeout(WAIT, async {
+        loop {
+            let r = drone.refused_pushes();
+            if !r.is_empty() {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the refusal is reported");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].filepath, "../outside/f");
+    assert!(refused[0].reason.contains("'..'"), "{refused:?}");
+    // An accepted push is not reported.
+    drone.push_file(&base.join("f"), "inside/f").await.unwrap();
+    assert!(drone.request("echo").send().await.is_ok());
+    assert!(drone.refused_pushes().is_empty());
+    assert_eq!(
+        std::fs::read(base.join("root/inside/f")).unwrap(),
+        b"payload"
+    );
+    let _ = std::fs::remove_dir_all(base);
+}
