@@ -44,6 +44,11 @@ pub(crate) struct Args {
     /// Requests `echo`, `time` and file transfer inside --files-root (docs: README).
     #[arg(long, value_name = "HOST:PORT")]
     clever_show: Option<std::net::SocketAddr>,
+    /// A drone that reconnects from the same address within SECS resumes: what was queued
+    /// for it and the requests it had not answered go out on its new link (the original
+    /// server's behaviour; off by default: each connection is its own peer).
+    #[arg(long, value_name = "SECS", value_parser = super::parse_secs, requires = "clever_show")]
+    clever_show_resume: Option<std::time::Duration>,
     /// Also serve socket_protocol on this TCP address, off by default: read, write and
     /// execute requests that echo, and the bridge to the VSOA routes and publishes (sids
     /// 100-112, docs/protocols/socket-protocol.md). TLS with --tls-cert as well.
@@ -209,6 +214,9 @@ async fn start(args: &Args, built: Built) -> Result<Running, Failure> {
     let clever_show = match args.clever_show {
         Some(addr) => {
             let node = tether::clevershow::Node::new();
+            if let Some(grace) = args.clever_show_resume {
+                node.resume_drones(grace, tether::clevershow::Resume::default());
+            }
             crate::demo::install_clever_show(&node)
                 .files(files)
                 .routes(&server);

@@ -90,7 +90,6 @@ impl<W> LinkState<W> {
     }
 
     /// The current link, if one is up.
-    #[cfg(test)]
     pub(crate) fn current(&self) -> Option<u64> {
         self.current
     }
@@ -280,6 +279,19 @@ impl<W> LinkState<W> {
     /// Request `id` is no longer waited for (its first send failed, or its caller gave up).
     pub(crate) fn forget(&mut self, id: &str) {
         self.pending.remove(id);
+    }
+
+    /// Drops every frame waiting for a link (`resume_queue` off); how many there were.
+    pub(crate) fn drop_held(&mut self) -> usize {
+        self.held_bytes = 0;
+        let n = self.held.len();
+        self.held.clear();
+        n
+    }
+
+    /// Takes every waiting request (`resend_requests` off: they fail with the link).
+    pub(crate) fn take_pending(&mut self) -> Vec<(String, Pending<W>)> {
+        self.pending.drain().collect()
     }
 
     /// Closed for good: nothing waits any more; the waiters to fail.

@@ -78,6 +78,9 @@ pub(crate) struct Handlers {
     pub(crate) files: Option<FileRoot>,
     pub(crate) max_message: usize,
     pub(crate) routes: Option<crate::Server>,
+    /// Server side: resume a drone that reconnects within this long (the original's
+    /// per-address client).
+    pub(crate) resume: Option<(Duration, Resume)>,
 }
 
 impl Default for Handlers {
@@ -89,6 +92,28 @@ impl Default for Handlers {
             files: None,
             max_message: DEFAULT_MAX_CONTENT,
             routes: None,
+            resume: None,
+        }
+    }
+}
+
+/// What of a peer's traffic survives a broken link until the next one (the original's
+/// `resume_queue` and `resend_requests` switches, both on by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    /// Messages queued while no link was up (and those a broken link had not written) are
+    /// sent on the next link; off: they are dropped, counted in the log.
+    pub queue: bool,
+    /// Requests not answered when the link broke are sent again on the next link (once);
+    /// off: they fail when the link breaks.
+    pub requests: bool,
+}
+
+impl Default for Resume {
+    fn default() -> Self {
+        Resume {
+            queue: true,
+            requests: true,
         }
     }
 }
@@ -97,6 +122,8 @@ impl Default for Handlers {
 #[derive(Clone, Default)]
 pub struct Node {
     pub(crate) handlers: Arc<RwLock<Handlers>>,
+    /// With [`Node::resume_drones`]: the latest peer per drone address, to resume.
+    pub(crate) drones: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, Peer>>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -178,6 +205,17 @@ impl Node {
         self
     }
 
+    /// Server side: a drone that reconnects from the same address within `grace` resumes
+    /// its peer (the original server keeps one client per address): messages queued for it
+    /// while it was away and requests it had not answered go out on the new link, as
+    /// `resume` says, instead of failing. After `grace` without a link the peer closes and
+    /// what waits fails. Off by default (each connection is its own peer). Two drones
+    /// behind one address would share a peer, as in the original.
+    pub fn resume_drones(&self, grace: Duration, resume: Resume) -> &Self {
+        self.handlers_mut().resume = Some((grace, resume));
+        self
+    }
+
     /// Called with every new link, e.g. to ask the drone its `id` (clients are identified by
     /// that, not by IP, so two drones behind one address do not collide).
     pub fn on_peer(&self, f: impl Fn(Peer) + Send + Sync + 'static) -> &Self {
@@ -207,7 +245,7 @@ impl Node {
                     accepted = listener.accept() => match accepted {
                         Ok((socket, from)) => {
                             crate::keepalive::prepare(&socket, Some(crate::Keepalive::default()));
-                            Peer::single(node.clone(), socket, from);
+                            Peer::accepted(node.clone(), socket, from);
                         }
                         Err(e) => pause_after_accept_error("clever-show", &e).await,
                     },
@@ -242,6 +280,7 @@ impl Node {
             hold_limit: DEFAULT_HOLD_LIMIT,
             discover: None,
             on_broadcast_bind: None,
+            resume: Resume::default(),
         }
     }
 }
@@ -259,6 +298,7 @@ pub struct Dial {
     pub(crate) hold_limit: usize,
     pub(crate) discover: Option<DiscoverOn>,
     pub(crate) on_broadcast_bind: Option<Arc<BindHook>>,
+    pub(crate) resume: Resume,
 }
 
 type BindHook = dyn Fn(&discovery::Announcement) + Send + Sync;
@@ -306,6 +346,20 @@ impl Dial {
             wait,
             after_failures,
         });
+        self
+    }
+
+    /// Whether messages queued while the link is down are sent on the next one (default
+    /// on; the original's `resume_queue`).
+    pub fn resume_queue(mut self, yes: bool) -> Self {
+        self.resume.queue = yes;
+        self
+    }
+
+    /// Whether requests a broken link left unanswered are sent again on the next (default
+    /// on; the original's `resend_requests`).
+    pub fn resend_requests(mut self, yes: bool) -> Self {
+        self.resume.requests = yes;
         self
     }
 

@@ -66,6 +66,10 @@ struct Inner {
     links: std::sync::atomic::AtomicU64,
     /// Pushes this peer refused and told us about (a Tether peer does), oldest first.
     refused_pushes: Mutex<std::collections::VecDeque<super::files::RefusedPush>>,
+    /// For a peer that outlives its links (dialed, or a resumed drone): what survives one.
+    resume: Option<super::Resume>,
+    /// A resumed drone's: how long it may stay without a link.
+    grace: Option<Duration>,
 }
 
 /// The other end of a clever-show link. Cheap to clone.
@@ -126,14 +130,31 @@ fn encode(frame: &Frame) -> Result<Bytes, Error> {
 
 impl Peer {
     fn new(node: Node, addr: SocketAddr, dial: Option<Dial>) -> Peer {
-        // Only a dialed peer keeps frames for its next link.
-        let hold_limit = dial.as_ref().map_or(0, |d| d.hold_limit);
+        let resume = dial.as_ref().map(|d| d.resume);
+        Self::with(node, addr, dial, resume, None)
+    }
+
+    fn with(
+        node: Node,
+        addr: SocketAddr,
+        dial: Option<Dial>,
+        resume: Option<super::Resume>,
+        grace: Option<Duration>,
+    ) -> Peer {
+        // Only a peer that outlives its links keeps frames for the next one.
+        let hold_limit = match (&dial, resume) {
+            (Some(d), _) => d.hold_limit,
+            (None, Some(_)) => super::DEFAULT_HOLD_LIMIT,
+            (None, None) => 0,
+        };
         Peer {
             inner: Arc::new(Inner {
                 node,
                 addr: Mutex::new(addr),
                 local: Mutex::new(None),
                 dial,
+                resume,
+                grace,
                 state: Mutex::new(State {
                     link: None,
                     closed: None,
@@ -175,6 +196,72 @@ impl Peer {
         peer
     }
 
+    /// A connection the server accepted: its own peer, or with [`Node::resume_drones`] the
+    /// peer of the drone at that address if its link is down (resumed).
+    pub(crate) fn accepted(node: Node, socket: TcpStream, from: SocketAddr) {
+        let resume = node
+            .handlers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .resume;
+        let Some((grace, resume)) = resume else {
+            Peer::single(node, socket, from);
+            return;
+        };
+        let peer = {
+            let mut drones = node.drones.lock().unwrap_or_else(|e| e.into_inner());
+            match drones.get(&from.ip()) {
+                Some(p) if !p.is_closed() && !p.is_linked() => {
+                    tracing::info!(peer = %from, "clever-show drone back: its peer resumes");
+                    *p.inner.addr.lock().unwrap_or_else(|e| e.into_inner()) = from;
+                    p.clone()
+                }
+                _ => {
+                    let p = Peer::with(node.clone(), from, None, Some(resume), Some(grace));
+                    drones.insert(from.ip(), p.clone());
+                    p
+                }
+            }
+        };
+        tokio::spawn(peer.serve_accepted(socket));
+    }
+
+    /// Runs one link of a resumable drone's peer; closes the peer if no other link comes
+    /// within its grace.
+    async fn serve_accepted(self, socket: TcpStream) {
+        let running = self.start_link(socket);
+        let number = running.number;
+        if self.link_up(number, &running.outbound).await {
+            self.call_hook();
+        }
+        let (reason, unsent) = running.ended().await;
+        tracing::debug!(peer = %self.addr(), "clever-show link {number} ended: {reason}");
+        self.link_down(number, unsent);
+        tokio::time::sleep(self.inner.grace.unwrap_or_default()).await;
+        let relinked = self.inner.links.load(std::sync::atomic::Ordering::Relaxed) != number;
+        if !relinked && !self.is_closed() {
+            self.shut(reason);
+            let mut drones = self
+                .inner
+                .node
+                .drones
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let addr = self.addr().ip();
+            if drones
+                .get(&addr)
+                .is_some_and(|p| Arc::ptr_eq(&p.inner, &self.inner))
+            {
+                drones.remove(&addr);
+            }
+        }
+    }
+
+    /// Whether this peer outlives its links (dialed, or a resumed drone).
+    fn relinks(&self) -> bool {
+        self.inner.resume.is_some()
+    }
+
     /// A peer that dials `addr` and keeps a link up until closed.
     pub(crate) fn dialing(node: Node, addr: SocketAddr, dial: Dial) -> Peer {
         let peer = Peer::new(node, addr, Some(dial));
@@ -205,7 +292,7 @@ impl Peer {
         *self.inner.local.lock().unwrap_or_else(|e| e.into_inner()) = socket.local_addr().ok();
         let (rd, wr) = socket.into_split();
         let (outbound, writer) = Outbound::new(LINK_QUEUE, SEND_STALL);
-        let writer = if self.inner.dial.is_some() {
+        let writer = if self.relinks() {
             writer.keep_unsent()
         } else {
             writer
@@ -303,9 +390,21 @@ impl Peer {
                         reason: reason.clone(),
                     });
                 }
-                match (&st.link, &self.inner.dial) {
+                let keeps = self.inner.resume.is_some_and(|r| r.queue);
+                match (&st.link, self.relinks()) {
                     (Some(outbound), _) => outbound.clone(),
-                    (None, Some(_)) => {
+                    (None, true) if !keeps => {
+                        return Err(Error::CleverShow(
+                            crate::clevershow::ShowError::NotDelivered {
+                                what: "a clever-show message".into(),
+                                reason: format!(
+                                    "no link to {} and resume_queue is off",
+                                    self.addr()
+                                ),
+                            },
+                        ));
+                    }
+                    (None, true) => {
                         return st.kept.hold(bytes).map_err(|full| {
                             Error::CleverShow(crate::clevershow::ShowError::NotDelivered {
                                 what: "a clever-show message".into(),
@@ -318,7 +417,7 @@ impl Peer {
                             })
                         });
                     }
-                    (None, None) => {
+                    (None, false) => {
                         return Err(Error::Closed {
                             reason: CloseReason::Closed,
                         })
@@ -327,7 +426,7 @@ impl Peer {
             };
             match out.send(bytes.clone()).await {
                 Ok(()) => return Ok(()),
-                Err(e) if self.inner.dial.is_none() => return Err(e.into()),
+                Err(e) if !self.relinks() => return Err(e.into()),
                 // The link is going down; once it is, the frame goes to the next one.
                 Err(_) => {
                     if changed.changed().await.is_err() {
@@ -545,12 +644,36 @@ impl Peer {
     /// A link ended: its unwritten frames wait for the next one (requests among them do
     /// not count as sent); requests already re-sent once on it fail.
     fn link_down(&self, number: u64, unsent: Vec<Bytes>) {
-        let failed = {
+        let resume = self.inner.resume.unwrap_or_default();
+        let (failed, dropped, cut) = {
             let mut st = self.state();
-            st.link = None;
-            st.kept.link_down(number, unsent)
+            if st.kept.current() == Some(number) {
+                st.link = None;
+            }
+            let failed = st.kept.link_down(number, unsent);
+            let dropped = if resume.queue { 0 } else { st.kept.drop_held() };
+            let cut = if resume.requests {
+                Vec::new()
+            } else {
+                st.kept.take_pending()
+            };
+            (failed, dropped, cut)
         };
         let addr = self.addr();
+        if dropped > 0 {
+            tracing::warn!(peer = %addr, "{dropped} queued messages dropped with the link (resume_queue is off)");
+        }
+        for (id, p) in cut {
+            let what = format!("request {} #{id}", p.name);
+            let _ = p.waiter.send(Err(Error::CleverShow(
+                crate::clevershow::ShowError::NotDelivered {
+                    what,
+                    reason: format!(
+                        "the link to {addr} dropped before the answer (resend_requests is off)"
+                    ),
+                },
+            )));
+        }
         for (id, p) in failed {
             let what = format!("request {} #{id}", p.name);
             let _ = p.waiter.send(Err(Error::CleverShow(

@@ -1185,3 +1185,213 @@ async fn a_refused_push_is_reported_to_a_tether_sender_and_to_nobody_else() {
     );
     let _ = std::fs::remove_dir_all(base);
 }
+
+/// A TCP relay between a drone and its server whose current connection the test can cut
+/// (both ends see it end, as when a drone's Wi-Fi drops and it reconnects).
+struct Cuttable {
+    addr: std::net::SocketAddr,
+    current: std::sync::Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// While set, connections are dropped as they come (the network is down).
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Cuttable {
+    async fn to(server: std::net::SocketAddr) -> Cuttable {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let current: std::sync::Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>> =
+            Default::default();
+        let slot = current.clone();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let is_down = down.clone();
+        tokio::spawn(async move {
+            while let Ok((mut a, _)) = listener.accept().await {
+                if is_down.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(mut b) = tokio::net::TcpStream::connect(server).await else {
+                    continue;
+                };
+                let pipe = tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                });
+                *slot.lock().unwrap() = Some(pipe);
+            }
+        });
+        Cuttable {
+            addr,
+            current,
+            down,
+        }
+    }
+
+    /// The network goes down: the connection ends, new ones are dropped.
+    fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(p) = self.current.lock().unwrap().take() {
+            p.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Server side resume (the original server's one client per address): a drone that comes
+/// back gets what was queued for it meanwhile, and the requests it had not answered are
+/// sent again and answered; with the switches off, both fail or drop instead; a drone that
+/// does not come back within the grace is closed and what waited fails.
+#[tokio::test]
+async fn a_drone_that_reconnects_resumes_its_server_side_peer() {
+    use tether::clevershow::Resume;
+    for resume in [
+        Resume::default(),
+        Resume {
+            queue: false,
+            requests: false,
+        },
+    ] {
+        let server = Node::new();
+        server.resume_drones(Duration::from_secs(30), resume);
+        let (peers_tx, mut peers) = mpsc::unbounded_channel();
+        server.on_peer(move |p| {
+            let _ = peers_tx.send(p);
+        });
+        let l = server.bind("127.0.0.1:0").await.unwrap();
+        let relay = Cuttable::to(l.local_addr()).await;
+
+        let drone = Node::new();
+        let (notes_tx, mut notes) = mpsc::unbounded_channel();
+        drone.action("note", move |_p, args, _k| {
+            let notes_tx = notes_tx.clone();
+            async move {
+                let _ = notes_tx.send(args);
+            }
+        });
+        drone.request("ping", |_p, _a, _k| async { Ok(json!("pong")) });
+        drone.request("slow", |_p, _a, _k| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(json!("done"))
+        });
+        let d = drone
+            .dial(relay.addr)
+            .backoff(Duration::from_millis(20), Duration::from_millis(50))
+            .start();
+        d.wait_link(WAIT).await.unwrap();
+        let p = tokio::time::timeout(WAIT, peers.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.request("ping").send().await.unwrap(), json!("pong"));
+
+        // A request in flight when the link breaks; the server talks to the drone meanwhile.
+        let asked = tokio::spawn({
+            let p = p.clone();
+            async move { p.request("slow").timeout(WAIT).send().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        relay.cut();
+        tokio::time::timeout(WAIT, async {
+            while p.is_linked() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        let queued = p
+            .action("note", vec![json!("while away")], Map::new())
+            .await;
+        // The drone redials; its peer on the server resumes (the hook runs again).
+        relay.restore();
+        let again = tokio::time::timeout(WAIT, peers.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.links(), 2, "the same peer took the new link");
+        assert_eq!(p.links(), 2);
+        let answer = tokio::time::timeout(WAIT, asked).await.unwrap().unwrap();
+        if resume.requests {
+            assert!(queued.is_ok());
+            assert_eq!(
+                answer.unwrap(),
+                json!("done"),
+                "the request was re-sent and answered"
+            );
+            let note = tokio::time::timeout(WAIT, notes.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(note, vec![json!("while away")]);
+        } else {
+            let e = answer.unwrap_err().to_string();
+            assert!(e.contains("resend_requests is off"), "{e}");
+            let e = queued.unwrap_err().to_string();
+            assert!(e.contains("resume_queue is off"), "{e}");
+        }
+        assert_eq!(
+            p.request("ping").send().await.unwrap(),
+            json!("pong"),
+            "linked again"
+        );
+        d.close();
+    }
+
+    // The drone's own switches: with resume_queue off, nothing is kept while it is away
+    // (here the server is gone: its port closed, its peer closed).
+    let server = Node::new();
+    let (peers_tx, mut peers) = mpsc::unbounded_channel();
+    server.on_peer(move |p| {
+        let _ = peers_tx.send(p);
+    });
+    let l = server.bind("127.0.0.1:0").await.unwrap();
+    let d = Node::new()
+        .dial(l.local_addr())
+        .backoff(Duration::from_millis(20), Duration::from_millis(50))
+        .resume_queue(false)
+        .resend_requests(false)
+        .start();
+    d.wait_link(WAIT).await.unwrap();
+    let on_server = tokio::time::timeout(WAIT, peers.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    l.shutdown().await;
+    on_server.close();
+    tokio::time::timeout(WAIT, async {
+        while d.is_linked() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let e = d.action("note", vec![], Map::new()).await.unwrap_err();
+    assert!(e.to_string().contains("resume_queue is off"), "{e}");
+    d.close();
+
+    // No return within the grace: the peer closes, what waited fails.
+    let server = Node::new();
+    server.resume_drones(Duration::from_millis(200), Resume::default());
+    let (peers_tx, mut peers) = mpsc::unbounded_channel();
+    server.on_peer(move |p| {
+        let _ = peers_tx.send(p);
+    });
+    let l = server.bind("127.0.0.1:0").await.unwrap();
+    let d = Node::new().connect(l.local_addr()).await.unwrap();
+    let p = tokio::time::timeout(WAIT, peers.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let asked = tokio::spawn({
+        let p = p.clone();
+        async move { p.request("never").timeout(WAIT).send().await }
+    });
+    d.close();
+    let e = tokio::time::timeout(WAIT, asked)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(e, Error::Closed { .. }), "{e}");
+    assert!(p.is_closed());
+}
