@@ -267,10 +267,45 @@ impl ClientTls {
     /// Trusting the CA(s) in `ca` (PEM), optionally presenting a client certificate chain and
     /// key (PEM) for mutual TLS.
     pub fn from_pem(ca: &[u8], client_cert: Option<(&[u8], &[u8])>) -> Result<Self, Error> {
+        Self::with_roots(roots(ca, "CA")?, client_cert)
+    }
+
+    /// Trusting the system's CA certificates (Python's `load_default_certs`: the
+    /// distribution's bundle, or `SSL_CERT_FILE` / `SSL_CERT_DIR` when set), and the ones
+    /// in `ca` too if given. Certificates of the bundle that cannot be used are skipped and
+    /// logged; none at all is an error.
+    pub fn with_system_roots(
+        ca: Option<&[u8]>,
+        client_cert: Option<(&[u8], &[u8])>,
+    ) -> Result<Self, Error> {
+        let mut store = match ca {
+            Some(pem) => roots(pem, "CA")?,
+            None => RootCertStore::empty(),
+        };
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::warn!("system CA certificates: {e}");
+        }
+        let (added, skipped) = store.add_parsable_certificates(found.certs);
+        if skipped > 0 {
+            tracing::debug!("{skipped} system CA certificates could not be used");
+        }
+        if added == 0 && ca.is_none() {
+            return Err(tls_error(
+                "no usable system CA certificates (set SSL_CERT_FILE, or give a CA)",
+            ));
+        }
+        Self::with_roots(store, client_cert)
+    }
+
+    fn with_roots(
+        store: RootCertStore,
+        client_cert: Option<(&[u8], &[u8])>,
+    ) -> Result<Self, Error> {
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(tls_error)?
-            .with_root_certificates(roots(ca, "CA")?);
+            .with_root_certificates(store);
         let config = match client_cert {
             Some((chain, private_key)) => builder
                 .with_client_auth_cert(

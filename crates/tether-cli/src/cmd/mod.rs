@@ -157,24 +157,50 @@ pub(crate) struct TlsArgs {
     #[arg(long, value_name = "FILE")]
     tls_ca: Option<std::path::PathBuf>,
     /// Client certificate (PEM) for mutual TLS; needs --tls-key.
-    #[arg(long, value_name = "FILE", requires = "tls_key", requires = "tls_ca")]
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<std::path::PathBuf>,
     /// Private key (PEM) of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Connect over TLS trusting the system's CA certificates (the distribution's bundle,
+    /// or SSL_CERT_FILE / SSL_CERT_DIR), and --tls-ca's too if given.
+    #[arg(long)]
+    tls_system_roots: bool,
     /// Name to verify in the server certificate (default: the server's IP address).
-    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    #[arg(long, value_name = "NAME")]
     tls_name: Option<String>,
 }
 
 impl TlsArgs {
     /// The client TLS setup these flags give, if --tls-ca is there.
     pub(crate) fn client_tls(&self) -> Result<Option<tether::tls::ClientTls>, Failure> {
-        let Some(ca) = &self.tls_ca else {
-            return Ok(None);
-        };
         let cert = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
-        let mut tls = tether::tls::ClientTls::from_pem_files(ca, cert)?;
+        let mut tls = match (&self.tls_ca, self.tls_system_roots) {
+            (None, false) => {
+                if self.tls_name.is_some() || self.tls_cert.is_some() {
+                    return Err(Failure::usage(
+                        "--tls-name and --tls-cert need --tls-ca or --tls-system-roots",
+                    ));
+                }
+                return Ok(None);
+            }
+            (Some(ca), false) => tether::tls::ClientTls::from_pem_files(ca, cert)?,
+            (ca, true) => {
+                let read = |p: &std::path::Path| {
+                    std::fs::read(p)
+                        .map_err(|e| Failure::usage(format!("cannot read {}: {e}", p.display())))
+                };
+                let ca = ca.as_deref().map(read).transpose()?;
+                let cert = match cert {
+                    Some((c, k)) => Some((read(c)?, read(k)?)),
+                    None => None,
+                };
+                tether::tls::ClientTls::with_system_roots(
+                    ca.as_deref(),
+                    cert.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+                )?
+            }
+        };
         if let Some(name) = &self.tls_name {
             tls = tls.server_name(name);
         }

@@ -495,3 +495,40 @@ async fn accepting_any_server_certificate_is_explicit() {
     let r = c.call("/echo").json(&"anyway").unwrap().await.unwrap();
     assert_eq!(r.payload.param_value(), Some(serde_json::json!("anyway")));
 }
+
+/// Python's `load_default_certs`: `tether call --tls-system-roots` trusts the system's CA
+/// bundle, here pointed at the test CA with SSL_CERT_FILE (in the child process only); a
+/// bundle without it refuses the server; --tls-name alone is a usage error.
+#[tokio::test]
+async fn system_roots_are_trusted_when_asked_for() {
+    let pki = Pki::new();
+    let (_s, l) = tls_server(&pki, "server", false).await;
+    let call = |bundle: String| {
+        let url = format!("vsoa://{}/echo", l.local_addr());
+        async move {
+            let out = tether_cmd(&[])
+                .args(["call", &url, "--param", "\"sys\"", "--tls-system-roots"])
+                .args(["--tls-name", "localhost"])
+                .env("SSL_CERT_FILE", bundle)
+                .env_remove("SSL_CERT_DIR")
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (code, err) = call(pki.path("ca.pem")).await;
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = call(pki.path("other-ca.pem")).await;
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("UnknownIssuer") || err.contains("certificate"),
+        "{err}"
+    );
+    let r = tether(&["call", "vsoa://127.0.0.1:1/echo", "--tls-name", "x"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--tls-system-roots"), "{}", r.stderr);
+}
