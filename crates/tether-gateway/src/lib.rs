@@ -407,9 +407,9 @@ impl Gateway {
     /// serve it with connect info (`into_make_service_with_connect_info::<SocketAddr>`).
     pub fn router(&self) -> Router {
         let cfg = &self.ctx.config;
-        let mut router = Router::new().route(&cfg.ws_path, get(upgrade07));
+        let mut router = Router::new().route(&cfg.ws_path, get(upgrade::<false>));
         if let Some(path) = &cfg.ws06_path {
-            router = router.route(path, get(upgrade06));
+            router = router.route(path, get(upgrade::<true>));
         }
         let mut router = router
             .route("/metrics", get(prometheus))
@@ -542,32 +542,8 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Prep
     }
 }
 
-/// The WebSocket endpoint of the 0.7 wire.
-async fn upgrade07(
-    ws: WebSocketUpgrade,
-    addrs: Option<axum::Extension<ConnectInfo<Addrs>>>,
-    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
-    headers: axum::http::HeaderMap,
-    on: Option<axum::Extension<OnListener>>,
-    ctx: AxumState<Arc<GatewayState>>,
-) -> Response {
-    upgrade(Wire::V0_7, ws, addrs, peer, headers, on, ctx)
-}
-
-/// The WebSocket endpoint of the 0.6 wire.
-async fn upgrade06(
-    ws: WebSocketUpgrade,
-    addrs: Option<axum::Extension<ConnectInfo<Addrs>>>,
-    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
-    headers: axum::http::HeaderMap,
-    on: Option<axum::Extension<OnListener>>,
-    ctx: AxumState<Arc<GatewayState>>,
-) -> Response {
-    upgrade(Wire::V0_6, ws, addrs, peer, headers, on, ctx)
-}
-
-fn upgrade(
-    wire: Wire,
+/// The WebSocket endpoint of one wire (`V06`: 0.6, else 0.7).
+async fn upgrade<const V06: bool>(
     ws: WebSocketUpgrade,
     addrs: Option<axum::Extension<ConnectInfo<Addrs>>>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
@@ -575,6 +551,7 @@ fn upgrade(
     on: Option<axum::Extension<OnListener>>,
     AxumState(ctx): AxumState<Arc<GatewayState>>,
 ) -> Response {
+    let wire = if V06 { Wire::V0_6 } else { Wire::V0_7 };
     // Bound by `bind`: the connection holds its listener (a router served elsewhere has
     // none, and its connections end with the server that serves it).
     let closing = match on {

@@ -306,6 +306,14 @@ impl ClientTls {
             .with_safe_default_protocol_versions()
             .map_err(tls_error)?
             .with_root_certificates(store);
+        Self::finish(builder, client_cert)
+    }
+
+    /// The client certificate (if any), and the connector.
+    fn finish(
+        builder: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>,
+        client_cert: Option<(&[u8], &[u8])>,
+    ) -> Result<Self, Error> {
         let config = match client_cert {
             Some((chain, private_key)) => builder
                 .with_client_auth_cert(
@@ -348,19 +356,7 @@ impl ClientTls {
             .map_err(tls_error)?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyServer(provider())));
-        let config = match client_cert {
-            Some((chain, private_key)) => builder
-                .with_client_auth_cert(
-                    certs(chain, "client certificate")?,
-                    key(private_key, "client key")?,
-                )
-                .map_err(|e| tls_error(format!("client certificate and key do not fit: {e}")))?,
-            None => builder.with_no_client_auth(),
-        };
-        Ok(ClientTls {
-            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
-            server_name: None,
-        })
+        Self::finish(builder, client_cert)
     }
 
     /// The name to send (SNI) and to verify in the server's certificate. Default: the

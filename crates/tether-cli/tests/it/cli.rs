@@ -847,6 +847,19 @@ async fn serve_starts_the_gateway_with_the_demo_routes_and_publishes() {
     assert!(r.stderr.contains("--no-gateway"), "{}", r.stderr);
 }
 
+/// An htpasswd file with alice/secret and a static site with its own index.html, in a
+/// fresh directory named after `test`.
+fn user_and_site(test: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = temp_dir(test);
+    let users = dir.join("users.htpasswd");
+    let line = format!("alice:{}\n", tether_gateway::apr1("secret", "s4lt"));
+    std::fs::write(&users, line).unwrap();
+    let site = dir.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("index.html"), "<p>their own page</p>").unwrap();
+    (users, site)
+}
+
 /// The dashboard in Debian's headless Chromium, with the gateway's options as a user would
 /// set them (Basic auth, a static site of their own, another WebSocket path, manual
 /// autoflush, parallel requests): the page goes live behind the password, a VSOA client
@@ -854,16 +867,7 @@ async fn serve_starts_the_gateway_with_the_demo_routes_and_publishes() {
 /// the form returns the echo. The screenshot is kept in target/artifacts/dashboard.png.
 #[tokio::test]
 async fn dashboard_in_a_real_browser() {
-    let dir = temp_dir("dashboard-browser");
-    let users = dir.join("users.htpasswd");
-    std::fs::write(
-        &users,
-        format!("alice:{}\n", tether_gateway::apr1("secret", "s4lt")),
-    )
-    .unwrap();
-    let site = dir.join("site");
-    std::fs::create_dir_all(&site).unwrap();
-    std::fs::write(site.join("index.html"), "<p>their own page</p>").unwrap();
+    let (users, site) = user_and_site("dashboard-browser");
     let (_serve, vsoa, port) = serve_with_gateway(&[
         "--relay",
         "/r/",
@@ -1064,16 +1068,7 @@ async fn http_get(port: u16, path: &str, auth: Option<&str>) -> String {
 async fn serve_exposes_the_gateway_options_and_refuses_bad_ones() {
     use tether_gateway::client::JugglerClient;
     use tether_gateway::Wire;
-    let dir = temp_dir("serve-gateway-options");
-    let users = dir.join("users.htpasswd");
-    std::fs::write(
-        &users,
-        format!("alice:{}\n", tether_gateway::apr1("secret", "s4lt")),
-    )
-    .unwrap();
-    let site = dir.join("site");
-    std::fs::create_dir_all(&site).unwrap();
-    std::fs::write(site.join("index.html"), "<p>their own page</p>").unwrap();
+    let (users, site) = user_and_site("serve-gateway-options");
     let (_serve, _vsoa, port) = serve_with_gateway(&[
         "--htpasswd",
         users.to_str().unwrap(),

@@ -1186,6 +1186,15 @@ async fn a_refused_push_is_reported_to_a_tether_sender_and_to_nobody_else() {
     let _ = std::fs::remove_dir_all(base);
 }
 
+/// Every peer `server` gets, as its links come up.
+fn peers_of(server: &Node) -> mpsc::UnboundedReceiver<tether::clevershow::Peer> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    server.on_peer(move |p| {
+        let _ = tx.send(p);
+    });
+    rx
+}
+
 /// A TCP relay between a drone and its server whose current connection the test can cut
 /// (both ends see it end, as when a drone's Wi-Fi drops and it reconnects).
 struct Cuttable {
@@ -1254,10 +1263,7 @@ async fn a_drone_that_reconnects_resumes_its_server_side_peer() {
     ] {
         let server = Node::new();
         server.resume_drones(Duration::from_secs(30), resume);
-        let (peers_tx, mut peers) = mpsc::unbounded_channel();
-        server.on_peer(move |p| {
-            let _ = peers_tx.send(p);
-        });
+        let mut peers = peers_of(&server);
         let l = server.bind("127.0.0.1:0").await.unwrap();
         let relay = Cuttable::to(l.local_addr()).await;
 
@@ -1340,10 +1346,7 @@ async fn a_drone_that_reconnects_resumes_its_server_side_peer() {
     // The drone's own switches: with resume_queue off, nothing is kept while it is away
     // (here the server is gone: its port closed, its peer closed).
     let server = Node::new();
-    let (peers_tx, mut peers) = mpsc::unbounded_channel();
-    server.on_peer(move |p| {
-        let _ = peers_tx.send(p);
-    });
+    let mut peers = peers_of(&server);
     let l = server.bind("127.0.0.1:0").await.unwrap();
     let d = Node::new()
         .dial(l.local_addr())
@@ -1372,10 +1375,7 @@ async fn a_drone_that_reconnects_resumes_its_server_side_peer() {
     // No return within the grace: the peer closes, what waited fails.
     let server = Node::new();
     server.resume_drones(Duration::from_millis(200), Resume::default());
-    let (peers_tx, mut peers) = mpsc::unbounded_channel();
-    server.on_peer(move |p| {
-        let _ = peers_tx.send(p);
-    });
+    let mut peers = peers_of(&server);
     let l = server.bind("127.0.0.1:0").await.unwrap();
     let d = Node::new().connect(l.local_addr()).await.unwrap();
     let p = tokio::time::timeout(WAIT, peers.recv())
