@@ -67,6 +67,11 @@ fn certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, Error> 
 }
 
 fn key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, Error> {
+    if pem.windows(21).any(|w| w == b"ENCRYPTED PRIVATE KEY") {
+        return Err(tls_error(format!(
+            "{what} is encrypted: give its password (tls::decrypt_private_key, --tls-key-password)"
+        )));
+    }
     PrivateKeyDer::from_pem_slice(pem)
         .map_err(|e| tls_error(format!("{what}: no private key: {e}")))
 }
@@ -79,6 +84,31 @@ fn roots(pem: &[u8], what: &str) -> Result<RootCertStore, Error> {
             .map_err(|e| tls_error(format!("{what}: unusable CA certificate: {e}")))?;
     }
     Ok(store)
+}
+
+/// Decrypts a password-protected private key (PEM `ENCRYPTED PRIVATE KEY`, PKCS#8 with
+/// PBES2, as `openssl pkey -aes256` and `openssl genpkey -aes256` write it) into the plain
+/// PEM that [`ServerTls`] and [`ClientTls`] take (Python's `sslopt` `passwd`). A wrong
+/// password is an error that says so; a key that is not encrypted is returned as it is.
+pub fn decrypt_private_key(pem: &[u8], password: &str) -> Result<Vec<u8>, Error> {
+    use pkcs8::der::pem::LineEnding;
+    let text = std::str::from_utf8(pem).map_err(|_| tls_error("the key file is not PEM text"))?;
+    let (label, doc) = pkcs8::der::SecretDocument::from_pem(text)
+        .map_err(|e| tls_error(format!("not a PEM private key: {e}")))?;
+    if label != "ENCRYPTED PRIVATE KEY" {
+        return Ok(pem.to_vec());
+    }
+    let info = pkcs8::EncryptedPrivateKeyInfo::try_from(doc.as_bytes())
+        .map_err(|e| tls_error(format!("unreadable encrypted private key: {e}")))?;
+    let plain = info.decrypt(password).map_err(|e| {
+        tls_error(format!(
+            "cannot decrypt the private key (wrong password, or an unsupported cipher): {e}"
+        ))
+    })?;
+    let out = plain
+        .to_pem("PRIVATE KEY", LineEnding::LF)
+        .map_err(|e| tls_error(format!("decrypted key: {e}")))?;
+    Ok(out.as_bytes().to_vec())
 }
 
 /// Whether a server asks clients for certificates (Python's `CERT_NONE`, `CERT_OPTIONAL`,

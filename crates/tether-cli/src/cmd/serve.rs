@@ -33,6 +33,15 @@ pub(crate) struct Args {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// The password of an encrypted --tls-key (PEM `ENCRYPTED PRIVATE KEY`).
+    #[arg(
+        long,
+        value_name = "PW",
+        env = "TETHER_TLS_KEY_PASSWORD",
+        hide_env_values = true,
+        requires = "tls_key"
+    )]
+    tls_key_password: Option<String>,
     /// Require client certificates issued by this CA (mutual TLS).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_client_ca: Option<std::path::PathBuf>,
@@ -152,21 +161,21 @@ fn build(args: &Args) -> Result<Built, Failure> {
     }
     let mut tls = None;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        let server_tls = match &args.tls_client_ca {
-            Some(ca) if args.tls_client_optional => {
-                let read = |p: &std::path::Path| {
-                    std::fs::read(p)
-                        .map_err(|e| Failure::usage(format!("cannot read {}: {e}", p.display())))
-                };
-                let ca = read(ca)?;
-                tether::tls::ServerTls::with_client_auth(
-                    &read(cert)?,
-                    &read(key)?,
-                    tether::tls::ClientAuth::Optional(&ca),
-                )?
-            }
-            ca => tether::tls::ServerTls::from_pem_files(cert, key, ca.as_deref())?,
+        let read = |p: &std::path::Path| {
+            std::fs::read(p)
+                .map_err(|e| Failure::usage(format!("cannot read {}: {e}", p.display())))
         };
+        let key = match &args.tls_key_password {
+            Some(pw) => tether::tls::decrypt_private_key(&read(key)?, pw)?,
+            None => read(key)?,
+        };
+        let ca = args.tls_client_ca.as_deref().map(read).transpose()?;
+        let auth = match &ca {
+            Some(ca) if args.tls_client_optional => tether::tls::ClientAuth::Optional(ca),
+            Some(ca) => tether::tls::ClientAuth::Required(ca),
+            None => tether::tls::ClientAuth::None,
+        };
+        let server_tls = tether::tls::ServerTls::with_client_auth(&read(cert)?, &key, auth)?;
         builder = builder.tls(server_tls.clone());
         tls = Some(server_tls);
     }

@@ -532,3 +532,65 @@ async fn system_roots_are_trusted_when_asked_for() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("--tls-system-roots"), "{}", r.stderr);
 }
+
+/// `key` (a plain PKCS#8 PEM) encrypted with `password` (PBES2: PBKDF2-SHA256, AES-256-CBC),
+/// as `openssl pkey -aes256` writes it.
+fn encrypted(key: &[u8], password: &str) -> String {
+    use pkcs8::der::pem::LineEnding;
+    let (_, doc) = pkcs8::der::SecretDocument::from_pem(std::str::from_utf8(key).unwrap()).unwrap();
+    let info = pkcs8::PrivateKeyInfo::try_from(doc.as_bytes()).unwrap();
+    let params =
+        pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(2048, &[7; 16], &[9; 16]).unwrap();
+    let enc = info.encrypt_with_params(params, password).unwrap();
+    enc.to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF)
+        .unwrap()
+        .to_string()
+}
+
+/// Python's `passwd` for an encrypted private key: `tether serve --tls-key-password`
+/// serves the real Python client with it; without it, or with a wrong one, serve refuses
+/// to start and says why.
+#[tokio::test]
+async fn an_encrypted_private_key_needs_its_password() {
+    let pki = Pki::new();
+    let enc = pki.dir.join("server-encrypted.key");
+    std::fs::write(&enc, encrypted(&pem(&pki, "server.key"), "s3cret")).unwrap();
+    let plain = tether::tls::decrypt_private_key(&std::fs::read(&enc).unwrap(), "s3cret").unwrap();
+    tether::tls::ServerTls::from_pem(&pem(&pki, "server.pem"), &plain, None).unwrap();
+    let e = tether::tls::decrypt_private_key(&std::fs::read(&enc).unwrap(), "wrong").unwrap_err();
+    assert!(e.to_string().contains("wrong password"), "{e}");
+    let key_args = |extra: &[&str]| {
+        let mut v = vec![
+            "serve".to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--no-gateway".into(),
+            "--tls-cert".into(),
+            pki.path("server.pem"),
+            "--tls-key".into(),
+            enc.to_string_lossy().into_owned(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    for (extra, says) in [
+        (&[][..], "is encrypted"),
+        (&["--tls-key-password", "wrong"][..], "wrong password"),
+    ] {
+        let args = key_args(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = tether(&args).await;
+        assert_ne!(r.code, 0);
+        assert!(r.stderr.contains(says), "{extra:?}: {}", r.stderr);
+    }
+    let served = tether_serve(&[
+        "--tls-cert",
+        &pki.path("server.pem"),
+        "--tls-key",
+        enc.to_str().unwrap(),
+        "--tls-key-password",
+        "s3cret",
+    ])
+    .await;
+    python_tls_client(served.port, &pki, None, false).await;
+}
