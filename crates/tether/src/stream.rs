@@ -38,6 +38,9 @@ pub const DEFAULT_CLIENT_STREAM_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct DataStream {
     inner: Transport,
     no_close_notify: bool,
+    /// A write that makes no progress for this long fails ([`DataStream::set_send_timeout`]).
+    send_timeout: Option<Duration>,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 #[derive(Debug)]
@@ -60,15 +63,67 @@ macro_rules! each {
 
 impl DataStream {
     fn new(inner: Transport) -> Self {
-        let tcp = match &inner {
-            Transport::Plain(s) => s,
-            Transport::ServerTls(s) => s.get_ref().0,
-            Transport::ClientTls(s) => s.get_ref().0,
-        };
-        crate::keepalive::prepare(tcp, Some(crate::Keepalive::default()));
+        let stream = Self::from_parts(inner);
+        crate::keepalive::prepare(stream.tcp(), Some(crate::Keepalive::default()));
+        stream
+    }
+
+    fn from_parts(inner: Transport) -> Self {
         DataStream {
             inner,
             no_close_notify: false,
+            send_timeout: None,
+            stalled: None,
+        }
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        match &self.inner {
+            Transport::Plain(s) => s,
+            Transport::ServerTls(s) => s.get_ref().0,
+            Transport::ClientTls(s) => s.get_ref().0,
+        }
+    }
+
+    /// TCP keepalive on this stream (VSOA's `stream.keepalive`); on by default with
+    /// [`crate::Keepalive::default`] (idle 5 s, a probe every 2 s, 3 missed); `None` turns
+    /// it off.
+    pub fn set_keepalive(&self, keepalive: Option<crate::Keepalive>) -> io::Result<()> {
+        match keepalive {
+            Some(k) => k.apply(self.tcp()),
+            None => socket2::SockRef::from(self.tcp()).set_keepalive(false),
+        }
+    }
+
+    /// Makes a write that cannot make progress for `timeout` fail with
+    /// `io::ErrorKind::TimedOut` (VSOA's `stream.sendtimeout`); `None` (the default) waits as
+    /// long as TCP does. A reader that stops is then noticed by the writer.
+    pub fn set_send_timeout(&mut self, timeout: Option<Duration>) {
+        self.send_timeout = timeout;
+        self.stalled = None;
+    }
+
+    /// Runs a write step under the send timeout: progress clears it, a stall arms it.
+    fn timed<T>(&mut self, cx: &mut Context<'_>, step: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        let Some(timeout) = self.send_timeout else {
+            return step;
+        };
+        if step.is_ready() {
+            self.stalled = None;
+            return step;
+        }
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match std::future::Future::poll(stalled.as_mut(), cx) {
+            Poll::Ready(()) => {
+                self.stalled = None;
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the stream took no bytes for {timeout:?} (send timeout)"),
+                )))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -110,10 +165,7 @@ impl DataStream {
     pub(crate) fn into_plain(self) -> Result<TcpStream, Self> {
         match self.inner {
             Transport::Plain(s) => Ok(s),
-            other => Err(DataStream {
-                inner: other,
-                no_close_notify: false,
-            }),
+            other => Err(DataStream::from_parts(other)),
         }
     }
 
@@ -127,8 +179,8 @@ impl DataStream {
         }
     }
 
-    /// The local address of the TCP connection.
-    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+    /// This end's address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match &self.inner {
             Transport::Plain(s) => s.local_addr(),
             Transport::ServerTls(s) => s.get_ref().0.local_addr(),
@@ -167,11 +219,13 @@ impl AsyncWrite for DataStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        each!(self, s => Pin::new(s).poll_write(cx, buf))
+        let step = each!(self, s => Pin::new(s).poll_write(cx, buf));
+        self.timed(cx, step)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each!(self, s => Pin::new(s).poll_flush(cx))
+        let step = each!(self, s => Pin::new(s).poll_flush(cx));
+        self.timed(cx, step)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -183,7 +237,8 @@ impl AsyncWrite for DataStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        each!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+        let step = each!(self, s => Pin::new(s).poll_write_vectored(cx, bufs));
+        self.timed(cx, step)
     }
 
     fn is_write_vectored(&self) -> bool {

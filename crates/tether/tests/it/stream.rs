@@ -155,3 +155,64 @@ async fn a_reader_that_stops_gives_the_writer_backpressure() {
         "{written} bytes went into an unread stream: buffering is unbounded"
     );
 }
+
+/// VSOA's `stream.sendtimeout`: with a send timeout, a write into a stream nobody reads
+/// fails with `TimedOut` once the socket takes nothing for that long; `stream.keepalive`:
+/// on by default, off when asked (the kernel's keepalive timer shows it).
+#[tokio::test]
+async fn a_stream_can_time_out_its_writes_and_turn_keepalive_off() {
+    let (server, l) = start(Server::builder()).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    server.route("/stream/firehose", move |req: Request| {
+        let tx = tx.clone();
+        async move {
+            req.with_stream(Reply::empty(), move |mut s| async move {
+                s.set_send_timeout(Some(Duration::from_millis(200)));
+                let chunk = vec![0u8; 64 * 1024];
+                let mut written = 0u64;
+                let outcome = loop {
+                    match s.write_all(&chunk).await {
+                        Ok(()) => written += chunk.len() as u64,
+                        Err(e) => break e.kind(),
+                    }
+                    if written > 1 << 30 {
+                        break std::io::ErrorKind::Other;
+                    }
+                };
+                let _ = tx.send(outcome);
+            })
+            .await
+        }
+    });
+    let c = Client::connect(&url(&l)).await.unwrap();
+    let r = c.call("/stream/firehose").await.unwrap();
+    let never_read = c.connect_stream(r.tunid).await.unwrap();
+    let outcome = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome, std::io::ErrorKind::TimedOut);
+
+    // Keepalive on the client's end of a stream, and off again.
+    let here = never_read.local_addr().unwrap();
+    let timer = |local: std::net::SocketAddr| {
+        let port = format!(":{:04X}", local.port());
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        table
+            .lines()
+            .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .find(|f| f.len() > 5 && f[1].ends_with(&port))
+            .map(|f| f[5].split(':').next().unwrap().parse::<u8>().unwrap())
+    };
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = timer(here);
+        if seen == Some(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, Some(2), "keepalive timer by default");
+    never_read.set_keepalive(None).unwrap();
+    assert_eq!(timer(here), Some(0), "no timer once keepalive is off");
+}
