@@ -186,13 +186,9 @@ impl TlsArgs {
             }
             (Some(ca), false) => tether::tls::ClientTls::from_pem_files(ca, cert)?,
             (ca, true) => {
-                let read = |p: &std::path::Path| {
-                    std::fs::read(p)
-                        .map_err(|e| Failure::usage(format!("cannot read {}: {e}", p.display())))
-                };
-                let ca = ca.as_deref().map(read).transpose()?;
+                let ca = ca.as_deref().map(read_file).transpose()?;
                 let cert = match cert {
-                    Some((c, k)) => Some((read(c)?, read(k)?)),
+                    Some((c, k)) => Some((read_file(c)?, read_file(k)?)),
                     None => None,
                 };
                 tether::tls::ClientTls::with_system_roots(
@@ -206,6 +202,11 @@ impl TlsArgs {
         }
         Ok(Some(tls))
     }
+}
+
+/// Reads a file a flag names; failing is a usage error that names it.
+pub(crate) fn read_file(path: &std::path::Path) -> Result<Vec<u8>, Failure> {
+    std::fs::read(path).map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))
 }
 
 /// Parses a VSOA URL that names a route: `vsoa://HOST:PORT` alone names none (the library

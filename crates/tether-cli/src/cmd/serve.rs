@@ -161,21 +161,22 @@ fn build(args: &Args) -> Result<Built, Failure> {
     }
     let mut tls = None;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p)
-                .map_err(|e| Failure::usage(format!("cannot read {}: {e}", p.display())))
-        };
         let key = match &args.tls_key_password {
-            Some(pw) => tether::tls::decrypt_private_key(&read(key)?, pw)?,
-            None => read(key)?,
+            Some(pw) => tether::tls::decrypt_private_key(&super::read_file(key)?, pw)?,
+            None => super::read_file(key)?,
         };
-        let ca = args.tls_client_ca.as_deref().map(read).transpose()?;
+        let ca = args
+            .tls_client_ca
+            .as_deref()
+            .map(super::read_file)
+            .transpose()?;
         let auth = match &ca {
             Some(ca) if args.tls_client_optional => tether::tls::ClientAuth::Optional(ca),
             Some(ca) => tether::tls::ClientAuth::Required(ca),
             None => tether::tls::ClientAuth::None,
         };
-        let server_tls = tether::tls::ServerTls::with_client_auth(&read(cert)?, &key, auth)?;
+        let server_tls =
+            tether::tls::ServerTls::with_client_auth(&super::read_file(cert)?, &key, auth)?;
         builder = builder.tls(server_tls.clone());
         tls = Some(server_tls);
     }

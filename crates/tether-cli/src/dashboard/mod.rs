@@ -97,14 +97,14 @@ pub(crate) fn start(server: Server, state: State, info: Info, ws: WsClients) {
             let now = server.traffic();
             let secs = last_at.elapsed().as_secs_f64().max(1e-3);
             let per_s = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs;
+            let publishes_per_s = published as f64 / secs;
             let rates = json!({
                 "packets_in_per_s": per_s(now.packets_in, last.packets_in),
                 "bytes_in_per_s": per_s(now.bytes_in, last.bytes_in),
                 "packets_out_per_s": per_s(now.packets_out, last.packets_out),
                 "bytes_out_per_s": per_s(now.bytes_out, last.bytes_out),
-                "publishes_per_s": published as f64 / secs,
+                "publishes_per_s": publishes_per_s,
             });
-            let publishes_per_s = published as f64 / secs;
             (last, last_at) = (now, Instant::now());
             let lat_now = server.rpc_latency();
             let second = latencies

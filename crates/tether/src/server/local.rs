@@ -138,21 +138,40 @@ fn sinks(shared: &ServerState) -> MutexGuard<'_, LocalSinks> {
     shared.local.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Adds a sink (subscribed to `pattern`, if given) and tells publishers to look.
+fn register(shared: &ServerState, sink: Sink, pattern: Option<&str>) -> u64 {
+    let id = NEXT_LOCAL.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut s = sinks(shared);
+        s.sinks.insert(id, sink);
+        if let Some(p) = pattern {
+            s.subs.subscribe(id, p);
+        }
+    }
+    shared.has_local.store(true, Ordering::Relaxed);
+    id
+}
+
+/// Removes a sink; publishers stop looking when none is left.
+fn unregister(shared: &ServerState, id: u64) {
+    let mut s = sinks(shared);
+    s.remove(id, false);
+    if s.is_empty() {
+        shared.has_local.store(false, Ordering::Relaxed);
+    }
+}
+
 impl LocalSubscriber {
     pub(crate) fn new(shared: Arc<ServerState>, capacity: usize, observer: bool) -> Self {
-        let id = NEXT_LOCAL.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let cut_off = Arc::new(AtomicBool::new(false));
         let skipped = Arc::new(AtomicU64::new(0));
-        sinks(&shared).sinks.insert(
-            id,
-            Sink::Queue {
-                tx,
-                cut_off: cut_off.clone(),
-                observer: observer.then(|| skipped.clone()),
-            },
-        );
-        shared.has_local.store(true, Ordering::Relaxed);
+        let sink = Sink::Queue {
+            tx,
+            cut_off: cut_off.clone(),
+            observer: observer.then(|| skipped.clone()),
+        };
+        let id = register(&shared, sink, None);
         LocalSubscriber {
             id,
             shared,
@@ -207,11 +226,7 @@ impl LocalSubscriber {
 
 impl Drop for LocalSubscriber {
     fn drop(&mut self) {
-        let mut s = sinks(&self.shared);
-        s.remove(self.id, false);
-        if s.is_empty() {
-            self.shared.has_local.store(false, Ordering::Relaxed);
-        }
+        unregister(&self.shared, self.id);
     }
 }
 
@@ -298,7 +313,6 @@ impl std::fmt::Debug for PublishLog {
 
 impl PublishLog {
     pub(crate) fn new(shared: Arc<ServerState>, recent: usize) -> Self {
-        let id = NEXT_LOCAL.fetch_add(1, Ordering::Relaxed);
         let log = Arc::new(Mutex::new(LogState {
             recent: std::collections::VecDeque::with_capacity(recent),
             keep: recent,
@@ -306,12 +320,7 @@ impl PublishLog {
             others: 0,
             total: 0,
         }));
-        {
-            let mut s = sinks(&shared);
-            s.sinks.insert(id, Sink::Log(log.clone()));
-            s.subs.subscribe(id, "/");
-        }
-        shared.has_local.store(true, Ordering::Relaxed);
+        let id = register(&shared, Sink::Log(log.clone()), Some("/"));
         PublishLog { id, shared, log }
     }
 
@@ -329,10 +338,6 @@ impl PublishLog {
 
 impl Drop for PublishLog {
     fn drop(&mut self) {
-        let mut s = sinks(&self.shared);
-        s.remove(self.id, false);
-        if s.is_empty() {
-            self.shared.has_local.store(false, Ordering::Relaxed);
-        }
+        unregister(&self.shared, self.id);
     }
 }
