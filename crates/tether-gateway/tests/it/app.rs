@@ -14,10 +14,6 @@ use tokio_tungstenite::tungstenite::Message as Ws;
 
 use crate::common::*;
 
-async fn t<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(WAIT, f).await.expect("in time")
-}
-
 /// A gateway whose application answers `add`, `fail`, `set_mine`, `notify_me`, `bye` and
 /// `whoami`, with per-connection state flushed by hand.
 async fn app_gateway() -> tether_gateway::Listening {

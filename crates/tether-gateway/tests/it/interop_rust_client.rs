@@ -34,11 +34,6 @@ async fn python_server() -> (tokio::process::Child, u16) {
     (child, port)
 }
 
-/// `f`, which must finish within [`WAIT`].
-async fn t<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(WAIT, f).await.expect("in time")
-}
-
 #[tokio::test]
 async fn our_client_against_the_python_server() {
     let (_py, port) = python_server().await;

@@ -4,7 +4,7 @@
 //! 0.6.18 under Node; and the frames a real 0.6.26 server sends, kept as test vectors in
 //! `vectors/juggler06.json` (captured by interop/py/juggler06_capture.py).
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{json, Value};
 use tether::{Payload, Reply, Request, Server, Status};
 use tether_gateway::client::{JugglerClient, JugglerError};
@@ -14,15 +14,7 @@ use tokio_tungstenite::tungstenite::Message as Ws;
 
 use crate::common::*;
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 const VECTORS: &str = include_str!("vectors/juggler06.json");
-
-/// `f`, which must finish within [`WAIT`].
-async fn t<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(WAIT, f).await.expect("in time")
-}
 
 /// A server with /echo and /fail, and its gateway (shared `state`, autoflush on each change).
 async fn gateway(state: State) -> (Server, tether_gateway::Listening) {
@@ -47,29 +39,6 @@ async fn gateway(state: State) -> (Server, tether_gateway::Listening) {
 async fn raw(l: &tether_gateway::Listening, path: &str) -> Socket {
     let url = format!("ws://{}{path}", l.local_addr());
     tokio_tungstenite::connect_async(url).await.unwrap().0
-}
-
-/// The next text frame (WebSocket-level pings skipped).
-async fn text(ws: &mut Socket) -> String {
-    loop {
-        match t(ws.next()).await {
-            Some(Ok(Ws::Text(s))) => return s.to_string(),
-            Some(Ok(Ws::Ping(_) | Ws::Pong(_))) => continue,
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
-
-/// The server's close frame: code and reason.
-async fn closed(ws: &mut Socket) -> (CloseCode, String) {
-    loop {
-        match t(ws.next()).await {
-            Some(Ok(Ws::Close(Some(f)))) => return (f.code, f.reason.to_string()),
-            Some(Ok(Ws::Text(s))) => panic!("expected a close, got {s}"),
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
 }
 
 /// A hat-json path (a list of keys) as the pointer `State::set` takes.

@@ -3,15 +3,12 @@
 
 use std::time::Duration;
 
+use crate::common::{closed, text, Socket, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tether::{Reply, Request, Server};
-use tether_testkit::WAIT;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as Ws;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn gateway(
     cfg: impl FnOnce(tether_gateway::GatewayBuilder) -> tether_gateway::GatewayBuilder,
@@ -37,29 +34,6 @@ async fn connect(l: &tether_gateway::Listening) -> Socket {
         .await
         .unwrap();
     ws
-}
-
-/// The next text frame (WebSocket-level pings skipped).
-async fn text(ws: &mut Socket) -> String {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
-            Some(Ok(Ws::Text(t))) => return t.to_string(),
-            Some(Ok(Ws::Ping(_) | Ws::Pong(_))) => continue,
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
-
-/// Waits for the server's close frame; returns its code.
-async fn closed(ws: &mut Socket) -> CloseCode {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
-            Some(Ok(Ws::Close(Some(f)))) => return f.code,
-            Some(Ok(Ws::Text(t))) => panic!("expected a close, got {t}"),
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
 }
 
 async fn send(ws: &mut Socket, frame: &str) {
@@ -185,7 +159,7 @@ async fn bad_frames_close_the_connection_and_the_gateway_stays_up() {
             };
             ws.send(msg).await.unwrap();
         }
-        assert_eq!(closed(&mut ws).await, code, "{what}");
+        assert_eq!(closed(&mut ws).await.0, code, "{what}");
         // The gateway serves the next connection.
         let mut ok = connect(&l).await;
         send(
@@ -206,7 +180,7 @@ async fn a_peer_that_never_answers_pings_is_closed() {
     let l = gateway(|g| g.ping(Some(Duration::from_millis(200)), Duration::from_millis(200))).await;
     let mut ws = connect(&l).await;
     assert_eq!(text(&mut ws).await, "2");
-    assert_eq!(closed(&mut ws).await, CloseCode::Normal);
+    assert_eq!(closed(&mut ws).await.0, CloseCode::Normal);
     // Any traffic keeps a connection alive: answer, and the next ping comes later.
     let mut ws = connect(&l).await;
     for _ in 0..3 {

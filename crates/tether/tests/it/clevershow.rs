@@ -612,9 +612,7 @@ async fn actions_sent_while_the_server_is_down_arrive_in_order_after_it_returns(
     for p in peers.lock().unwrap().drain(..) {
         p.close();
     }
-    while drone.is_linked() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    unlinked(&drone).await;
     for i in 1..=100 {
         drone
             .action("led", vec![json!(i)], Map::new())
@@ -940,13 +938,7 @@ async fn a_drone_keeps_its_default_id_and_answers_it_on_every_link() {
     );
 
     let server = Node::new();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    server.on_peer(move |peer| {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let _ = tx.send(peer.request("id").send().await.unwrap());
-        });
-    });
+    let mut rx = ids_of(&server);
     let l = server.bind("127.0.0.1:0").await.unwrap();
     let drone = Node::new();
     drone.answer_id(&fresh);
@@ -1093,13 +1085,7 @@ async fn a_drone_runs_from_its_configuration_file_and_reloads_it() {
     }
 
     let server = Node::new();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    server.on_peer(move |peer| {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let _ = tx.send(peer.request("id").send().await.unwrap());
-        });
-    });
+    let mut rx = ids_of(&server);
     let l = server.bind("127.0.0.1:0").await.unwrap();
     let text = format!(
         "id = \"drone-9\"\n[server]\nhost = \"127.0.0.1\"\nport = {}\n[ntp]\nuse = true\nport = 9\n",
@@ -1184,6 +1170,29 @@ async fn a_refused_push_is_reported_to_a_tether_sender_and_to_nobody_else() {
         b"payload"
     );
     let _ = std::fs::remove_dir_all(base);
+}
+
+/// The id each peer of `server` answers when asked on its link.
+fn ids_of(server: &Node) -> mpsc::UnboundedReceiver<Value> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    server.on_peer(move |peer| {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(peer.request("id").send().await.unwrap());
+        });
+    });
+    rx
+}
+
+/// Waits (at most [`WAIT`]) until `peer` has no link.
+async fn unlinked(peer: &tether::clevershow::Peer) {
+    tokio::time::timeout(WAIT, async {
+        while peer.is_linked() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the link went down");
 }
 
 /// Every peer `server` gets, as its links come up.
@@ -1298,13 +1307,7 @@ async fn a_drone_that_reconnects_resumes_its_server_side_peer() {
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         relay.cut();
-        tokio::time::timeout(WAIT, async {
-            while p.is_linked() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .unwrap();
+        unlinked(&p).await;
         let queued = p
             .action("note", vec![json!("while away")], Map::new())
             .await;
@@ -1361,13 +1364,7 @@ async fn a_drone_that_reconnects_resumes_its_server_side_peer() {
         .unwrap();
     l.shutdown().await;
     on_server.close();
-    tokio::time::timeout(WAIT, async {
-        while d.is_linked() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap();
+    unlinked(&d).await;
     let e = d.action("note", vec![], Map::new()).await.unwrap_err();
     assert!(e.to_string().contains("resume_queue is off"), "{e}");
     d.close();
