@@ -10,6 +10,7 @@
 //! lookups, independent of how many patterns or clients exist.
 
 mod route;
+pub mod subject;
 mod subscription;
 
 pub use route::RouteTable;
