@@ -139,12 +139,18 @@ async fn publish(server: &Server, req: Request) -> Reply {
             format!("count is limited to {MAX_PUBLISH_COUNT}"),
         );
     }
+    // On a federated server: how many went on to the other nodes, and how many could not.
+    let (mut forwarded, mut not_forwarded) = (0, 0);
     let reply = if args.quick {
         let (mut sent, mut dropped) = (0, 0);
         let mut res = Ok(());
         for _ in 0..count {
             match server.publish_quick(&args.url, payload.clone()) {
-                Ok(r) => (sent, dropped) = (sent + r.sent, dropped + r.dropped),
+                Ok(r) => {
+                    (sent, dropped) = (sent + r.sent, dropped + r.dropped);
+                    (forwarded, not_forwarded) =
+                        (forwarded + r.forwarded, not_forwarded + r.not_forwarded);
+                }
                 Err(e) => {
                     res = Err(e);
                     break;
@@ -164,6 +170,8 @@ async fn publish(server: &Server, req: Request) -> Reply {
                     // publish of this call was counted here (the rest, by earlier calls).
                     let here = usize::try_from(i).unwrap_or(usize::MAX);
                     total.discarded += r.discarded.min(here.saturating_mul(r.cut_off));
+                    (forwarded, not_forwarded) =
+                        (forwarded + r.forwarded, not_forwarded + r.not_forwarded);
                 }
                 Err(e) => {
                     res = Err(e);
@@ -175,6 +183,13 @@ async fn publish(server: &Server, req: Request) -> Reply {
         let delivered = total.delivered.saturating_sub(total.discarded);
         res.map(|()| serde_json::json!({ "delivered": delivered, "cut_off": total.cut_off }))
     };
+    let reply = reply.map(|mut report| {
+        if forwarded + not_forwarded > 0 {
+            report["forwarded"] = forwarded.into();
+            report["not_forwarded"] = not_forwarded.into();
+        }
+        report
+    });
     match reply {
         Ok(report) => Reply::json(&report).unwrap_or_default(),
         Err(e) => Reply::error(Status::ARGUMENTS, e.to_string()),

@@ -154,9 +154,11 @@ pub struct GatewayBuilder {
     htpasswd: Option<Htpasswd>,
     extra: Vec<Router>,
     tls: Option<tether::tls::ServerTls>,
+    metrics: Option<MetricsHook>,
 }
 
 type ConnectionHook = Box<dyn Fn(Connection) + Send + Sync>;
+type MetricsHook = Box<dyn Fn(&mut String) + Send + Sync>;
 
 /// hat-juggler's `request_cb`: the connection, the request's name and data; the answer's
 /// data, or a failure's reason.
@@ -288,6 +290,13 @@ impl GatewayBuilder {
         self.routes(route)
     }
 
+    /// Appends more metrics to `/metrics` (Prometheus text, `# HELP`/`# TYPE` lines
+    /// included): what the application measures beside the server and the gateway.
+    pub fn metrics(mut self, f: impl Fn(&mut String) + Send + Sync + 'static) -> Self {
+        self.metrics = Some(Box::new(f));
+        self
+    }
+
     /// Called with every new connection (its peer, its state, a way to notify it).
     pub fn on_connection(mut self, f: impl Fn(Connection) + Send + Sync + 'static) -> Self {
         self.on_connection = Some(Box::new(f));
@@ -326,6 +335,7 @@ impl GatewayBuilder {
                 htpasswd: self.htpasswd,
                 extra: self.extra,
                 tls: self.tls,
+                metrics: self.metrics,
                 stats: Default::default(),
             }),
         }
@@ -342,6 +352,7 @@ struct GatewayState {
     htpasswd: Option<Htpasswd>,
     extra: Vec<Router>,
     tls: Option<tether::tls::ServerTls>,
+    metrics: Option<MetricsHook>,
     stats: metrics::Stats,
 }
 
@@ -400,6 +411,7 @@ impl Gateway {
             htpasswd: None,
             extra: Vec::new(),
             tls: None,
+            metrics: None,
         }
     }
 
@@ -607,7 +619,13 @@ async fn prometheus(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        metrics::render(&ctx.server, &ctx.stats),
+        {
+            let mut out = metrics::render(&ctx.server, &ctx.stats);
+            if let Some(more) = &ctx.metrics {
+                more(&mut out);
+            }
+            out
+        },
     )
 }
 

@@ -35,6 +35,8 @@ pub mod client;
 mod close;
 mod error;
 pub mod events;
+#[cfg(feature = "nats")]
+pub mod federation;
 pub mod files;
 mod framed;
 pub mod keepalive;

@@ -5,6 +5,7 @@ pub(crate) mod call;
 pub(crate) mod config;
 pub(crate) mod dgram;
 pub(crate) mod discover;
+pub(crate) mod federate;
 pub(crate) mod files;
 pub(crate) mod position;
 pub(crate) mod serve;

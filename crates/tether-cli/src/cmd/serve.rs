@@ -97,11 +97,13 @@ pub(crate) struct Args {
     gw: GatewayArgs,
     #[command(flatten)]
     limits: Limits,
+    #[command(flatten)]
+    fed: super::federate::FederationArgs,
     /// Republish the datagrams clients send to URLs matching PATTERN to every matching
     /// subscriber (reliable as reliable publishes, quick as quick), so clients publish in
     /// one frame. Repeatable; VSOA's subscription rule (`/a/` covers `/a` and everything
     /// under it, `/` all). Off by default; other datagrams are echoed as before.
-    #[arg(long, value_name = "PATTERN", value_parser = parse_relay_pattern)]
+    #[arg(long, value_name = "PATTERN", value_parser = parse_url_pattern)]
     relay: Vec<String>,
     /// Relayed datagrams per second per client, bursts of as many: over it a TCP sender
     /// is slowed (nothing lost), a quick datagram dropped and counted. 0: no limit.
@@ -152,6 +154,8 @@ struct Running {
     socket_protocol: Option<tether::Listening>,
     announcer: Option<tether::clevershow::discovery::Announcer>,
     _registration: Option<tether::position::Registration>,
+    /// The federation joined with --nats, and the line that says so.
+    federation: Option<(std::sync::Arc<tether::federation::Federation>, String)>,
 }
 
 fn build(args: &Args) -> Result<Built, Failure> {
@@ -208,6 +212,7 @@ fn build(args: &Args) -> Result<Built, Failure> {
 async fn start(args: &Args, built: Built) -> Result<Running, Failure> {
     let Built { server, tls, files } = built;
     let vsoa = server.bind(args.listen.as_str()).await?;
+    let federation = args.fed.start(&server, vsoa.local_addr()).await?;
     let registration = match args.register {
         Some(pos) => Some(
             tether::position::Registration::start(
@@ -256,7 +261,18 @@ async fn start(args: &Args, built: Built) -> Result<Running, Failure> {
     let gateway = if args.no_gateway {
         None
     } else {
-        Some(start_gateway(args, &server, tls.as_ref(), &vsoa, clever_show.as_ref()).await?)
+        let fed = federation.as_ref().map(|f| f.0.clone());
+        Some(
+            start_gateway(
+                args,
+                &server,
+                tls.as_ref(),
+                &vsoa,
+                clever_show.as_ref(),
+                fed,
+            )
+            .await?,
+        )
     };
     Ok(Running {
         tls: tls.is_some(),
@@ -267,6 +283,7 @@ async fn start(args: &Args, built: Built) -> Result<Running, Failure> {
         socket_protocol,
         announcer,
         _registration: registration,
+        federation,
     })
 }
 
@@ -277,6 +294,7 @@ async fn start_gateway(
     tls: Option<&tether::tls::ServerTls>,
     vsoa: &tether::Listening,
     clever_show: Option<&tether::Listening>,
+    federation: Option<std::sync::Arc<tether::federation::Federation>>,
 ) -> Result<tether::Listening, Failure> {
     let state = tether_gateway::State::default();
     let ws: crate::dashboard::WsClients = Default::default();
@@ -314,6 +332,10 @@ async fn start_gateway(
         Some(dir) => gw = gw.static_dir(dir),
         None => gw = gw.page("/index.html", "text/html; charset=utf-8", page),
     }
+    if let Some(fed) = &federation {
+        let fed = fed.clone();
+        gw = gw.metrics(move |out| super::federate::metrics(&fed.stats(), out));
+    }
     let gw = gw
         .shared_state(state.clone())
         .on_connection(move |c| seen.lock().unwrap_or_else(|e| e.into_inner()).push(c))
@@ -329,7 +351,7 @@ async fn start_gateway(
         gateway: format!("{scheme}://{}{}", bound.local_addr(), o.ws_path),
         clever_show: clever_show.map(|c| c.local_addr().to_string()),
     };
-    crate::dashboard::start(server.clone(), state, info, ws);
+    crate::dashboard::start(server.clone(), state, info, ws, federation);
     Ok(bound)
 }
 
@@ -354,6 +376,9 @@ fn print_contract(running: &Running) {
     if let Some(sp) = &running.socket_protocol {
         crate::output::print_line(&format!("tether: socket_protocol on {}", sp.local_addr()));
     }
+    if let Some((_, line)) = &running.federation {
+        crate::output::print_line(line);
+    }
 }
 
 /// Serves until Ctrl-C, stopping clever-show if an older server announces itself, then
@@ -366,6 +391,8 @@ async fn wait(running: Running) -> Result<(), Failure> {
         socket_protocol,
         announcer,
         _registration,
+        // Held to the end: dropping it would leave the federation.
+        federation: _federation,
         ..
     } = running;
     let ctrl_c = || async {
@@ -552,7 +579,7 @@ struct Limits {
 }
 
 /// A relay pattern is a URL as VSOA allows it (starting with `/`).
-fn parse_relay_pattern(s: &str) -> Result<String, String> {
+pub(crate) fn parse_url_pattern(s: &str) -> Result<String, String> {
     match tether_wire::url::check_url(s.as_bytes()) {
         Ok(url) => Ok(url.to_string()),
         Err(e) => Err(format!("{e} (a pattern is a URL such as /sensors/ or /)")),

@@ -8,6 +8,7 @@
 //! packets_out_per_s, bytes_out_per_s, publishes_per_s}, "totals": {...}, "publishes":
 //! [{url, param, at}] (the last 20, newest first), "relay": {relayed,
 //! relayed_quick, throttled, refused_rate, refused_hook, failed} or null without `--relay`,
+//! "federation": [`tether::federation::FederationStats`] or null without `--nats`,
 //! "history": {"next": I, "samples": [[unix_s, msgs_in/s, msgs_out/s, bytes_in/s,
 //! bytes_out/s, clients, publishes/s, rpc_p50_us, rpc_p99_us], ...]} (one a second, the
 //! last [`HISTORY`], a ring: the oldest at `next` once full, so each second changes one
@@ -66,7 +67,13 @@ pub(crate) struct Info {
 pub(crate) type WsClients = Arc<Mutex<Vec<Connection>>>;
 
 /// Keeps `state` current, once a second, until the server goes away.
-pub(crate) fn start(server: Server, state: State, info: Info, ws: WsClients) {
+pub(crate) fn start(
+    server: Server,
+    state: State,
+    info: Info,
+    ws: WsClients,
+    federation: Option<Arc<tether::federation::Federation>>,
+) {
     // Written in place by every publish (no queue, no wake-up), read once a second.
     let log = server.publish_log(RECENT);
     state.set(
@@ -173,6 +180,7 @@ pub(crate) fn start(server: Server, state: State, info: Info, ws: WsClients) {
                 doc["client_counts"] = counts;
                 doc["publishes"] = Value::Array(publishes);
                 doc["relay"] = json!(relay);
+                doc["federation"] = json!(federation.as_ref().map(|f| f.stats()));
                 history.write(&mut doc["history"]);
                 doc["latency"] = match &window {
                     Some(p) => json!({"calls": p.calls, "p50_us": p.p50_us,

@@ -13,7 +13,7 @@ mod route;
 pub mod subject;
 mod subscription;
 
-pub use route::RouteTable;
+pub use route::{RouteLevel, RouteTable};
 pub use subscription::SubscriptionIndex;
 
 /// Why a URL was refused. The VSOA reaction is status 2 (ARGUMENTS).
@@ -104,9 +104,9 @@ pub(crate) fn pattern_stem(pattern: &str) -> Pattern<'_> {
     }
 }
 
-/// The stems a URL falls under, longest first: the URL itself, then the URL cut before each
+/// The stems a URL falls under, longest first (the order of prefix route lookup): the URL itself, then the URL cut before each
 /// `/`, ending with the empty stem (the `/` pattern) when the URL starts with `/`.
-pub(crate) fn stems(url: &str) -> impl Iterator<Item = &str> {
+pub fn stems(url: &str) -> impl Iterator<Item = &str> {
     std::iter::once(url).chain(
         url.bytes()
             .enumerate()

@@ -4,6 +4,15 @@ use std::collections::HashMap;
 
 use super::{pattern_stem, stems, Pattern};
 
+/// Which kind of route served a URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteLevel<'u> {
+    /// A route for exactly this URL.
+    Exact,
+    /// A prefix route, by its stem (`""` for the `/` route).
+    Prefix(&'u str),
+}
+
 /// Maps route patterns to handlers.
 ///
 /// A pattern without a trailing slash serves only that URL; `/a/b/` serves `/a/b` and
@@ -68,6 +77,26 @@ impl<T> RouteTable<T> {
             return None;
         }
         stems(url).find_map(|stem| self.prefix.get(stem))
+    }
+
+    /// Like [`RouteTable::lookup`], with the level that matched: what federation needs to
+    /// know whether a more specific route may exist elsewhere.
+    pub fn lookup_level<'u>(&self, url: &'u str) -> Option<(RouteLevel<'u>, &T)> {
+        if let Some(v) = self.exact.get(url) {
+            return Some((RouteLevel::Exact, v));
+        }
+        if self.prefix.is_empty() {
+            return None;
+        }
+        stems(url).find_map(|stem| self.prefix.get(stem).map(|v| (RouteLevel::Prefix(stem), v)))
+    }
+
+    /// Every registered pattern (prefix patterns with their trailing `/`), in no order.
+    pub fn patterns(&self) -> impl Iterator<Item = String> + '_ {
+        self.exact
+            .keys()
+            .map(|k| k.to_string())
+            .chain(self.prefix.keys().map(|stem| format!("{stem}/")))
     }
 
     /// Number of routes.

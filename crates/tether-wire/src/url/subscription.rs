@@ -143,6 +143,15 @@ impl<K: Copy + Eq + Hash + Ord> SubscriptionIndex<K> {
         self.by_client.get(&client).map_or(0, HashSet::len)
     }
 
+    /// Every pattern some client holds, once each (prefix patterns with their trailing
+    /// `/`), in no order.
+    pub fn patterns(&self) -> impl Iterator<Item = String> + '_ {
+        self.exact
+            .keys()
+            .map(|k| k.to_string())
+            .chain(self.prefix.keys().map(|stem| format!("{stem}/")))
+    }
+
     /// Total number of (client, pattern) subscriptions.
     pub fn len(&self) -> usize {
         self.by_client.values().map(HashSet::len).sum()

@@ -142,3 +142,35 @@ proptest! {
         prop_assert_eq!(t.lookup(&url), exact.or(best_prefix));
     }
 }
+
+#[test]
+fn route_levels_and_patterns() {
+    let mut t = RouteTable::new();
+    t.insert("/", 0);
+    t.insert("/a/", 1);
+    t.insert("/a/b", 2);
+    assert_eq!(t.lookup_level("/a/b"), Some((RouteLevel::Exact, &2)));
+    assert_eq!(
+        t.lookup_level("/a/c/d"),
+        Some((RouteLevel::Prefix("/a"), &1))
+    );
+    assert_eq!(t.lookup_level("/a"), Some((RouteLevel::Prefix("/a"), &1)));
+    assert_eq!(t.lookup_level("/ab"), Some((RouteLevel::Prefix(""), &0)));
+    let mut p: Vec<String> = t.patterns().collect();
+    p.sort();
+    assert_eq!(p, ["/", "/a/", "/a/b"]);
+    assert_eq!(RouteTable::<u8>::new().lookup_level("/x"), None);
+
+    let mut idx = SubscriptionIndex::new();
+    idx.subscribe(1, "/a/");
+    idx.subscribe(2, "/a/");
+    idx.subscribe(2, "/x");
+    idx.subscribe(3, "/");
+    let mut p: Vec<String> = idx.patterns().collect();
+    p.sort();
+    assert_eq!(p, ["/", "/a/", "/x"]);
+    idx.remove_client(2);
+    let mut p: Vec<String> = idx.patterns().collect();
+    p.sort();
+    assert_eq!(p, ["/", "/a/"]);
+}

@@ -182,6 +182,7 @@ impl Session {
 
         let killed = outbound.is_killed();
         self.shared.registry().remove(self.client.id);
+        self.shared.interest_changed();
         if killed {
             tracing::info!("disconnected: {reason}");
             writer.abort();
@@ -306,7 +307,7 @@ impl Session {
                     .await;
             }
         };
-        let Some(route) = self.shared.route_for(url) else {
+        let Some(route) = self.shared.resolve_route(url) else {
             return self
                 .send(Packet::reply_to(&packet, Status::INVALID_URL))
                 .await;
@@ -414,6 +415,7 @@ impl Session {
             }
         };
         if status.is_success() {
+            self.shared.interest_changed();
             if let Some(hook) = &self.shared.hooks.on_subscription {
                 hook(&self.client, &changed, subscribe);
             }

@@ -267,6 +267,24 @@ where
     }
 }
 
+/// Runs `route` for `req` in its mode and waits for the reply: a [`Mode::Queue`] route on
+/// its queue, the others here (for callers without a session to keep in order).
+pub(crate) async fn run_waiting(route: &Route, req: Request) -> Reply {
+    match &route.mode {
+        Mode::Queue(q) => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let handler = route.handler.clone();
+            q.submit(Box::pin(async move {
+                let _ = tx.send(call_guarded(&*handler, req).await);
+            }))
+            .await;
+            rx.await
+                .unwrap_or_else(|_| Reply::error(Status::NO_RESPONDING, "the work queue stopped"))
+        }
+        _ => call_guarded(&*route.handler, req).await,
+    }
+}
+
 /// Calls `handler` so that a panic, in the call or in the future, becomes a status-4 reply
 /// instead of a lost request.
 pub(crate) async fn call_guarded(handler: &dyn Handler, req: Request) -> Reply {

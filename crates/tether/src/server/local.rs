@@ -112,6 +112,18 @@ impl LocalSinks {
     pub(crate) fn is_empty(&self) -> bool {
         self.sinks.is_empty()
     }
+
+    /// The patterns of the subscribers that count as interest for federation: not
+    /// observers or publish logs (a monitoring tap on `/` must not pull in every node's
+    /// publishes).
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn interest(&self, out: &mut Vec<String>) {
+        for (id, sink) in &self.sinks {
+            if let Sink::Queue { observer: None, .. } = sink {
+                out.extend(self.subs.patterns_of(*id).map(str::to_string));
+            }
+        }
+    }
 }
 
 /// A subscriber on another transport (see the module docs). Share it in an `Arc` to read
@@ -159,6 +171,8 @@ fn unregister(shared: &ServerState, id: u64) {
     if s.is_empty() {
         shared.has_local.store(false, Ordering::Relaxed);
     }
+    drop(s);
+    shared.interest_changed();
 }
 
 impl LocalSubscriber {
@@ -199,12 +213,17 @@ impl LocalSubscriber {
                 status: tether_wire::vsoa::Status::NO_MEMORY,
             });
         }
-        Ok(s.subs.subscribe(self.id, pattern))
+        let added = s.subs.subscribe(self.id, pattern);
+        drop(s);
+        self.shared.interest_changed();
+        Ok(added)
     }
 
     /// Removes a URL pattern; `false` if it was not there.
     pub fn unsubscribe(&self, pattern: &str) -> bool {
-        sinks(&self.shared).subs.unsubscribe(self.id, pattern)
+        let removed = sinks(&self.shared).subs.unsubscribe(self.id, pattern);
+        self.shared.interest_changed();
+        removed
     }
 
     /// The next publish; `None` once cut off (see [`LocalSubscriber::is_cut_off`]). One

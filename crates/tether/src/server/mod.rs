@@ -14,7 +14,8 @@ mod bridge;
 mod clients;
 mod config;
 mod connection;
-mod handler;
+pub(crate) mod federate;
+pub(crate) mod handler;
 mod hooks;
 mod listen;
 mod local;
@@ -76,6 +77,7 @@ impl ServerBuilder {
                 local: Default::default(),
                 has_local: Default::default(),
                 traffic: Default::default(),
+                federation: Default::default(),
             }),
         }
     }
@@ -100,16 +102,44 @@ pub(crate) struct ServerState {
     local: local::LocalLock,
     has_local: std::sync::atomic::AtomicBool,
     traffic: Arc<traffic::Counters>,
+    /// The federation this server joined, if any (`crate::federation`).
+    pub(crate) federation: federate::Slot,
 }
 
 impl ServerState {
     /// The route serving `url`: exact, else the longest prefix, else `/`.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn route_for(&self, url: &str) -> Option<Route> {
         self.routes
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .lookup(url)
             .cloned()
+    }
+
+    /// The route to run for `url`: [`ServerState::route_for`], unless the server is
+    /// federated and has no exact route for it, when the federation decides (a more
+    /// specific route may live on another node).
+    pub(crate) fn resolve_route(&self, url: &str) -> Option<Route> {
+        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        let found = routes.lookup_level(url);
+        let Some(fed) = self.federation.get() else {
+            return found.map(|(_, r)| r.clone());
+        };
+        let local = match found {
+            Some((tether_wire::url::RouteLevel::Exact, r)) => return Some(r.clone()),
+            Some((tether_wire::url::RouteLevel::Prefix(stem), r)) => Some((stem, r.clone())),
+            None => None,
+        };
+        drop(routes);
+        Some(fed.resolve(url, local))
+    }
+
+    /// Tells the federation, if any, that the subscribed patterns may have changed.
+    pub(crate) fn interest_changed(&self) {
+        if let Some(fed) = self.federation.get() {
+            fed.interest_changed();
+        }
     }
 
     /// Applies the admission rules of `admission.rs` to a new connection; registers it when
@@ -197,6 +227,35 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn shared(&self) -> &Arc<ServerState> {
+        &self.shared
+    }
+
+    /// Every pattern some subscriber holds that counts as interest for federation: VSOA
+    /// clients' and local subscribers' (not observers' or publish logs').
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn interest_patterns(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.shared.registry().subs.patterns().collect();
+        self.shared
+            .local
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .interest(&mut out);
+        out
+    }
+
+    /// Every route pattern.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn route_patterns(&self) -> Vec<String> {
+        self.shared
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .patterns()
+            .collect()
+    }
+
     /// Starts configuring a server.
     pub fn builder() -> ServerBuilder {
         ServerBuilder::default()
@@ -224,6 +283,9 @@ impl Server {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(pattern, route);
+        if let Some(fed) = self.shared.federation.get() {
+            fed.routes_changed();
+        }
         self
     }
 
@@ -246,9 +308,24 @@ impl Server {
         {
             return Reply::error(Status::ARGUMENTS, format!("invalid URL {url:?}"));
         }
-        let Some(route) = self.shared.route_for(url) else {
+        let Some(route) = self.shared.resolve_route(url) else {
             return Reply::error(Status::INVALID_URL, format!("no route for {url:?}"));
         };
+        self.call_route(route, url, method, payload, from, local)
+            .await
+    }
+
+    /// Runs `route` for one call from a caller without a VSOA connection (see
+    /// [`Server::call_local`]), in the route's mode.
+    pub(crate) async fn call_route(
+        &self,
+        route: Route,
+        url: &str,
+        method: Method,
+        payload: Payload,
+        from: SocketAddr,
+        local: SocketAddr,
+    ) -> Reply {
         let (outbound, _writer) = Outbound::new(1, Duration::ZERO);
         outbound.kill(CloseReason::local("this caller has no VSOA connection"));
         let req = Request {
@@ -267,27 +344,9 @@ impl Server {
                 relay_bucket: Default::default(),
             },
         };
-        match route.mode {
-            Mode::Queue(q) => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let traffic = self.shared.traffic.clone();
-                q.submit(Box::pin(async move {
-                    let t = std::time::Instant::now();
-                    let reply = handler::call_guarded(&*route.handler, req).await;
-                    traffic.rpc.observe(t.elapsed());
-                    let _ = tx.send(reply);
-                }))
-                .await;
-                rx.await.unwrap_or_else(|_| {
-                    Reply::error(Status::NO_RESPONDING, "the work queue stopped")
-                })
-            }
-            _ => {
-                let t = std::time::Instant::now();
-                let reply = handler::call_guarded(&*route.handler, req).await;
-                self.shared.traffic.rpc.observe(t.elapsed());
-                reply
-            }
-        }
+        let t = std::time::Instant::now();
+        let reply = handler::run_waiting(&route, req).await;
+        self.shared.traffic.rpc.observe(t.elapsed());
+        reply
     }
 }

@@ -22,6 +22,11 @@ pub struct PublishReport {
     /// thrown away with their queues. A caller summing reports over a run of publishes
     /// gets what reached live queues as `delivered - discarded`.
     pub discarded: usize,
+    /// On a federated server: 1 when the publish was queued for the other nodes.
+    pub forwarded: usize,
+    /// On a federated server: 1 when it could not be (no NATS connection, forward queue
+    /// full, URL too long for a subject); counted in the federation's statistics too.
+    pub not_forwarded: usize,
 }
 
 impl PublishReport {
@@ -39,6 +44,10 @@ pub struct QuickReport {
     pub sent: usize,
     /// Matching quick clients whose datagram the socket could not take now.
     pub dropped: usize,
+    /// As [`PublishReport::forwarded`].
+    pub forwarded: usize,
+    /// As [`PublishReport::not_forwarded`].
+    pub not_forwarded: usize,
 }
 
 /// Waits for the queues that were full when the publish was offered (together, so one
@@ -68,8 +77,25 @@ impl Server {
     /// highest priority first. The packet is encoded once. A client whose queue stays full
     /// for the send timeout is cut off (counted in the report), never silently skipped.
     pub async fn publish(&self, url: &str, payload: Payload) -> Result<PublishReport, Error> {
+        let mut report = self.publish_here(url, &payload).await?;
+        if let Some(fed) = self.shared.federation.get() {
+            if fed.forward(url, &payload, false) {
+                report.forwarded = 1;
+            } else {
+                report.not_forwarded = 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// [`Server::publish`] on this node alone (what a federation delivers).
+    pub(crate) async fn publish_here(
+        &self,
+        url: &str,
+        payload: &Payload,
+    ) -> Result<PublishReport, Error> {
         let mut report = PublishReport::default();
-        self.deliver_local(url, &payload, false, &mut report);
+        self.deliver_local(url, payload, false, &mut report);
         let packet = payload.packet(PacketType::Publish, url, MAX_BODY_LEN)?;
         let mut waiting = Vec::new();
         let offered =
@@ -90,9 +116,26 @@ impl Server {
     /// UDP port: one datagram each, encoded once, never waiting. What the socket cannot take
     /// now is dropped and counted (in the report and [`Server::quick_stats`]).
     pub fn publish_quick(&self, url: &str, payload: Payload) -> Result<QuickReport, Error> {
+        let mut report = self.publish_quick_here(url, &payload)?;
+        if let Some(fed) = self.shared.federation.get() {
+            if fed.forward(url, &payload, true) {
+                report.forwarded = 1;
+            } else {
+                report.not_forwarded = 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// [`Server::publish_quick`] on this node alone.
+    pub(crate) fn publish_quick_here(
+        &self,
+        url: &str,
+        payload: &Payload,
+    ) -> Result<QuickReport, Error> {
         let mut report = QuickReport::default();
         let mut local = PublishReport::default();
-        self.deliver_local(url, &payload, true, &mut local);
+        self.deliver_local(url, payload, true, &mut local);
         report.sent += local.delivered;
         report.dropped += local.cut_off;
         let packet = payload.packet(PacketType::Publish, url, MAX_QUICK_BODY_LEN)?;
@@ -151,11 +194,12 @@ impl Server {
                 .unwrap_or_else(|e| e.into_inner())
                 .deliver(url, payload, quick, report);
         }
-        if !quick {
+        if !quick && report.cut_off > cut_before {
             // Local subscribers are cut here and nowhere else.
             self.shared
                 .traffic
                 .count_cut_off(report.cut_off - cut_before);
+            self.shared.interest_changed();
         }
     }
 }

@@ -336,8 +336,7 @@ async fn publish_reaches_only_logged_in_authed_matching_clients() {
         report,
         tether::PublishReport {
             delivered: 1,
-            cut_off: 0,
-            discarded: 0
+            ..Default::default()
         }
     );
     let p = a.expect().await;
