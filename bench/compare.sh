@@ -8,24 +8,15 @@
 #        QUICK=1 bench/compare.sh 1     tiny configuration: a smoke test that every scenario
 #                                       and peer works (writes target/bench-smoke.md instead)
 #
-# Installs what it needs: Debian's nats-server (apt-get, as root) and the pinned Python
-# peers (interop/setup.sh). Every server it starts listens on 127.0.0.1 only and is
+# Installs what it needs through interop/setup.sh: the pinned Python peers and Debian's
+# nats-server (apt-get, as root). Every server it starts listens on 127.0.0.1 only and is
 # stopped by its process id on exit; every run is bounded in count and time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-3}"
 quick="${QUICK:-0}"
 
-if ! command -v nats-server >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then
-    echo "compare: installing Debian's nats-server" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >&2 \
-      || { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >&2; }
-  else
-    echo "compare: nats-server is missing; install Debian's nats-server (needs root)" >&2
-    exit 1
-  fi
-fi
+# Installs the peers, Debian's nats-server among them.
 interop/setup.sh >&2
 py="$PWD/target/interop-venv/bin/python"
 py06="$PWD/target/interop-venv06/bin/python"

@@ -3,7 +3,7 @@
 #   Python vsoa and hat-juggler (interop/requirements.txt) into target/interop-venv,
 #   hat-juggler 0.6 (interop/requirements06.txt) into target/interop-venv06,
 #   npm vsoa, @hat-open/juggler and playwright-core (interop/package-lock.json) into
-#   interop/node_modules; Debian's chromium (apt-get, as root) if it is missing.
+#   interop/node_modules; Debian's chromium and nats-server (apt-get, as root) if missing.
 # Idempotent and quick when already installed. Fails loudly with the reason.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -68,4 +68,16 @@ if ! command -v chromium >/dev/null; then
     exit 1
   fi
 fi
-echo "interop setup: Python vsoa 1.0.4, hat-juggler 0.7.6 and 0.6.26, npm vsoa 1.5.1, @hat-open/juggler 0.7.0 and 0.6.18, playwright-core 1.64.1 and $(chromium --version 2>/dev/null | head -1) ready"
+# Debian's nats-server: the federation tests' cluster and bench/compare.sh's NATS peer.
+if ! command -v nats-server >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "interop setup: installing Debian's nats-server"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null; } \
+      || { echo "interop setup: cannot install Debian's nats-server" >&2; exit 1; }
+  else
+    echo "interop setup: nats-server is missing; install Debian's nats-server (needs root)" >&2
+    exit 1
+  fi
+fi
+echo "interop setup: Python vsoa 1.0.4, hat-juggler 0.7.6 and 0.6.26, npm vsoa 1.5.1, @hat-open/juggler 0.7.0 and 0.6.18, playwright-core 1.64.1, $(chromium --version 2>/dev/null | head -1) and nats-server $(nats-server --version 2>/dev/null | sed 's/.*v//') ready"

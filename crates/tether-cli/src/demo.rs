@@ -30,6 +30,10 @@ struct PublishArgs {
     /// Publish the message this many times (default 1; benchmarks use it).
     #[serde(default)]
     count: Option<u64>,
+    /// Add `"n": i` (0, 1, ...) to each publish's param, which must then be an object or
+    /// absent (tests of order and loss use it).
+    #[serde(default)]
+    numbered: bool,
 }
 
 /// The clever-show demo requests (see the module docs).
@@ -131,7 +135,22 @@ async fn publish(server: &Server, req: Request) -> Reply {
         },
         None => Bytes::new(),
     };
+    if args.numbered && !matches!(args.param, None | Some(serde_json::Value::Object(_))) {
+        return Reply::error(Status::ARGUMENTS, "numbered publishes need an object param");
+    }
     let payload = Payload { param, data };
+    // The i-th payload: the same each time, or numbered.
+    let nth = |i: u64| -> Payload {
+        if !args.numbered {
+            return payload.clone();
+        }
+        let mut param = args.param.clone().unwrap_or_else(|| serde_json::json!({}));
+        param["n"] = i.into();
+        Payload {
+            param: serde_json::to_vec(&param).unwrap_or_default().into(),
+            data: payload.data.clone(),
+        }
+    };
     let count = args.count.unwrap_or(1);
     if count > MAX_PUBLISH_COUNT {
         return Reply::error(
@@ -144,8 +163,8 @@ async fn publish(server: &Server, req: Request) -> Reply {
     let reply = if args.quick {
         let (mut sent, mut dropped) = (0, 0);
         let mut res = Ok(());
-        for _ in 0..count {
-            match server.publish_quick(&args.url, payload.clone()) {
+        for i in 0..count {
+            match server.publish_quick(&args.url, nth(i)) {
                 Ok(r) => {
                     (sent, dropped) = (sent + r.sent, dropped + r.dropped);
                     (forwarded, not_forwarded) =
@@ -162,7 +181,7 @@ async fn publish(server: &Server, req: Request) -> Reply {
         let mut total = tether::PublishReport::default();
         let mut res = Ok(());
         for i in 0..count {
-            match server.publish(&args.url, payload.clone()).await {
+            match server.publish(&args.url, nth(i)).await {
                 Ok(r) => {
                     total.delivered += r.delivered;
                     total.cut_off += r.cut_off;

@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod faults;
+mod federation;
 mod interop_peers_as_clients;
 mod interop_rust_client;
 mod sp;

@@ -10,8 +10,9 @@
 //!   report says so. Another node subscribes to the *cover* of its clients' patterns (the
 //!   most general ones, so that at most one NATS subscription matches any URL) and
 //!   delivers what arrives through its local path only: nothing is forwarded twice, so
-//!   loops cannot happen. While the cover changes, an (origin, sequence) ring drops the
-//!   copies that arrive through both the old and the new subscription.
+//!   loops cannot happen. While the cover changes, both subscriptions are held for a
+//!   moment; the old one is drained first and hands its highest sequence number per
+//!   origin to the new one, which drops the copies it had delivered already.
 //! - **RPC** follows VSOA's lookup order across nodes: a local exact route answers at
 //!   once; otherwise the caller asks, from the most specific level down to its own best
 //!   match, the nodes that serve that level (one NATS queue group per level). NATS answers
@@ -23,7 +24,7 @@
 
 mod rpc;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -510,63 +511,75 @@ pub(crate) fn cover(patterns: impl IntoIterator<Item = String>) -> HashSet<Strin
         .collect()
 }
 
-/// The (origin, sequence) pairs seen last: drops the second copy of a publish that
-/// reached this node through two subscriptions while the cover changed.
-struct Seen {
-    set: HashSet<(Arc<str>, u64)>,
-    order: VecDeque<(Arc<str>, u64)>,
+/// What a stopped subscription saw: its pattern and, per origin, the highest sequence
+/// number. A publish on a URL that pattern covers, from that origin, with a sequence at or
+/// below it was delivered by that subscription already (one NATS subscription keeps each
+/// publisher's order, and it was subscribed from before its successor to after).
+#[derive(Clone, Debug)]
+struct Handoff {
+    pattern: String,
+    high: HashMap<String, u64>,
 }
 
-const SEEN: usize = 4096;
+/// At most this many handoffs are kept by a subscription (the oldest go first); entries
+/// also go as soon as their origin's sequence passed them.
+const HANDOFFS: usize = 64;
 
-impl Seen {
-    fn first(&mut self, origin: &str, seq: u64) -> bool {
-        let key: (Arc<str>, u64) = (Arc::from(origin), seq);
-        if !self.set.insert(key.clone()) {
-            return false;
-        }
-        self.order.push_back(key);
-        if self.order.len() > SEEN {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
+/// One NATS subscription's reader state.
+struct Reader {
+    pattern: String,
+    inherited: Vec<Handoff>,
+    high: HashMap<String, u64>,
+}
+
+impl Reader {
+    /// Whether a publish is new here (and records it).
+    fn first(&mut self, origin: &str, seq: u64, url: &str) -> bool {
+        let mut dup = false;
+        self.inherited.retain_mut(|h| {
+            if let Some(&top) = h.high.get(origin) {
+                if seq <= top {
+                    dup |= tether_wire::url::subscription_matches(&h.pattern, url);
+                } else {
+                    // This origin's later publishes are all above it.
+                    h.high.remove(origin);
+                }
             }
-        }
-        true
+            !h.high.is_empty()
+        });
+        let top = self.high.entry(origin.to_string()).or_insert(0);
+        *top = (*top).max(seq);
+        !dup
+    }
+
+    /// What the next subscription for these URLs must know.
+    fn handoff(self) -> Vec<Handoff> {
+        let mut out = self.inherited;
+        out.push(Handoff {
+            pattern: self.pattern,
+            high: self.high,
+        });
+        let excess = out.len().saturating_sub(HANDOFFS);
+        out.drain(..excess);
+        out
     }
 }
 
+type Stop = oneshot::Sender<oneshot::Sender<Vec<Handoff>>>;
+
 /// Keeps the NATS subscriptions equal to the cover of the local subscribers' patterns.
 async fn interest(inner: Arc<Inner>, server: Server) {
-    let seen = Arc::new(Mutex::new(Seen {
-        set: HashSet::new(),
-        order: VecDeque::new(),
-    }));
-    let mut held: HashMap<String, oneshot::Sender<oneshot::Sender<()>>> = HashMap::new();
+    let mut held: HashMap<String, Stop> = HashMap::new();
     let prefix = inner.pub_prefix();
     loop {
         inner.interest.notified().await;
         let wanted = cover(server.interest_patterns());
-        // Stop the subscriptions no longer wanted first; new ones start reading once those
-        // are drained, so a URL that moves from one to the other stays in order.
-        let gone: Vec<String> = held
-            .keys()
-            .filter(|p| !wanted.contains(*p))
-            .cloned()
-            .collect();
-        let mut drained = Vec::new();
-        for pattern in gone {
-            if let Some(stop) = held.remove(&pattern) {
-                let (tx, rx) = oneshot::channel();
-                let _ = stop.send(tx);
-                drained.push(rx);
-            }
-        }
         let mut starts = Vec::new();
-        for pattern in wanted {
-            if held.contains_key(&pattern) {
+        for pattern in &wanted {
+            if held.contains_key(pattern) {
                 continue;
             }
-            let subject = match pattern_subject(&prefix, &pattern) {
+            let subject = match pattern_subject(&prefix, pattern) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!("federation: {pattern:?} is not subscribed across nodes: {e}");
@@ -576,24 +589,86 @@ async fn interest(inner: Arc<Inner>, server: Server) {
             match inner.client.subscribe(subject).await {
                 Ok(sub) => {
                     let (stop_tx, stop_rx) = oneshot::channel();
-                    held.insert(pattern, stop_tx);
-                    starts.push((sub, stop_rx));
+                    held.insert(pattern.clone(), stop_tx);
+                    starts.push((pattern.clone(), sub, stop_rx));
                 }
                 Err(e) => tracing::warn!("federation: subscribing {pattern:?}: {e}"),
             }
         }
+        // Then stop the ones no longer wanted: subscribing first, and waiting until the
+        // NATS server has the new subscriptions, leaves no moment without a subscription
+        // for a URL that moves. The new ones start reading once those are drained, so the
+        // URL stays in order, and they learn what was delivered already.
+        let gone: Vec<String> = held
+            .keys()
+            .filter(|p| !wanted.contains(*p))
+            .cloned()
+            .collect();
+        if !gone.is_empty() && !starts.is_empty() {
+            barrier(&inner).await;
+        }
+        let mut drained = Vec::new();
+        for pattern in gone {
+            if let Some(stop) = held.remove(&pattern) {
+                let (tx, rx) = oneshot::channel();
+                let _ = stop.send(tx);
+                drained.push(rx);
+            }
+        }
         inner.counters.subscriptions.store(held.len(), Relaxed);
-        let drained = Arc::new(tokio::sync::Mutex::new(drained));
-        for (sub, stop) in starts {
-            let (inner, server, seen, drained) =
-                (inner.clone(), server.clone(), seen.clone(), drained.clone());
+        // Every new subscription waits for every drained one (and inherits what they saw).
+        let handoffs = SharedHandoffs::new(drained);
+        for (pattern, sub, stop) in starts {
+            let (inner, server, handoffs) = (inner.clone(), server.clone(), handoffs.clone());
             tokio::spawn(async move {
-                for rx in drained.lock().await.drain(..) {
-                    let _ = rx.await;
-                }
-                read(sub, stop, &inner, &server, &seen).await;
+                let reader = Reader {
+                    pattern,
+                    inherited: handoffs.get().await,
+                    high: HashMap::new(),
+                };
+                read(sub, stop, reader, &inner, &server).await;
             });
         }
+    }
+}
+
+/// Returns once our NATS server has processed everything this connection sent before: it
+/// answers a request nobody serves with "no responders" in order. Messages it routed to a
+/// subscription before it had the new one have reached us by then, too.
+async fn barrier(inner: &Inner) {
+    let subject = format!("{}.ctl.barrier.{}", inner.prefix, inner.origin);
+    let req = async_nats::Request::new().timeout(Some(Duration::from_secs(2)));
+    match inner.client.send_request(subject, req).await {
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+        other => tracing::debug!("federation: subscription barrier: {other:?}"),
+    }
+}
+
+/// The handoffs of drained subscriptions, awaited once and shared by their successors.
+#[derive(Clone)]
+struct SharedHandoffs(
+    Arc<tokio::sync::OnceCell<Vec<Handoff>>>,
+    Arc<Mutex<Vec<oneshot::Receiver<Vec<Handoff>>>>>,
+);
+
+impl SharedHandoffs {
+    fn new(drained: Vec<oneshot::Receiver<Vec<Handoff>>>) -> Self {
+        SharedHandoffs(Arc::default(), Arc::new(Mutex::new(drained)))
+    }
+
+    async fn get(&self) -> Vec<Handoff> {
+        self.0
+            .get_or_init(|| async {
+                let rxs = std::mem::take(&mut *self.1.lock().unwrap_or_else(|e| e.into_inner()));
+                let mut all = Vec::new();
+                for rx in rxs {
+                    // A reader that ended (NATS closed the subscription) hands nothing over.
+                    all.extend(rx.await.unwrap_or_default());
+                }
+                all
+            })
+            .await
+            .clone()
     }
 }
 
@@ -606,18 +681,18 @@ fn next_message(
 }
 
 /// Delivers one subscription's messages until it is stopped; then unsubscribes, delivers
-/// what was already buffered, and says so.
+/// what was already buffered, and hands over what it saw.
 async fn read(
     mut sub: async_nats::Subscriber,
-    mut stop: oneshot::Receiver<oneshot::Sender<()>>,
+    mut stop: oneshot::Receiver<oneshot::Sender<Vec<Handoff>>>,
+    mut reader: Reader,
     inner: &Inner,
     server: &Server,
-    seen: &Mutex<Seen>,
 ) {
     let done = loop {
         tokio::select! {
             msg = next_message(&mut sub) => match msg {
-                Some(m) => receive(m, inner, server, seen).await,
+                Some(m) => receive(m, &mut reader, inner, server).await,
                 None => return,
             },
             done = &mut stop => {
@@ -627,15 +702,15 @@ async fn read(
         }
     };
     while let Some(m) = next_message(&mut sub).await {
-        receive(m, inner, server, seen).await;
+        receive(m, &mut reader, inner, server).await;
     }
     if let Some(done) = done {
-        let _ = done.send(());
+        let _ = done.send(reader.handoff());
     }
 }
 
 /// Delivers a publish from another node here, and only here.
-async fn receive(m: Message, inner: &Inner, server: &Server, seen: &Mutex<Seen>) {
+async fn receive(m: Message, reader: &mut Reader, inner: &Inner, server: &Server) {
     let c = &inner.counters;
     let header = |name: &str| {
         m.headers
@@ -651,14 +726,6 @@ async fn receive(m: Message, inner: &Inner, server: &Server, seen: &Mutex<Seen>)
     if origin == inner.origin {
         return; // our own (no_echo makes this rare)
     }
-    if !seen
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .first(&origin, seq)
-    {
-        bump(&c.duplicates);
-        return;
-    }
     let quick = header(QUICK).is_some();
     let packet = match Decoder::with_max_packet_len(MAX_PACKET_LEN).decode_datagram(m.payload) {
         Ok(p) if p.ptype == PacketType::Publish => p,
@@ -671,6 +738,10 @@ async fn receive(m: Message, inner: &Inner, server: &Server, seen: &Mutex<Seen>)
         bump(&c.malformed);
         return;
     };
+    if !reader.first(&origin, seq, url) {
+        bump(&c.duplicates);
+        return;
+    }
     let payload = Payload {
         param: packet.param.clone(),
         data: packet.data.clone(),

@@ -1,0 +1,113 @@
+"""Real peers on the nodes of a Tether federation (crates/tether-cli/tests/it/federation.rs).
+
+Usage:
+  federation_peer.py vsoa PORT PATTERNS_JSON     one Python vsoa client per pattern on the
+                                                 node at PORT ('+'-joined patterns share one
+                                                 client); READY once all subscribed
+  federation_peer.py toggle PORT PATTERNS_JSON   as vsoa, and the first client unsubscribes
+                                                 and resubscribes '/' every 10 ms until DUMP
+  federation_peer.py juggler PORT PATTERNS_JSON  one hat-juggler client on the gateway at
+                                                 PORT subscribed to all patterns; READY
+  federation_peer.py call PORT CALLS_JSON        one Python vsoa client making each call
+                                                 [url, method, param] in order; prints
+                                                 REPLY [url, status, param] per call
+
+Subscribers collect every message and, when stdin says `DUMP N`, wait until N messages
+arrived in all (at most WAIT seconds) and 0.3 s more (so that extra copies show), then
+print `MSGS {"<pattern>": [[url, param], ...]}` in arrival order, `OK dumped` and DONE.
+"""
+import asyncio
+import json
+import sys
+import time
+
+import threading
+
+from common import WAIT, Inbox, check, connect, subscribe, unsubscribe
+
+
+def wanted():
+    """Blocks until stdin says `DUMP N`; returns N."""
+    for line in sys.stdin:
+        if line.startswith('DUMP '):
+            return int(line.split()[1])
+    check(False, "stdin closed before DUMP")
+
+
+def vsoa_subscribers(port, patterns, toggle=False):
+    boxes = {}
+    clients = []
+    for key in patterns:
+        box = Inbox()
+        c = connect(port)
+        c.onmessage = lambda cli, url, payload, quick, box=box: box.put([url, payload.param])
+        subscribe(c, key.split('+') if '+' in key else key)
+        boxes[key] = box
+        clients.append(c)
+    stop = threading.Event()
+    toggles = [0]
+
+    def toggler():
+        while not stop.is_set():
+            unsubscribe(clients[0], '/')
+            time.sleep(0.01)
+            subscribe(clients[0], '/')
+            time.sleep(0.01)
+            toggles[0] += 1
+
+    if toggle:
+        threading.Thread(target=toggler, daemon=True).start()
+    print("READY", flush=True)
+    total = wanted()
+    deadline = time.monotonic() + WAIT
+    while sum(len(b.items) for b in boxes.values()) < total and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    time.sleep(0.3)
+    if toggle:
+        print(f"TOGGLED {toggles[0]}", flush=True)
+    print("MSGS " + json.dumps({k: b.items for k, b in boxes.items()}), flush=True)
+    print("OK dumped", flush=True)
+    for c in clients:
+        c.close()
+
+
+async def juggler_subscriber(port, patterns):
+    from hat import juggler
+    got = []
+    client = await juggler.connect(f'ws://127.0.0.1:{port}/ws',
+                                   notify_cb=lambda _c, name, data: got.append([name, data]))
+    await asyncio.wait_for(client.send('subscribe', patterns), WAIT)
+    print("READY", flush=True)
+    loop = asyncio.get_running_loop()
+    total = await loop.run_in_executor(None, wanted)
+    deadline = loop.time() + WAIT
+    while len(got) < total and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)
+    print("MSGS " + json.dumps({'+'.join(patterns): got}), flush=True)
+    print("OK dumped", flush=True)
+    await client.async_close()
+
+
+def calls(port, todo):
+    c = connect(port)
+    for url, method, param in todo:
+        header, reply, err = c.fetch(url, method=method, payload={'param': param}, timeout=WAIT)
+        check(err == 0 and header is not None, f"fetch {url}: error {err}")
+        print("REPLY " + json.dumps([url, header.status, reply.param if reply else None]), flush=True)
+    print("OK called", flush=True)
+    c.close()
+
+
+if __name__ == '__main__':
+    mode, port, arg = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+    if mode in ('vsoa', 'toggle'):
+        vsoa_subscribers(port, arg, toggle=mode == 'toggle')
+    elif mode == 'juggler':
+        asyncio.run(juggler_subscriber(port, arg))
+    elif mode == 'call':
+        calls(port, arg)
+    else:
+        check(False, f"unknown mode {mode}")
+    print("DONE", flush=True)
