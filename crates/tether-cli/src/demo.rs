@@ -117,7 +117,7 @@ async fn publish(server: &Server, req: Request) -> Reply {
         Err(e) => {
             return Reply::error(
                 Status::ARGUMENTS,
-                format!("param must be {{\"url\": \"/x\", \"param\": any, \"data\": base64, \"quick\": false, \"count\": 1}}: {e}"),
+                format!("param must be {{\"url\": \"/x\", \"param\": any, \"data\": base64, \"quick\": false, \"count\": 1, \"numbered\": false}}: {e}"),
             )
         }
     };
