@@ -6,6 +6,8 @@ Usage:
                                                  client); READY once all subscribed
   federation_peer.py toggle PORT PATTERNS_JSON   as vsoa, and the first client unsubscribes
                                                  and resubscribes '/' every 10 ms until DUMP
+  federation_peer.py stall PORT PATTERNS_JSON    one client per pattern that stops reading at
+                                                 its first message (its callback never returns)
   federation_peer.py juggler PORT PATTERNS_JSON  one hat-juggler client on the gateway at
                                                  PORT subscribed to all patterns; READY
   federation_peer.py call PORT CALLS_JSON        one Python vsoa client making each call
@@ -34,13 +36,16 @@ def wanted():
     check(False, "stdin closed before DUMP")
 
 
-def vsoa_subscribers(port, patterns, toggle=False):
+def vsoa_subscribers(port, patterns, toggle=False, stall=False):
     boxes = {}
     clients = []
     for key in patterns:
         box = Inbox()
         c = connect(port)
-        c.onmessage = lambda cli, url, payload, quick, box=box: box.put([url, payload.param])
+        if stall:
+            c.onmessage = lambda cli, url, payload, quick: time.sleep(3600)
+        else:
+            c.onmessage = lambda cli, url, payload, quick, box=box: box.put([url, payload.param])
         subscribe(c, key.split('+') if '+' in key else key)
         boxes[key] = box
         clients.append(c)
@@ -102,8 +107,8 @@ def calls(port, todo):
 
 if __name__ == '__main__':
     mode, port, arg = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
-    if mode in ('vsoa', 'toggle'):
-        vsoa_subscribers(port, arg, toggle=mode == 'toggle')
+    if mode in ('vsoa', 'toggle', 'stall'):
+        vsoa_subscribers(port, arg, toggle=mode == 'toggle', stall=mode == 'stall')
     elif mode == 'juggler':
         asyncio.run(juggler_subscriber(port, arg))
     elif mode == 'call':

@@ -729,3 +729,79 @@ async fn nodes_survive_the_loss_of_nats_servers_and_of_other_nodes() {
     );
     drop(nats);
 }
+
+/// A subscriber on one node stops reading while publishes from another node flood in: it
+/// is cut off and counted, and the other subscribers, on its node and on a third, get every
+/// publish in order (the node's NATS reader never waits for it: the publishes the stalled
+/// client cannot take wait in a line of their own, and it is cut off when that is full).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_is_cut_off_and_slows_nobody_on_any_node() {
+    let nats = Nats::start("fed-slow", 3).await;
+    let t1 = Node::start(&nats.urls(0), "t1", &[]).await;
+    // A send timeout far longer than the test: were the node's NATS reader waiting for
+    // the stalled client, the others would wait that long too.
+    let t2 = Node::start(
+        &nats.urls(1),
+        "t2",
+        &["--echo-route", "/only/t2", "--send-timeout", "60"],
+    )
+    .await;
+    let t3 = Node::start(&nats.urls(2), "t3", &["--echo-route", "/only/t3"]).await;
+    let stalled = Peer::start("stall", t2.proc.port, json!(["/s/"])).await;
+    let beside = Peer::start("vsoa", t2.proc.port, json!(["/s/"])).await;
+    let elsewhere = Peer::start("vsoa", t3.proc.port, json!(["/s/"])).await;
+    t2.wait_subscriptions(1).await;
+    t3.wait_subscriptions(1).await;
+    until_served(&t1, "/only/t2").await;
+    until_served(&t1, "/only/t3").await;
+    // 20 000 publishes of 2 KiB: 40 MB, far past the stalled client's 4 MiB queue and
+    // its socket buffers. In batches of 4 MB that t1 forwards before the next (its forward
+    // queue holds 8 MiB; beyond, it would count publishes as not forwarded).
+    const BATCHES: u64 = 10;
+    const PER: u64 = 2000;
+    let data = base64_of(&[7u8; 2048]);
+    for b in 0..BATCHES {
+        let todo = [(
+            "/publish",
+            "set",
+            json!({"url": "/s/x", "param": {"b": b}, "data": data, "count": PER, "numbered": true}),
+        )];
+        for (_, status, r) in calls(t1.proc.port, &todo).await {
+            assert_eq!((status, &r["forwarded"]), (0, &json!(PER)), "{r}");
+        }
+        tokio::time::timeout(WAIT, async {
+            while t1.metric("tether_federation_forwarded_total").await < (b + 1) * PER {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("t1 forwards a batch");
+    }
+    let all = (BATCHES * PER) as usize;
+    for (node, peer) in [("t2", beside), ("t3", elsewhere)] {
+        let got = peer.dump(all).await;
+        assert_eq!(
+            increasing(&got["/s/"]).len(),
+            all,
+            "{node}'s other subscriber got everything"
+        );
+    }
+    assert_eq!(
+        t2.metric("tether_cut_off_total").await,
+        1,
+        "the stalled subscriber was cut off"
+    );
+    assert_eq!(
+        t2.metric("tether_federation_dropped_total{reason=\"slow_consumer\"}")
+            .await,
+        0
+    );
+    assert_eq!(t3.metric("tether_cut_off_total").await, 0);
+    drop(stalled);
+    drop(nats);
+}
+
+fn base64_of(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}

@@ -195,6 +195,9 @@ pub(crate) struct Inner {
     routes: Notify,
     /// Warned about dropping while disconnected since the last connect.
     warned: AtomicBool,
+    /// Received publishes waiting for full client queues: a slow client never stalls a
+    /// NATS subscription's reader.
+    backlogs: crate::server::Backlogs,
     rpc: rpc::Caller,
 }
 
@@ -391,6 +394,7 @@ impl Federation {
             interest: Notify::new(),
             routes: Notify::new(),
             warned: AtomicBool::new(false),
+            backlogs: Default::default(),
         });
         server
             .shared()
@@ -750,7 +754,9 @@ async fn receive(m: Message, reader: &mut Reader, inner: &Inner, server: &Server
     let delivered = if quick {
         server.publish_quick_here(url, &payload).map(drop)
     } else {
-        server.publish_here(url, &payload).await.map(drop)
+        server
+            .publish_here_nowait(url, &payload, &inner.backlogs)
+            .map(drop)
     };
     if let Err(e) = delivered {
         tracing::debug!("federation: publish on {url:?} not delivered here: {e}");

@@ -44,6 +44,8 @@ pub use handler::{
 };
 pub use hooks::ClientEvent;
 pub use local::{LocalSubscriber, PublishLog, PublishLogEntries, Published};
+#[cfg_attr(not(feature = "nats"), allow(unused_imports))]
+pub(crate) use publish::Backlogs;
 pub use publish::{PublishReport, QuickReport};
 pub use quick::QuickStats;
 pub use registry::ClientSummary;

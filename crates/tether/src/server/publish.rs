@@ -98,10 +98,13 @@ impl Server {
         self.deliver_local(url, payload, false, &mut report);
         let packet = payload.packet(PacketType::Publish, url, MAX_BODY_LEN)?;
         let mut waiting = Vec::new();
-        let offered =
-            self.shared
-                .registry()
-                .offer(url, || packet.to_bytes(), &mut report, &mut waiting)?;
+        let offered = self.shared.registry().offer(
+            url,
+            || packet.to_bytes(),
+            &mut report,
+            |_| false,
+            |_, out| waiting.push(out.clone()),
+        )?;
         match offered {
             // Boxed: when every queue took it (the common case) the publish future stays
             // small, which the relay, one publish per datagram, measurably gains from.
@@ -110,6 +113,37 @@ impl Server {
             }
             _ => Ok(report),
         }
+    }
+
+    /// [`Server::publish_here`] that never waits, for a reader that must not stall (a
+    /// federation's): a client whose queue is full gets the publish through `backlogs`, in
+    /// order behind its earlier ones, and is cut off after the send timeout as usual. The
+    /// report counts what was queued at once.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn publish_here_nowait(
+        &self,
+        url: &str,
+        payload: &Payload,
+        backlogs: &Backlogs,
+    ) -> Result<PublishReport, Error> {
+        let mut report = PublishReport::default();
+        self.deliver_local(url, payload, false, &mut report);
+        let packet = payload.packet(PacketType::Publish, url, MAX_BODY_LEN)?;
+        let mut full = Vec::new();
+        let held = backlogs.held();
+        let offered = self.shared.registry().offer(
+            url,
+            || packet.to_bytes(),
+            &mut report,
+            |id| held.contains(&id),
+            |id, out| full.push((id, out.clone())),
+        )?;
+        if let Some(bytes) = offered {
+            for (id, out) in full {
+                backlogs.push(id, out, bytes.clone());
+            }
+        }
+        Ok(report)
     }
 
     /// Publishes over the quick (UDP) channel to every matching client that advertised a
@@ -226,4 +260,59 @@ async fn join_all<F: Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output
     })
     .await;
     out.into_iter().flatten().collect()
+}
+
+/// Publishes waiting for room in full client queues, one ordered line per client, each
+/// written by a task of its own, so that whoever delivers them never waits.
+#[derive(Default)]
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+pub(crate) struct Backlogs {
+    lines: std::sync::Arc<std::sync::Mutex<Lines>>,
+}
+
+type Lines = std::collections::HashMap<u32, tokio::sync::mpsc::Sender<bytes::Bytes>>;
+
+/// Publishes one client may have waiting; beyond, it is cut off as a slow consumer.
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+const BACKLOG: usize = 4096;
+
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+fn lock(lines: &std::sync::Mutex<Lines>) -> std::sync::MutexGuard<'_, Lines> {
+    lines.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+impl Backlogs {
+    /// The clients with publishes waiting now.
+    fn held(&self) -> std::collections::HashSet<u32> {
+        lock(&self.lines).keys().copied().collect()
+    }
+
+    /// Puts `bytes` at the end of client `id`'s line, starting one if it has none.
+    fn push(&self, id: u32, out: crate::outbound::Outbound, bytes: bytes::Bytes) {
+        let mut lines = lock(&self.lines);
+        let tx = lines.entry(id).or_insert_with(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(BACKLOG);
+            let (out, all) = (out.clone(), self.lines.clone());
+            tokio::spawn(async move {
+                while let Some(b) = rx.recv().await {
+                    // Cut off by the send (and counted there), or gone: the line ends.
+                    let sent = out.send_publish(b).await.is_ok();
+                    let mut lines = lock(&all);
+                    // Under the lock nothing is added: an empty line can end.
+                    if !sent || rx.is_empty() {
+                        lines.remove(&id);
+                        return;
+                    }
+                }
+            });
+            tx
+        });
+        if tx.try_send(bytes).is_err() {
+            lines.remove(&id);
+            out.kill(crate::CloseReason::SlowConsumer {
+                timeout: out.send_timeout(),
+            });
+        }
+    }
 }

@@ -78,12 +78,16 @@ impl Registry {
     /// Offers a publish to every client it goes to, in delivery order, without waiting:
     /// counts the queued ones in `delivered` and hands back the full queues in `waiting`.
     /// `encode` runs once, and only if there is a client. Returns the encoded packet.
+    ///
+    /// `hold(id)` says which clients must not be offered the publish directly (their
+    /// earlier publishes still wait: it goes behind them); those go to `full` too.
     pub(crate) fn offer<E>(
         &mut self,
         url: &str,
         encode: impl FnOnce() -> Result<Bytes, E>,
         report: &mut super::PublishReport,
-        waiting: &mut Vec<Outbound>,
+        hold: impl Fn(u32) -> bool,
+        mut full: impl FnMut(u32, &Outbound),
     ) -> Result<Option<Bytes>, E> {
         let earlier = std::mem::take(&mut self.unreported);
         report.cut_off += earlier.cut_off;
@@ -97,9 +101,13 @@ impl Registry {
             let Some(e) = self.clients.get(id) else {
                 continue;
             };
+            if hold(*id) {
+                full(*id, &e.handle.outbound);
+                continue;
+            }
             match e.handle.outbound.try_send_publish(&bytes) {
                 Ok(true) => report.delivered += 1,
-                Ok(false) => waiting.push(e.handle.outbound.clone()),
+                Ok(false) => full(*id, &e.handle.outbound),
                 // Closing: a cut-off not yet in any report is counted in this one.
                 Err(_) => {
                     if let Some(discarded) = e.handle.outbound.take_cut() {
