@@ -13,6 +13,9 @@ Usage:
   federation_peer.py call PORT CALLS_JSON        one Python vsoa client making each call
                                                  [url, method, param] in order; prints
                                                  REPLY [url, status, param] per call
+  federation_peer.py blob PORT [URL, SIZE]       one Python vsoa client calls URL with param
+                                                 {"blob": SIZE}, reads the stream it opens to
+                                                 its end and checks every byte (i % 251)
 
 Subscribers collect every message and, when stdin says `DUMP N`, wait until N messages
 arrived in all (at most WAIT seconds) and 0.3 s more (so that extra copies show), then
@@ -105,6 +108,26 @@ def calls(port, todo):
     c.close()
 
 
+def blob(port, url, size):
+    c = connect(port)
+    header, reply, err = c.fetch(url, payload={'param': {'blob': size}}, timeout=WAIT)
+    check(err == 0 and header is not None and header.status == 0, f"fetch {url}: {err} {header}")
+    check(header.tunid, f"{url} opened no stream: {dict(header)}")
+    print("NODE " + json.dumps(reply.param['node']), flush=True)
+    got = bytearray()
+    events = Inbox()
+    c.create_stream(header.tunid, onlink=lambda s, up: events.put(up),
+                    ondata=lambda s, chunk: got.extend(chunk), timeout=WAIT)
+    check(events.wait_for(2, "stream link and close") == [True, False], "stream events")
+    check(len(got) == size, f"{len(got)} bytes of {size}")
+    pattern = bytes(i % 251 for i in range(251 * 256))
+    for off in range(0, size, len(pattern)):
+        chunk = got[off:off + len(pattern)]
+        check(chunk == pattern[:len(chunk)], f"bytes differ at {off}")
+    print(f"OK {size} bytes through the stream", flush=True)
+    c.close()
+
+
 if __name__ == '__main__':
     mode, port, arg = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
     if mode in ('vsoa', 'toggle', 'stall'):
@@ -113,6 +136,8 @@ if __name__ == '__main__':
         asyncio.run(juggler_subscriber(port, arg))
     elif mode == 'call':
         calls(port, arg)
+    elif mode == 'blob':
+        blob(port, *arg)
     else:
         check(False, f"unknown mode {mode}")
     print("DONE", flush=True)

@@ -219,14 +219,14 @@ async fn publish(server: &Server, req: Request) -> Reply {
 const MAX_PUBLISH_COUNT: u64 = 10_000_000;
 
 /// Largest `/stream/blob` download.
-const MAX_BLOB: u64 = 1 << 30;
+pub(crate) const MAX_BLOB: u64 = 1 << 30;
 
 /// Byte `i` of every blob: a pattern a reader can verify without a copy.
 pub(crate) fn blob_byte(i: u64) -> u8 {
     (i % 251) as u8
 }
 
-async fn write_blob(stream: &mut tether::DataStream, size: u64) -> std::io::Result<()> {
+pub(crate) async fn write_blob(stream: &mut tether::DataStream, size: u64) -> std::io::Result<()> {
     let chunk: Vec<u8> = (0..251 * 256).map(blob_byte).collect();
     let mut left = size;
     while left > 0 {

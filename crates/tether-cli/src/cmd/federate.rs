@@ -35,12 +35,18 @@ pub(crate) struct FederationArgs {
     /// The key of --nats-tls-cert (PEM).
     #[arg(long, value_name = "FILE", requires = "nats_tls_cert")]
     nats_tls_key: Option<std::path::PathBuf>,
+    /// The IP this node's streams for other nodes listen on and that it dials theirs from:
+    /// the address the other nodes reach it at (default: the --listen IP, or 127.0.0.1
+    /// when that is unspecified).
+    #[arg(long, value_name = "IP", requires = "nats")]
+    nats_stream_host: Option<std::net::IpAddr>,
     /// Seconds a call waits for the node serving it before answering status 4.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = super::parse_secs,
           requires = "nats")]
     nats_rpc_timeout: std::time::Duration,
     /// Serve PATTERN on this node, answering {"node": NAME, "url": URL, "param": PARAM}
-    /// (for tests and demos of a federation: which node served a call). Repeatable.
+    /// (for tests and demos of a federation: which node served a call); a param
+    /// {"blob": N} also opens a stream of N bytes as /stream/blob does. Repeatable.
     #[arg(long, value_name = "PATTERN", value_parser = super::serve::parse_url_pattern)]
     echo_route: Vec<String>,
 }
@@ -69,12 +75,24 @@ impl FederationArgs {
             server.route(pattern, move |req: Request| {
                 let name = name.clone();
                 async move {
-                    Reply::json(&serde_json::json!({
+                    let param = req.payload.param_value();
+                    let reply = Reply::json(&serde_json::json!({
                         "node": name,
                         "url": req.url(),
-                        "param": req.payload.param_value(),
+                        "param": param,
                     }))
-                    .unwrap_or_default()
+                    .unwrap_or_default();
+                    match param.as_ref().and_then(|p| p["blob"].as_u64()) {
+                        Some(n) if n <= crate::demo::MAX_BLOB => {
+                            req.with_stream(reply, move |mut s| async move {
+                                if let Err(e) = crate::demo::write_blob(&mut s, n).await {
+                                    tracing::debug!("echo-route blob ended early: {e}");
+                                }
+                            })
+                            .await
+                        }
+                        _ => reply,
+                    }
                 }
             });
         }
@@ -87,6 +105,13 @@ impl FederationArgs {
         config.tls_ca = self.nats_tls_ca.clone();
         config.tls_client = self.nats_tls_cert.clone().zip(self.nats_tls_key.clone());
         config.rpc_timeout = self.nats_rpc_timeout;
+        config.stream_host = self
+            .nats_stream_host
+            .unwrap_or(if vsoa.ip().is_unspecified() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                vsoa.ip()
+            });
         let fed = Federation::join(server, config)
             .await
             .map_err(|e| Failure::usage(format!("--nats: {e}")))?;

@@ -197,7 +197,7 @@ impl Peer {
             stdin,
             lines,
         };
-        if mode != "call" {
+        if !matches!(mode, "call" | "blob") {
             p.expect("READY").await;
         }
         p
@@ -433,6 +433,13 @@ async fn publishes_cross_nodes_exactly_once_and_calls_reach_the_route_owner() {
             .await,
         0
     );
+
+    // A stream opened by a route on t2, read by a Python client on t1 through t1's proxy:
+    // 10 MB, every byte checked.
+    let mut blob = Peer::start("blob", t1.proc.port, json!(["/only/t2/s", 10_000_000])).await;
+    assert_eq!(blob.expect("NODE ").await, "NODE \"t2\"");
+    blob.expect("OK ").await;
+    blob.expect("DONE").await;
     drop(nats);
 }
 

@@ -69,6 +69,9 @@ pub struct FederationConfig {
     pub rpc_timeout: Duration,
     /// Calls from other nodes served at once; beyond, status 6 (1 024).
     pub max_remote_calls: usize,
+    /// The IP this node's streams for other nodes listen on, and that it dials theirs from
+    /// (127.0.0.1). Set it to the address the other nodes reach this one at.
+    pub stream_host: std::net::IpAddr,
 }
 
 impl FederationConfig {
@@ -84,6 +87,7 @@ impl FederationConfig {
             forward_queue_bytes: 8 << 20,
             rpc_timeout: Duration::from_secs(5),
             max_remote_calls: 1024,
+            stream_host: std::net::Ipv4Addr::LOCALHOST.into(),
         }
     }
 }

@@ -20,6 +20,10 @@ use crate::Payload;
 
 /// Header on a reply from a node that no longer has the route it was asked for.
 const NO_ROUTE: &str = "Tether-No-Route";
+/// Header on a call: the IP the calling node dials streams from.
+const CALLER: &str = "Tether-Caller";
+/// Header on a reply whose route opened a stream: where the caller's node dials it.
+const STREAM: &str = "Tether-Stream";
 /// The queue group every node's route subscriptions join.
 const GROUP: &str = "tether";
 /// How long "nobody serves this level" is believed.
@@ -72,6 +76,8 @@ struct CallerState {
     connected: Arc<AtomicBool>,
     counters: Arc<Counters>,
     timeout: Duration,
+    /// The IP streams to and from other nodes use on this node.
+    stream_host: std::net::IpAddr,
     /// Level subjects nobody served at the time, with when that was learnt.
     nobody: Mutex<HashMap<String, Instant>>,
 }
@@ -93,6 +99,7 @@ impl Caller {
             connected,
             counters,
             timeout: config.rpc_timeout,
+            stream_host: config.stream_host,
             nobody: Mutex::default(),
         }))
     }
@@ -176,23 +183,31 @@ async fn walk(caller: Caller, levels: Vec<String>, local: Option<Route>, req: Re
                 p.to_bytes().unwrap_or_default()
             })
             .clone();
+        let mut headers = HeaderMap::new();
+        headers.insert(CALLER, st.stream_host.to_string().as_str());
         let request = async_nats::Request::new()
             .payload(body)
+            .headers(headers)
             .timeout(Some(st.timeout));
         match st.client.send_request(subject.clone(), request).await {
             Ok(m) if has_header(&m, NO_ROUTE) => caller.learn_nobody(subject),
             Ok(m) => {
                 bump(&st.counters.rpc_remote);
-                return match decode(m.payload, PacketType::Rpc) {
-                    Some(p) => Reply {
-                        status: p.status,
-                        payload: Payload {
-                            param: p.param,
-                            data: p.data,
-                        },
-                        tunid: 0,
+                let stream_at = header(&m, STREAM).and_then(|v| v.parse::<SocketAddr>().ok());
+                let Some(p) = decode(m.payload, PacketType::Rpc) else {
+                    return Reply::error(Status::PROXY, "a node sent a malformed reply");
+                };
+                let reply = Reply {
+                    status: p.status,
+                    payload: Payload {
+                        param: p.param,
+                        data: p.data,
                     },
-                    None => Reply::error(Status::PROXY, "a node sent a malformed reply"),
+                    tunid: 0,
+                };
+                return match stream_at {
+                    Some(at) => proxy_stream(&req, reply, at, st.stream_host).await,
+                    None => reply,
                 };
             }
             Err(e) => match e.kind() {
@@ -241,7 +256,57 @@ async fn unreachable(st: &CallerState, local: Option<Route>, req: Request, why: 
 }
 
 fn has_header(m: &Message, name: &str) -> bool {
-    m.headers.as_ref().is_some_and(|h| h.get(name).is_some())
+    header(m, name).is_some()
+}
+
+fn header(m: &Message, name: &str) -> Option<String> {
+    m.headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str().to_string())
+}
+
+/// The stream a route on another node opened, made the caller's: a stream port here, as
+/// for a local route (same checks: the caller's IP, the connect timeout, TLS as the caller's
+/// connection), spliced to the serving node's port. Both hops are TCP with bounded
+/// buffers, so a slow reader slows the writer end to end.
+async fn proxy_stream(
+    req: &Request,
+    reply: Reply,
+    remote: SocketAddr,
+    stream_host: std::net::IpAddr,
+) -> Reply {
+    let pending = match req.open_stream().await {
+        Ok(p) => p,
+        Err(e) => return Reply::error(Status::NO_MEMORY, e.to_string()),
+    };
+    let tunid = pending.tunid();
+    tokio::spawn(async move {
+        let mut here = match pending.accept().await {
+            Ok(s) => s,
+            Err(e) => return tracing::info!("federation: proxied stream: {e}"),
+        };
+        let there = async {
+            let sock = match stream_host {
+                std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+            };
+            sock.bind(SocketAddr::new(stream_host, 0))?;
+            tokio::time::timeout(Duration::from_secs(5), sock.connect(remote))
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+        };
+        let mut there = match there.await {
+            Ok(s) => s,
+            Err(e) => {
+                return tracing::warn!("federation: cannot reach the stream at {remote}: {e}")
+            }
+        };
+        if let Err(e) = tokio::io::copy_bidirectional(&mut here, &mut there).await {
+            tracing::debug!("federation: proxied stream ended: {e}");
+        }
+    });
+    reply.with_tunid(tunid)
 }
 
 fn decode(payload: Bytes, ptype: PacketType) -> Option<Packet> {
@@ -283,6 +348,7 @@ pub(super) async fn serve_routes(inner: Arc<Inner>, server: Server, config: Fede
                         server.clone(),
                         permits.clone(),
                         inner.counters.clone(),
+                        config.stream_host,
                     ));
                 }
                 Err(e) => tracing::warn!("federation: serving route {pattern:?}: {e}"),
@@ -304,6 +370,7 @@ async fn serve_level(
     server: Server,
     permits: Arc<Semaphore>,
     counters: Arc<Counters>,
+    stream_host: std::net::IpAddr,
 ) {
     while let Some(m) = super::next_message(&mut sub).await {
         let Some(reply_to) = m.reply.clone() else {
@@ -320,15 +387,20 @@ async fn serve_level(
         };
         let (client, server, counters) = (client.clone(), server.clone(), counters.clone());
         tokio::spawn(async move {
-            let reply = serve_one(m.payload, &server, &counters).await;
-            let _ = match reply {
-                Some(bytes) => client.publish(reply_to, bytes).await,
-                None => {
-                    let mut h = HeaderMap::new();
+            let caller = header(&m, CALLER).and_then(|v| v.parse().ok());
+            let mut h = HeaderMap::new();
+            let body = match serve_one(m.payload, caller, stream_host, &server, &counters).await {
+                Served::Reply(bytes) => bytes,
+                Served::Stream(bytes, at) => {
+                    h.insert(STREAM, at.to_string().as_str());
+                    bytes
+                }
+                Served::NoRoute => {
                     h.insert(NO_ROUTE, "1");
-                    client.publish_with_headers(reply_to, h, Bytes::new()).await
+                    Bytes::new()
                 }
             };
+            let _ = client.publish_with_headers(reply_to, h, body).await;
             drop(permit);
         });
     }
@@ -348,37 +420,54 @@ fn answer(status: Status, payload: Payload) -> Bytes {
     })
 }
 
-/// Serves one call from another node; `None` when no route here serves it any more.
-async fn serve_one(body: Bytes, server: &Server, counters: &Counters) -> Option<Bytes> {
+/// What this node answers a call from another node.
+enum Served {
+    Reply(Bytes),
+    /// The reply, and where the stream its route opened listens.
+    Stream(Bytes, SocketAddr),
+    /// No route here serves it any more.
+    NoRoute,
+}
+
+/// Serves one call from another node. A stream the route opens listens on `stream_host`
+/// for the calling node (`caller`: the IP it dials from).
+async fn serve_one(
+    body: Bytes,
+    caller: Option<std::net::IpAddr>,
+    stream_host: std::net::IpAddr,
+    server: &Server,
+    counters: &Counters,
+) -> Served {
     let Some(p) = decode(body, PacketType::Rpc) else {
         bump(&counters.malformed);
-        return Some(answer(Status::ARGUMENTS, Payload::raw("malformed call")));
+        return Served::Reply(answer(Status::ARGUMENTS, Payload::raw("malformed call")));
     };
     let Ok(url) = tether_wire::url::check_url(&p.url) else {
-        return Some(answer(Status::ARGUMENTS, Payload::raw("invalid URL")));
+        return Served::Reply(answer(Status::ARGUMENTS, Payload::raw("invalid URL")));
     };
-    let route = server.shared().route_for(url)?;
+    let Some(route) = server.shared().route_for(url) else {
+        return Served::NoRoute;
+    };
     let method = if p.flags.contains(Flags::SET) {
         Method::Set
     } else {
         Method::Get
     };
-    let nowhere = SocketAddr::from(([0, 0, 0, 0], 0));
+    let from = SocketAddr::new(caller.unwrap_or(stream_host), 0);
+    let local = SocketAddr::new(stream_host, 0);
     let payload = Payload {
         param: p.param,
         data: p.data,
     };
     let reply = server
-        .call_route(route, url, method, payload, nowhere, nowhere)
+        .call_route(route, url, method, payload, from, local)
         .await;
     bump(&counters.rpc_served);
-    if reply.tunid != 0 {
-        return Some(answer(
-            Status::PROXY,
-            Payload::raw("this route opened a stream; streams do not cross nodes yet"),
-        ));
+    let bytes = answer(reply.status, reply.payload);
+    match reply.tunid {
+        0 => Served::Reply(bytes),
+        port => Served::Stream(bytes, SocketAddr::new(stream_host, port)),
     }
-    Some(answer(reply.status, reply.payload))
 }
 
 /// Forgets "nobody serves" when a node announces new routes and after every reconnect.
