@@ -196,6 +196,12 @@ pub(crate) fn metrics(s: &FederationStats, out: &mut String) {
         &[("", s.routes as u64)],
     );
     metric(
+        "tether_federation_peers",
+        "gauge",
+        "Other nodes heard from in the last 6 s.",
+        &[("", s.peers.len() as u64)],
+    );
+    metric(
         "tether_federation_rpc_total",
         "counter",
         "Calls across nodes, by result.",

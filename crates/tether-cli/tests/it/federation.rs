@@ -434,6 +434,15 @@ async fn publishes_cross_nodes_exactly_once_and_calls_reach_the_route_owner() {
         0
     );
 
+    // Every node hears the others' announcements (the dashboard's list of nodes).
+    tokio::time::timeout(WAIT, async {
+        while t1.metric("tether_federation_peers").await != 2 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("t1 knows t2 and t3");
+
     // A stream opened by a route on t2, read by a Python client on t1 through t1's proxy:
     // 10 MB, every byte checked.
     let mut blob = Peer::start("blob", t1.proc.port, json!(["/only/t2/s", 10_000_000])).await;

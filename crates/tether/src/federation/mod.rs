@@ -138,6 +138,9 @@ pub struct FederationStats {
     pub subscriptions: usize,
     /// Route levels served to other nodes now.
     pub routes: usize,
+    /// The other nodes heard from in the last [`PEER_TTL`] (they announce themselves every
+    /// [`HELLO_EVERY`]), sorted.
+    pub peers: Vec<String>,
     /// Calls this node sent to the node serving them, answered.
     pub rpc_remote: u64,
     /// Calls that other nodes sent here, served.
@@ -175,6 +178,11 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Relaxed);
 }
 
+/// How often a node announces itself to the others.
+pub const HELLO_EVERY: Duration = Duration::from_secs(2);
+/// How long a node counts as present after its last announcement.
+pub const PEER_TTL: Duration = Duration::from_secs(6);
+
 /// One publish waiting for NATS.
 struct Forward {
     subject: String,
@@ -203,6 +211,10 @@ pub(crate) struct Inner {
     /// NATS subscription's reader.
     backlogs: crate::server::Backlogs,
     rpc: rpc::Caller,
+    /// Other nodes by name, with when each was last heard from.
+    peers: Mutex<HashMap<String, std::time::Instant>>,
+    /// Warned that another node has our name.
+    named_twice: AtomicBool,
 }
 
 impl Inner {
@@ -399,6 +411,8 @@ impl Federation {
             routes: Notify::new(),
             warned: AtomicBool::new(false),
             backlogs: Default::default(),
+            peers: Default::default(),
+            named_twice: AtomicBool::new(false),
         });
         server
             .shared()
@@ -410,6 +424,7 @@ impl Federation {
             tokio::spawn(interest(inner.clone(), server.clone())),
             tokio::spawn(rpc::serve_routes(inner.clone(), server.clone(), config)),
             tokio::spawn(rpc::control(inner.clone(), reconnected)),
+            tokio::spawn(presence(inner.clone())),
         ];
         // What exists already.
         inner.interest.notify_one();
@@ -446,6 +461,16 @@ impl Federation {
             malformed: l(&c.malformed),
             subscriptions: c.subscriptions.load(Relaxed),
             routes: c.routes.load(Relaxed),
+            peers: {
+                let peers = self.inner.peers.lock().unwrap_or_else(|e| e.into_inner());
+                let mut v: Vec<String> = peers
+                    .iter()
+                    .filter(|(_, at)| at.elapsed() < PEER_TTL)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                v.sort();
+                v
+            },
             rpc_remote: l(&c.rpc_remote),
             rpc_served: l(&c.rpc_served),
             rpc_local_fallback: l(&c.rpc_local_fallback),
@@ -493,6 +518,38 @@ async fn forwarder(inner: Arc<Inner>, mut rx: mpsc::Receiver<Forward>) {
             Err(e) => {
                 bump(&c.dropped_nats_error);
                 tracing::debug!("federation: publish not sent: {e}");
+            }
+        }
+    }
+}
+
+/// Announces this node every [`HELLO_EVERY`] and notes the others' announcements.
+async fn presence(inner: Arc<Inner>) {
+    let subject = format!("{}.ctl.node", inner.prefix);
+    let mut sub = match inner.client.subscribe(subject.clone()).await {
+        Ok(s) => s,
+        Err(e) => return tracing::warn!("federation: node announcements: {e}"),
+    };
+    let mut tick = tokio::time::interval(HELLO_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let _ = inner.client.publish(subject.clone(), Bytes::from(inner.node.clone())).await;
+                let mut peers = inner.peers.lock().unwrap_or_else(|e| e.into_inner());
+                peers.retain(|_, at| at.elapsed() < PEER_TTL * 10);
+            }
+            m = next_message(&mut sub) => {
+                let Some(m) = m else { return };
+                if let Ok(name) = std::str::from_utf8(&m.payload) {
+                    // Our own announcements do not come back (no_echo): this is another.
+                    if name == inner.node && !inner.named_twice.swap(true, Relaxed) {
+                        tracing::warn!("federation: another node is also called {name:?}; give each its own --node");
+                    }
+                    if name != inner.node && !name.is_empty() && name.len() <= 256 {
+                        inner.peers.lock().unwrap_or_else(|e| e.into_inner())
+                            .insert(name.to_string(), std::time::Instant::now());
+                    }
+                }
             }
         }
     }
