@@ -69,7 +69,9 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
                 let default = match cli.command {
-                    Command::Serve(_) | Command::Position(_) => "info",
+                    // async-nats logs every slow-consumer event; the federation counts them
+                    // and logs them at most once a second.
+                    Command::Serve(_) | Command::Position(_) => "info,async_nats=warn",
                     _ => "warn",
                 };
                 tracing_subscriber::EnvFilter::new(default)

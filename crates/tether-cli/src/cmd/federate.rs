@@ -198,8 +198,14 @@ pub(crate) fn metrics(s: &FederationStats, out: &mut String) {
     metric(
         "tether_federation_peers",
         "gauge",
-        "Other nodes heard from in the last 6 s.",
+        "Other nodes heard from (each announces itself every 2 s).",
         &[("", s.peers.len() as u64)],
+    );
+    metric(
+        "tether_federation_remote_patterns",
+        "gauge",
+        "Patterns the other nodes subscribed to (publishes matching none stay here).",
+        &[("", s.remote_patterns as u64)],
     );
     metric(
         "tether_federation_rpc_total",

@@ -30,22 +30,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::{HeaderMap, Message};
+use async_nats::Message;
 use bytes::Bytes;
 use tether_wire::url::subject::{pattern_subject, url_subject};
-use tether_wire::vsoa::{Decoder, Packet, PacketType, MAX_PACKET_LEN};
+use tether_wire::vsoa::{Decoder, PacketRef, PacketType, MAX_PACKET_LEN};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::server::federate::Federate;
+use crate::server::federate::{Federate, Forwarded};
 use crate::server::Server;
 use crate::Payload;
-
-/// Header naming the node process a message came from (random per process).
-const ORIGIN: &str = "Tether-Origin";
-/// Header with the origin's sequence number of a publish.
-const SEQ: &str = "Tether-Seq";
-/// Header marking a quick publish.
-const QUICK: &str = "Tether-Quick";
 
 /// How to join a federation.
 #[derive(Debug, Clone)]
@@ -63,8 +56,12 @@ pub struct FederationConfig {
     pub tls_ca: Option<PathBuf>,
     /// A client certificate and key (PEM) for NATS servers that ask for one.
     pub tls_client: Option<(PathBuf, PathBuf)>,
-    /// Bytes of publishes waiting for NATS before new ones are dropped and counted (8 MiB).
+    /// Bytes of publishes waiting for NATS (8 MiB). When it is full, a reliable publish
+    /// waits up to `forward_wait` for room, a quick one is dropped; both are counted.
     pub forward_queue_bytes: usize,
+    /// How long a reliable publish waits for room in the forward queue (500 ms), as for a
+    /// slow subscriber; then it is counted as not forwarded.
+    pub forward_wait: Duration,
     /// How long a call waits for the node serving it (5 s); then status 4.
     pub rpc_timeout: Duration,
     /// Calls from other nodes served at once; beyond, status 6 (1 024).
@@ -85,6 +82,7 @@ impl FederationConfig {
             tls_ca: None,
             tls_client: None,
             forward_queue_bytes: 8 << 20,
+            forward_wait: Duration::from_millis(500),
             rpc_timeout: Duration::from_secs(5),
             max_remote_calls: 1024,
             stream_host: std::net::Ipv4Addr::LOCALHOST.into(),
@@ -138,9 +136,12 @@ pub struct FederationStats {
     pub subscriptions: usize,
     /// Route levels served to other nodes now.
     pub routes: usize,
-    /// The other nodes heard from in the last [`PEER_TTL`] (they announce themselves every
-    /// [`HELLO_EVERY`]), sorted.
+    /// The other nodes, sorted: those heard from in the last [`PEER_TTL`] of connected
+    /// time (each announces itself and its subscriptions every [`HELLO_EVERY`], and at
+    /// once when they change).
     pub peers: Vec<String>,
+    /// Patterns the other nodes announced: publishes matching none are not sent to NATS.
+    pub remote_patterns: usize,
     /// Calls this node sent to the node serving them, answered.
     pub rpc_remote: u64,
     /// Calls that other nodes sent here, served.
@@ -185,11 +186,40 @@ pub const PEER_TTL: Duration = Duration::from_secs(6);
 
 /// One publish waiting for NATS.
 struct Forward {
-    subject: String,
+    subject: async_nats::Subject,
     url: Bytes,
     payload: Payload,
     quick: bool,
-    size: usize,
+    /// Its share of the forward queue's bytes.
+    permits: u32,
+}
+
+/// Subjects of recent URLs, so that a busy URL is escaped once, not per publish.
+const SUBJECT_CACHE: usize = 4096;
+
+/// The envelope in front of the VSOA packets of publishes on NATS: magic and version,
+/// flags (bit 0: quick), the origin and the sequence number of the first packet
+/// (big-endian); the packets that follow have the next numbers.
+const ENVELOPE: usize = 19;
+const MAGIC: [u8; 2] = [b'T', 1];
+
+fn envelope(origin: u64, seq: u64, quick: bool, packet_len: usize) -> bytes::BytesMut {
+    let mut b = bytes::BytesMut::with_capacity(ENVELOPE + packet_len);
+    b.extend_from_slice(&MAGIC);
+    b.extend_from_slice(&[u8::from(quick)]);
+    b.extend_from_slice(&origin.to_be_bytes());
+    b.extend_from_slice(&seq.to_be_bytes());
+    b
+}
+
+/// (origin, first seq, quick, the VSOA packets) of enveloped publishes.
+fn open_envelope(b: &Bytes) -> Option<(u64, u64, bool, Bytes)> {
+    if b.len() < ENVELOPE || b[..2] != MAGIC {
+        return None;
+    }
+    let origin = u64::from_be_bytes(b[3..11].try_into().ok()?);
+    let seq = u64::from_be_bytes(b[11..19].try_into().ok()?);
+    Some((origin, seq, b[2] & 1 == 1, b.slice(ENVELOPE..)))
 }
 
 /// What the server's hooks and the tasks share.
@@ -197,24 +227,60 @@ pub(crate) struct Inner {
     node: String,
     prefix: String,
     client: async_nats::Client,
-    origin: String,
+    origin: u64,
     connected: Arc<AtomicBool>,
     counters: Arc<Counters>,
-    forward_tx: mpsc::Sender<Forward>,
-    queued: AtomicUsize,
-    queue_cap: usize,
+    forward_tx: mpsc::UnboundedSender<Forward>,
+    /// The forward queue's bytes: a publish takes its share, the forwarder gives it back.
+    budget: Arc<tokio::sync::Semaphore>,
+    budget_max: u32,
+    /// How long a reliable publish waits for room in the forward queue.
+    forward_wait: Duration,
+    subjects: Mutex<HashMap<Box<str>, async_nats::Subject>>,
     interest: Notify,
     routes: Notify,
-    /// Warned about dropping while disconnected since the last connect.
-    warned: AtomicBool,
+    /// Logs publishes that did not cross, at most once a second.
+    dropped_log: Arc<crate::server::Throttled>,
     /// Received publishes waiting for full client queues: a slow client never stalls a
     /// NATS subscription's reader.
     backlogs: crate::server::Backlogs,
     rpc: rpc::Caller,
-    /// Other nodes by name, with when each was last heard from.
-    peers: Mutex<HashMap<String, std::time::Instant>>,
+    /// The other nodes and what they subscribed to, from their announcements: a publish
+    /// no other node wants is not sent at all.
+    remote: std::sync::RwLock<Remote>,
+    /// This node's cover, as last subscribed in NATS (what it announces).
+    cover_now: Mutex<Vec<String>>,
+    /// Announce now (the cover changed, or the connection came back).
+    announce: Notify,
     /// Warned that another node has our name.
     named_twice: AtomicBool,
+}
+
+/// The other nodes, by origin, and an index of their covers.
+#[derive(Default)]
+struct Remote {
+    peers: HashMap<u64, Peer>,
+    index: tether_wire::url::SubscriptionIndex<u64>,
+}
+
+struct Peer {
+    name: String,
+    seen: std::time::Instant,
+}
+
+/// A node's announcement on `P.ctl.node`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Announcement {
+    node: String,
+    origin: u64,
+    cover: Vec<String>,
+}
+
+fn drop_counted(log: &crate::server::Throttled, counter: &AtomicU64, why: &str) {
+    bump(counter);
+    log.warn(&format!(
+        "federation: publishes are not reaching other nodes ({why}); counted"
+    ));
 }
 
 impl Inner {
@@ -222,50 +288,109 @@ impl Inner {
         format!("{}.pub", self.prefix)
     }
 
-    fn drop_counted(&self, counter: &AtomicU64, why: &str) {
-        bump(counter);
-        if !self.warned.swap(true, Relaxed) {
-            tracing::warn!(
-                "federation: publishes are not reaching other nodes ({why}); counting them"
-            );
+    /// The subject of `url`, from the cache when it is there.
+    fn subject(
+        &self,
+        url: &str,
+    ) -> Result<async_nats::Subject, tether_wire::url::subject::SubjectError> {
+        let mut cache = self.subjects.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = cache.get(url) {
+            return Ok(s.clone());
         }
+        let s = async_nats::Subject::from(url_subject(&self.pub_prefix(), url)?);
+        if cache.len() >= SUBJECT_CACHE {
+            cache.clear();
+        }
+        cache.insert(url.into(), s.clone());
+        Ok(s)
     }
 }
 
 impl Federate for Inner {
-    fn forward(&self, url: &str, payload: &Payload, quick: bool) -> bool {
+    fn forward(&self, url: &str, payload: &Payload, quick: bool) -> Forwarded {
         let c = &self.counters;
-        if !self.connected.load(Relaxed) {
-            self.drop_counted(&c.dropped_disconnected, "no NATS connection");
-            return false;
+        let wanted = self
+            .remote
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .index
+            .is_subscribed(url);
+        if !wanted {
+            return Forwarded::NotWanted;
         }
-        let subject = match url_subject(&self.pub_prefix(), url) {
+        if !self.connected.load(Relaxed) {
+            drop_counted(
+                &self.dropped_log,
+                &c.dropped_disconnected,
+                "no NATS connection",
+            );
+            return Forwarded::Dropped;
+        }
+        let subject = match self.subject(url) {
             Ok(s) => s,
             Err(e) => {
                 bump(&c.dropped_too_long);
                 tracing::debug!("publish on {url:?} stays on this node: {e}");
-                return false;
+                return Forwarded::Dropped;
             }
         };
-        let size = subject.len() + url.len() + payload.param.len() + payload.data.len();
-        if self.queued.fetch_add(size, Relaxed) + size > self.queue_cap {
-            self.queued.fetch_sub(size, Relaxed);
-            self.drop_counted(&c.dropped_queue_full, "the forward queue is full");
-            return false;
-        }
+        let size = url.len() + payload.param.len() + payload.data.len() + 64;
+        let permits = u32::try_from(size).unwrap_or(u32::MAX).min(self.budget_max);
         let fwd = Forward {
             subject,
             url: Bytes::copy_from_slice(url.as_bytes()),
             payload: payload.clone(),
             quick,
-            size,
+            permits,
         };
-        if self.forward_tx.try_send(fwd).is_err() {
-            self.queued.fetch_sub(size, Relaxed);
-            self.drop_counted(&c.dropped_queue_full, "the forward queue is full");
-            return false;
+        match self.budget.try_acquire_many(permits) {
+            Ok(p) => {
+                p.forget();
+                if self.forward_tx.send(fwd).is_ok() {
+                    return Forwarded::Queued;
+                }
+                drop_counted(
+                    &self.dropped_log,
+                    &c.dropped_nats_error,
+                    "the forwarder stopped",
+                );
+                Forwarded::Dropped
+            }
+            // A quick publish may be dropped (and is counted); a reliable one waits a
+            // little, as for a slow subscriber.
+            Err(_) if quick => {
+                drop_counted(
+                    &self.dropped_log,
+                    &c.dropped_queue_full,
+                    "the forward queue is full",
+                );
+                Forwarded::Dropped
+            }
+            Err(_) => {
+                let (budget, tx, wait) = (
+                    self.budget.clone(),
+                    self.forward_tx.clone(),
+                    self.forward_wait,
+                );
+                let (counters, log) = (self.counters.clone(), self.dropped_log.clone());
+                Forwarded::Wait(Box::pin(async move {
+                    match tokio::time::timeout(wait, budget.acquire_many(permits)).await {
+                        Ok(Ok(p)) => {
+                            p.forget();
+                            tx.send(fwd).is_ok()
+                        }
+                        _ => {
+                            drop_counted(
+                                &log,
+                                &counters.dropped_queue_full,
+                                "the forward queue stayed full",
+                            );
+                            false
+                        }
+                    }
+                }))
+            }
         }
-        true
     }
 
     fn interest_changed(&self) {
@@ -337,6 +462,7 @@ impl Federation {
         let connected = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let reconnected = Arc::new(Notify::new());
+        let reconnected_presence = Arc::new(Notify::new());
         let mut opts = async_nats::ConnectOptions::new()
             .no_echo()
             .name(format!("tether node {}", config.node))
@@ -349,24 +475,39 @@ impl Federation {
             .client_capacity(1 << 13)
             .request_timeout(Some(config.rpc_timeout));
         {
-            let (connected, counters, reconnected) =
-                (connected.clone(), counters.clone(), reconnected.clone());
+            let (connected, counters, reconnected, again) = (
+                connected.clone(),
+                counters.clone(),
+                reconnected.clone(),
+                reconnected_presence.clone(),
+            );
+            let slow_log = Arc::new(crate::server::Throttled::default());
             opts = opts.event_callback(move |ev| {
-                let (connected, counters, reconnected) =
-                    (connected.clone(), counters.clone(), reconnected.clone());
+                let (connected, counters, reconnected, again, slow_log) = (
+                    connected.clone(),
+                    counters.clone(),
+                    reconnected.clone(),
+                    again.clone(),
+                    slow_log.clone(),
+                );
                 async move {
                     match ev {
                         async_nats::Event::Connected => {
                             connected.store(true, Relaxed);
                             bump(&counters.connects);
                             reconnected.notify_one();
+                            again.notify_one();
                             tracing::info!("federation: connected to NATS");
                         }
                         async_nats::Event::Disconnected => {
                             connected.store(false, Relaxed);
                             tracing::warn!("federation: NATS connection lost; reconnecting");
                         }
-                        async_nats::Event::SlowConsumer(_) => bump(&counters.slow_consumer),
+                        async_nats::Event::SlowConsumer(_) => drop_counted(
+                            &slow_log,
+                            &counters.slow_consumer,
+                            "this node read NATS too slowly and its client dropped messages",
+                        ),
                         other => tracing::info!("federation: NATS {other}"),
                     }
                 }
@@ -394,8 +535,12 @@ impl Federation {
             .await
             .map_err(|e| FederationError::Nats(e.to_string()))?;
 
-        let (forward_tx, forward_rx) = mpsc::channel(1 << 16);
-        let origin = format!("{:016x}", crate::random::u64());
+        let (forward_tx, forward_rx) = mpsc::unbounded_channel();
+        // Random per process: a restarted node is a new origin.
+        let origin = crate::random::u64();
+        let budget_max = u32::try_from(config.forward_queue_bytes.max(1))
+            .unwrap_or(u32::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS as u32);
         let inner = Arc::new(Inner {
             node: config.node.clone(),
             prefix: config.prefix.clone(),
@@ -405,13 +550,17 @@ impl Federation {
             connected,
             counters,
             forward_tx,
-            queued: AtomicUsize::new(0),
-            queue_cap: config.forward_queue_bytes,
+            budget: Arc::new(tokio::sync::Semaphore::new(budget_max as usize)),
+            budget_max,
+            forward_wait: config.forward_wait,
+            subjects: Mutex::default(),
             interest: Notify::new(),
             routes: Notify::new(),
-            warned: AtomicBool::new(false),
+            dropped_log: Default::default(),
             backlogs: Default::default(),
-            peers: Default::default(),
+            remote: Default::default(),
+            cover_now: Mutex::default(),
+            announce: Notify::new(),
             named_twice: AtomicBool::new(false),
         });
         server
@@ -424,7 +573,7 @@ impl Federation {
             tokio::spawn(interest(inner.clone(), server.clone())),
             tokio::spawn(rpc::serve_routes(inner.clone(), server.clone(), config)),
             tokio::spawn(rpc::control(inner.clone(), reconnected)),
-            tokio::spawn(presence(inner.clone())),
+            tokio::spawn(presence(inner.clone(), reconnected_presence)),
         ];
         // What exists already.
         inner.interest.notify_one();
@@ -462,15 +611,18 @@ impl Federation {
             subscriptions: c.subscriptions.load(Relaxed),
             routes: c.routes.load(Relaxed),
             peers: {
-                let peers = self.inner.peers.lock().unwrap_or_else(|e| e.into_inner());
-                let mut v: Vec<String> = peers
-                    .iter()
-                    .filter(|(_, at)| at.elapsed() < PEER_TTL)
-                    .map(|(n, _)| n.clone())
-                    .collect();
+                let remote = self.inner.remote.read().unwrap_or_else(|e| e.into_inner());
+                let mut v: Vec<String> = remote.peers.values().map(|p| p.name.clone()).collect();
                 v.sort();
                 v
             },
+            remote_patterns: self
+                .inner
+                .remote
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .index
+                .len(),
             rpc_remote: l(&c.rpc_remote),
             rpc_served: l(&c.rpc_served),
             rpc_local_fallback: l(&c.rpc_local_fallback),
@@ -481,50 +633,95 @@ impl Federation {
 }
 
 /// Sends queued publishes to NATS, in order, each with the origin and a sequence number.
-/// Publishes found waiting while the connection is down are dropped and counted, never
-/// sent late.
-async fn forwarder(inner: Arc<Inner>, mut rx: mpsc::Receiver<Forward>) {
+/// Consecutive publishes on one subject that are waiting together go as one NATS message
+/// (at most [`BATCH_BYTES`]): under load that saves NATS' per-message work on every hop,
+/// idle it changes nothing. Publishes found waiting while the connection is down are
+/// dropped and counted, never sent late.
+async fn forwarder(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Forward>) {
     let mut seq: u64 = 0;
-    while let Some(f) = rx.recv().await {
-        inner.queued.fetch_sub(f.size, Relaxed);
-        let c = &inner.counters;
-        if !inner.connected.load(Relaxed) {
-            inner.drop_counted(&c.dropped_disconnected, "no NATS connection");
-            continue;
-        }
-        inner.warned.store(false, Relaxed);
-        seq += 1;
-        let body = Packet::new(PacketType::Publish)
-            .with_url(f.url)
-            .with_param(f.payload.param)
-            .with_data(f.payload.data)
-            .to_bytes();
-        let Ok(body) = body else {
-            bump(&c.dropped_nats_error);
-            continue;
-        };
-        let mut headers = HeaderMap::new();
-        headers.insert(ORIGIN, inner.origin.as_str());
-        headers.insert(SEQ, seq.to_string().as_str());
-        if f.quick {
-            headers.insert(QUICK, "1");
-        }
-        match inner
-            .client
-            .publish_with_headers(f.subject, headers, body)
-            .await
-        {
-            Ok(()) => bump(&c.forwarded),
-            Err(e) => {
-                bump(&c.dropped_nats_error);
-                tracing::debug!("federation: publish not sent: {e}");
+    let mut waiting = Vec::with_capacity(256);
+    let c = &inner.counters;
+    while rx.recv_many(&mut waiting, 256).await > 0 {
+        let mut batch: Option<(async_nats::Subject, bool, bytes::BytesMut, u64)> = None;
+        for f in waiting.drain(..) {
+            inner.budget.add_permits(f.permits as usize);
+            if !inner.connected.load(Relaxed) {
+                drop_counted(
+                    &inner.dropped_log,
+                    &c.dropped_disconnected,
+                    "no NATS connection",
+                );
+                continue;
             }
+            let packet = PacketRef {
+                ptype: PacketType::Publish,
+                flags: Default::default(),
+                status: Default::default(),
+                seqno: 0,
+                tunid: 0,
+                url: &f.url,
+                param: &f.payload.param,
+                data: &f.payload.data,
+            };
+            let len = packet.encoded_len();
+            let fits = batch.as_ref().is_some_and(|(subject, quick, body, _)| {
+                *subject == f.subject && *quick == f.quick && body.len() + len <= BATCH_BYTES
+            });
+            if !fits {
+                if let Some(done) = batch.take() {
+                    send(&inner, done).await;
+                }
+                batch = Some((
+                    f.subject.clone(),
+                    f.quick,
+                    envelope(inner.origin, seq + 1, f.quick, len),
+                    0,
+                ));
+            }
+            let Some((_, _, body, n)) = batch.as_mut() else {
+                continue;
+            };
+            if packet.encode(body).is_err() {
+                bump(&c.dropped_nats_error);
+                continue;
+            }
+            seq += 1;
+            *n += 1;
+        }
+        if let Some(done) = batch.take() {
+            send(&inner, done).await;
         }
     }
 }
 
-/// Announces this node every [`HELLO_EVERY`] and notes the others' announcements.
-async fn presence(inner: Arc<Inner>) {
+/// Publishes at most this many bytes in one NATS message (NATS allows 1 MiB by default).
+const BATCH_BYTES: usize = 512 << 10;
+
+async fn send(
+    inner: &Inner,
+    (subject, _, body, n): (async_nats::Subject, bool, bytes::BytesMut, u64),
+) {
+    if n == 0 {
+        return;
+    }
+    let c = &inner.counters;
+    match inner.client.publish(subject, body.freeze()).await {
+        Ok(()) => {
+            c.forwarded.fetch_add(n, Relaxed);
+        }
+        Err(e) => {
+            c.dropped_nats_error.fetch_add(n, Relaxed);
+            tracing::debug!("federation: publish not sent: {e}");
+        }
+    }
+}
+
+/// Announces this node and its cover every [`HELLO_EVERY`] and whenever either changes
+/// or the connection comes back; keeps the other nodes' announcements. A node is
+/// forgotten after [`PEER_TTL`] of connected time without one (while this node has no
+/// connection it hears nobody, so nobody is forgotten then: publishes they wanted are
+/// counted as not forwarded).
+async fn presence(inner: Arc<Inner>, reconnected: Arc<Notify>) {
     let subject = format!("{}.ctl.node", inner.prefix);
     let mut sub = match inner.client.subscribe(subject.clone()).await {
         Ok(s) => s,
@@ -533,26 +730,78 @@ async fn presence(inner: Arc<Inner>) {
     let mut tick = tokio::time::interval(HELLO_EVERY);
     loop {
         tokio::select! {
-            _ = tick.tick() => {
-                let _ = inner.client.publish(subject.clone(), Bytes::from(inner.node.clone())).await;
-                let mut peers = inner.peers.lock().unwrap_or_else(|e| e.into_inner());
-                peers.retain(|_, at| at.elapsed() < PEER_TTL * 10);
+            _ = tick.tick() => {}
+            _ = inner.announce.notified() => {}
+            _ = reconnected.notified() => {
+                // Everyone gets a fresh TTL to announce again.
+                let now = std::time::Instant::now();
+                let mut remote = inner.remote.write().unwrap_or_else(|e| e.into_inner());
+                remote.peers.values_mut().for_each(|p| p.seen = now);
             }
             m = next_message(&mut sub) => {
                 let Some(m) = m else { return };
-                if let Ok(name) = std::str::from_utf8(&m.payload) {
-                    // Our own announcements do not come back (no_echo): this is another.
-                    if name == inner.node && !inner.named_twice.swap(true, Relaxed) {
-                        tracing::warn!("federation: another node is also called {name:?}; give each its own --node");
-                    }
-                    if name != inner.node && !name.is_empty() && name.len() <= 256 {
-                        inner.peers.lock().unwrap_or_else(|e| e.into_inner())
-                            .insert(name.to_string(), std::time::Instant::now());
-                    }
-                }
+                heard(&inner, &m.payload);
+                continue;
+            }
+        }
+        let me = Announcement {
+            node: inner.node.clone(),
+            origin: inner.origin,
+            cover: inner
+                .cover_now
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        };
+        if let Ok(body) = serde_json::to_vec(&me) {
+            let _ = inner.client.publish(subject.clone(), body.into()).await;
+        }
+        if inner.connected.load(Relaxed) {
+            let mut remote = inner.remote.write().unwrap_or_else(|e| e.into_inner());
+            let gone: Vec<u64> = remote
+                .peers
+                .iter()
+                .filter(|(_, p)| p.seen.elapsed() >= PEER_TTL)
+                .map(|(o, _)| *o)
+                .collect();
+            for origin in gone {
+                remote.peers.remove(&origin);
+                remote.index.remove_client(origin);
             }
         }
     }
+}
+
+/// Takes in another node's announcement.
+fn heard(inner: &Inner, body: &[u8]) {
+    let Ok(a) = serde_json::from_slice::<Announcement>(body) else {
+        bump(&inner.counters.malformed);
+        return;
+    };
+    if a.origin == inner.origin {
+        return;
+    }
+    // Our own announcements do not come back (no_echo): this is another process.
+    if a.node == inner.node && !inner.named_twice.swap(true, Relaxed) {
+        tracing::warn!(
+            "federation: another node is also called {:?}; give each its own --node",
+            a.node
+        );
+    }
+    let mut remote = inner.remote.write().unwrap_or_else(|e| e.into_inner());
+    remote.index.remove_client(a.origin);
+    for p in &a.cover {
+        if tether_wire::url::check_url(p.as_bytes()).is_ok() {
+            remote.index.subscribe(a.origin, p);
+        }
+    }
+    remote.peers.insert(
+        a.origin,
+        Peer {
+            name: a.node,
+            seen: std::time::Instant::now(),
+        },
+    );
 }
 
 /// The most general patterns of `patterns`: those no other one covers. At most one of
@@ -583,7 +832,7 @@ pub(crate) fn cover(patterns: impl IntoIterator<Item = String>) -> HashSet<Strin
 #[derive(Clone, Debug)]
 struct Handoff {
     pattern: String,
-    high: HashMap<String, u64>,
+    high: HashMap<u64, u64>,
 }
 
 /// At most this many handoffs are kept by a subscription (the oldest go first); entries
@@ -594,25 +843,25 @@ const HANDOFFS: usize = 64;
 struct Reader {
     pattern: String,
     inherited: Vec<Handoff>,
-    high: HashMap<String, u64>,
+    high: HashMap<u64, u64>,
 }
 
 impl Reader {
     /// Whether a publish is new here (and records it).
-    fn first(&mut self, origin: &str, seq: u64, url: &str) -> bool {
+    fn first(&mut self, origin: u64, seq: u64, url: &str) -> bool {
         let mut dup = false;
         self.inherited.retain_mut(|h| {
-            if let Some(&top) = h.high.get(origin) {
+            if let Some(&top) = h.high.get(&origin) {
                 if seq <= top {
                     dup |= tether_wire::url::subscription_matches(&h.pattern, url);
                 } else {
                     // This origin's later publishes are all above it.
-                    h.high.remove(origin);
+                    h.high.remove(&origin);
                 }
             }
             !h.high.is_empty()
         });
-        let top = self.high.entry(origin.to_string()).or_insert(0);
+        let top = self.high.entry(origin).or_insert(0);
         *top = (*top).max(seq);
         !dup
     }
@@ -681,6 +930,10 @@ async fn interest(inner: Arc<Inner>, server: Server) {
             }
         }
         inner.counters.subscriptions.store(held.len(), Relaxed);
+        // Announced after the subscriptions were sent: whoever learns of them from the
+        // announcement finds them in NATS already (NATS keeps one connection's order).
+        *inner.cover_now.lock().unwrap_or_else(|e| e.into_inner()) = held.keys().cloned().collect();
+        inner.announce.notify_one();
         // Every new subscription waits for every drained one (and inherits what they saw).
         let handoffs = SharedHandoffs::new(drained);
         for (pattern, sub, stop) in starts {
@@ -701,7 +954,7 @@ async fn interest(inner: Arc<Inner>, server: Server) {
 /// answers a request nobody serves with "no responders" in order. Messages it routed to a
 /// subscription before it had the new one have reached us by then, too.
 async fn barrier(inner: &Inner) {
-    let subject = format!("{}.ctl.barrier.{}", inner.prefix, inner.origin);
+    let subject = format!("{}.ctl.barrier.{:016x}", inner.prefix, inner.origin);
     let req = async_nats::Request::new().timeout(Some(Duration::from_secs(2)));
     match inner.client.send_request(subject, req).await {
         Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
@@ -774,36 +1027,48 @@ async fn read(
     }
 }
 
-/// Delivers a publish from another node here, and only here.
+/// Delivers the publishes of one NATS message from another node here, and only here.
 async fn receive(m: Message, reader: &mut Reader, inner: &Inner, server: &Server) {
     let c = &inner.counters;
-    let header = |name: &str| {
-        m.headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_string())
-    };
-    let (Some(origin), Some(seq)) = (header(ORIGIN), header(SEQ).and_then(|s| s.parse().ok()))
-    else {
+    let Some((origin, first, quick, packets)) = open_envelope(&m.payload) else {
         bump(&c.malformed);
         return;
     };
     if origin == inner.origin {
         return; // our own (no_echo makes this rare)
     }
-    let quick = header(QUICK).is_some();
-    let packet = match Decoder::with_max_packet_len(MAX_PACKET_LEN).decode_datagram(m.payload) {
-        Ok(p) if p.ptype == PacketType::Publish => p,
-        _ => {
-            bump(&c.malformed);
-            return;
-        }
-    };
+    let mut buf = bytes::BytesMut::from(&packets[..]);
+    let mut decoder = Decoder::with_max_packet_len(MAX_PACKET_LEN);
+    let mut seq = first;
+    loop {
+        let packet = match decoder.decode(&mut buf) {
+            Ok(Some(p)) if p.ptype == PacketType::Publish => p,
+            Ok(None) if buf.is_empty() => return,
+            _ => {
+                bump(&c.malformed);
+                return;
+            }
+        };
+        deliver(packet, origin, seq, quick, reader, inner, server);
+        seq += 1;
+    }
+}
+
+fn deliver(
+    packet: tether_wire::vsoa::Packet,
+    origin: u64,
+    seq: u64,
+    quick: bool,
+    reader: &mut Reader,
+    inner: &Inner,
+    server: &Server,
+) {
+    let c = &inner.counters;
     let Ok(url) = tether_wire::url::check_url(&packet.url) else {
         bump(&c.malformed);
         return;
     };
-    if !reader.first(&origin, seq, url) {
+    if !reader.first(origin, seq, url) {
         bump(&c.duplicates);
         return;
     }
@@ -859,6 +1124,44 @@ mod tests {
                 proptest::prop_assert_eq!(n, usize::from(any), "{:?} {:?} {}", ps, c, u);
             }
         }
+    }
+
+    #[test]
+    fn envelopes_round_trip_and_foreign_messages_are_refused() {
+        let mut b = envelope(7, 42, true, 3);
+        b.extend_from_slice(b"abc");
+        let (origin, seq, quick, rest) = open_envelope(&b.freeze()).unwrap();
+        assert_eq!((origin, seq, quick, &rest[..]), (7, 42, true, &b"abc"[..]));
+        assert!(open_envelope(&Bytes::from_static(b"T")).is_none());
+        assert!(open_envelope(&Bytes::from(vec![b'X'; 40])).is_none());
+        let mut v2 = envelope(1, 1, false, 0).to_vec();
+        v2[1] = 2;
+        assert!(open_envelope(&Bytes::from(v2)).is_none(), "another version");
+    }
+
+    #[test]
+    fn a_handoff_drops_what_the_old_subscription_delivered_and_only_that() {
+        let mut old = Reader {
+            pattern: "/a/".into(),
+            inherited: vec![],
+            high: HashMap::new(),
+        };
+        for seq in [1, 2, 5] {
+            assert!(old.first(9, seq, "/a/x"));
+        }
+        let mut new = Reader {
+            pattern: "/".into(),
+            inherited: old.handoff(),
+            high: HashMap::new(),
+        };
+        assert!(!new.first(9, 5, "/a/x"), "delivered by the old one");
+        assert!(new.first(9, 4, "/b/x"), "the old one never covered /b/");
+        assert!(new.first(8, 3, "/a/x"), "another origin");
+        assert!(new.first(9, 6, "/a/x"));
+        assert!(
+            new.inherited.iter().all(|h| !h.high.contains_key(&9)),
+            "passed: forgotten"
+        );
     }
 
     #[test]

@@ -36,6 +36,8 @@ use tether_wire::url::RouteTable;
 use tether_wire::vsoa::Status;
 
 pub use admission::AdmissionStats;
+#[cfg_attr(not(feature = "nats"), allow(unused_imports))]
+pub(crate) use admission::Throttled;
 pub use clients::{ConnectionCount, NoSuchClient};
 pub use config::{Config, Secret, ServerBuilder};
 pub use handler::{

@@ -22,10 +22,12 @@ pub struct PublishReport {
     /// thrown away with their queues. A caller summing reports over a run of publishes
     /// gets what reached live queues as `delivered - discarded`.
     pub discarded: usize,
-    /// On a federated server: 1 when the publish was queued for the other nodes.
+    /// On a federated server: 1 when the publish was queued for the other nodes (0 when
+    /// no other node subscribed to its URL).
     pub forwarded: usize,
-    /// On a federated server: 1 when it could not be (no NATS connection, forward queue
-    /// full, URL too long for a subject); counted in the federation's statistics too.
+    /// On a federated server: 1 when another node wanted it and it could not be sent (no
+    /// NATS connection, forward queue full, URL too long for a subject); counted in the
+    /// federation's statistics too.
     pub not_forwarded: usize,
 }
 
@@ -79,10 +81,16 @@ impl Server {
     pub async fn publish(&self, url: &str, payload: Payload) -> Result<PublishReport, Error> {
         let mut report = self.publish_here(url, &payload).await?;
         if let Some(fed) = self.shared.federation.get() {
-            if fed.forward(url, &payload, false) {
-                report.forwarded = 1;
-            } else {
-                report.not_forwarded = 1;
+            use super::federate::Forwarded;
+            let forwarded = match fed.forward(url, &payload, false) {
+                Forwarded::Queued => Some(true),
+                Forwarded::Dropped => Some(false),
+                Forwarded::NotWanted => None,
+                Forwarded::Wait(room) => Some(room.await),
+            };
+            if let Some(f) = forwarded {
+                report.forwarded = usize::from(f);
+                report.not_forwarded = usize::from(!f);
             }
         }
         Ok(report)
@@ -152,10 +160,12 @@ impl Server {
     pub fn publish_quick(&self, url: &str, payload: Payload) -> Result<QuickReport, Error> {
         let mut report = self.publish_quick_here(url, &payload)?;
         if let Some(fed) = self.shared.federation.get() {
-            if fed.forward(url, &payload, true) {
-                report.forwarded = 1;
-            } else {
-                report.not_forwarded = 1;
+            // Quick publishes never wait.
+            use super::federate::Forwarded;
+            match fed.forward(url, &payload, true) {
+                Forwarded::Queued => report.forwarded = 1,
+                Forwarded::NotWanted => {}
+                Forwarded::Dropped | Forwarded::Wait(_) => report.not_forwarded = 1,
             }
         }
         Ok(report)

@@ -91,6 +91,10 @@ struct Latency {
     /// own in this process (rpc-latency only).
     #[arg(long, value_name = "vsoa://HOST:PORT")]
     url: Option<String>,
+    /// The route to call (with --url): another than `/echo`, e.g. one that another node
+    /// of a federation serves. Only the status is checked then.
+    #[arg(long, default_value = "/echo", requires = "url")]
+    path: String,
 }
 
 #[derive(clap::Args)]
@@ -108,6 +112,10 @@ struct Throughput {
     /// own in this process.
     #[arg(long, value_name = "vsoa://HOST:PORT")]
     url: Option<String>,
+    /// The route to call (with --url): another than `/echo`, e.g. one that another node
+    /// of a federation serves. Only the status is checked then.
+    #[arg(long, default_value = "/echo", requires = "url")]
+    path: String,
     /// Param bytes per call.
     #[arg(long, default_value_t = 64)]
     size: usize,
@@ -402,15 +410,20 @@ async fn rpc_latency(a: Latency) -> Result<serde_json::Value, Failure> {
     let (url, _own) = echo_target(&a.url).await?;
     let client = Client::connect(&url).await?;
     let param = bytes::Bytes::from(vec![b'x'; a.size]);
-    let trip = |(client, param): (Client, bytes::Bytes)| async move {
-        let r = client.call("/echo").param(param.clone()).await?;
-        if r.payload.param.len() != param.len() {
-            return Err(Failure {
-                message: "echo came back wrong".into(),
-                code: crate::cmd::exit::OTHER,
-            });
+    let path: std::sync::Arc<str> = a.path.as_str().into();
+    let echo = a.path == "/echo";
+    let trip = move |(client, param): (Client, bytes::Bytes)| {
+        let path = path.clone();
+        async move {
+            let r = client.call(&path).param(param.clone()).await?;
+            if !r.status.is_success() || (echo && r.payload.param.len() != param.len()) {
+                return Err(Failure {
+                    message: format!("{path} came back wrong (status {})", r.status),
+                    code: crate::cmd::exit::OTHER,
+                });
+            }
+            Ok((client, param))
         }
-        Ok((client, param))
     };
     let state = (client, param);
     let (samples, elapsed) =
@@ -422,7 +435,7 @@ async fn rpc_latency(a: Latency) -> Result<serde_json::Value, Failure> {
     };
     Ok(latency_report(
         "rpc-latency",
-        json!({"size": a.size, "server": target}),
+        json!({"size": a.size, "server": target, "path": a.path}),
         &samples,
         elapsed,
     ))
@@ -438,14 +451,15 @@ async fn rpc_throughput(a: Throughput) -> Result<serde_json::Value, Failure> {
     let workers = a.in_flight.max(1);
     let per_worker = a.count / workers;
     let deadline = Instant::now() + Duration::from_secs(a.max_secs);
+    let path: std::sync::Arc<str> = a.path.as_str().into();
     let (samples, elapsed) = in_flight(workers, per_worker, deadline, move |w| {
         let client = clients[(w % clients.len() as u64) as usize].clone();
-        let param = param.clone();
+        let (param, path) = (param.clone(), path.clone());
         async move {
-            let r = client.call("/echo").param(param).await?;
+            let r = client.call(&path).param(param).await?;
             if !r.status.is_success() {
                 return Err(Failure {
-                    message: format!("/echo answered status {}", r.status),
+                    message: format!("{path} answered status {}", r.status),
                     code: crate::cmd::exit::OTHER,
                 });
             }
@@ -460,7 +474,7 @@ async fn rpc_throughput(a: Throughput) -> Result<serde_json::Value, Failure> {
     };
     Ok(latency_report(
         "rpc-throughput",
-        json!({"size": a.size, "in_flight": workers, "connections": a.connections.max(1), "server": target}),
+        json!({"size": a.size, "in_flight": workers, "connections": a.connections.max(1), "server": target, "path": a.path}),
         &samples,
         elapsed,
     ))

@@ -15,6 +15,10 @@ pub(super) struct NatsRpc {
     /// The nats-server to use.
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     url: String,
+    /// The responder connects here instead (another server of the cluster): requests
+    /// then cross a route.
+    #[arg(long, value_name = "URL")]
+    responder_url: Option<String>,
     /// Requests to make.
     #[arg(long, default_value_t = 200_000)]
     count: u64,
@@ -66,7 +70,7 @@ pub(super) async fn connect(url: &str) -> Result<async_nats::Client, Failure> {
 
 /// Request-reply against an echo responder on its own connection.
 pub(super) async fn rpc(a: NatsRpc) -> Result<serde_json::Value, Failure> {
-    let responder = connect(&a.url).await?;
+    let responder = connect(a.responder_url.as_ref().unwrap_or(&a.url)).await?;
     let mut requests = responder
         .subscribe("bench.echo")
         .await
@@ -95,6 +99,12 @@ pub(super) async fn rpc(a: NatsRpc) -> Result<serde_json::Value, Failure> {
     let workers = a.in_flight.max(1);
     let per_worker = a.count / workers;
     let deadline = Instant::now() + Duration::from_secs(a.max_secs);
+    // Across a route the responder's subscription reaches the requester's server a moment
+    // later: until then NATS answers "no responders".
+    let ready = Instant::now() + Duration::from_secs(5);
+    while client.request("bench.echo", payload.clone()).await.is_err() && Instant::now() < ready {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Warm-up, as the Tether scenarios do.
     for _ in 0..(a.count / 10).min(1000) {
         client
@@ -126,7 +136,8 @@ pub(super) async fn rpc(a: NatsRpc) -> Result<serde_json::Value, Failure> {
         } else {
             "nats-rpc-throughput"
         },
-        json!({"size": a.size, "in_flight": workers, "connections": 1, "server": "nats-server"}),
+        json!({"size": a.size, "in_flight": workers, "connections": 1, "server": "nats-server",
+               "across_route": a.responder_url.is_some()}),
         &samples,
         elapsed,
     ))

@@ -42,6 +42,11 @@ pub(super) struct Fanout {
     /// nats://HOST:PORT with --via nats.
     #[arg(long)]
     url: String,
+    /// Subscribers connect here instead (another node of a federation, or another
+    /// nats-server of a cluster): publishes then cross nodes. The run waits 0.5 s after
+    /// subscribing, for the interest to reach the publisher's server.
+    #[arg(long, value_name = "URL")]
+    sub_url: Option<String>,
     /// How messages reach the server.
     #[arg(long, value_enum, default_value = "relay")]
     via: Via,
@@ -180,7 +185,7 @@ pub(super) async fn fanout(a: Fanout) -> Result<serde_json::Value, Failure> {
     for _ in 0..a.subscribers.max(1) {
         subs.push(match a.via {
             Via::Relay | Via::Publish => {
-                let c = Client::connect(&a.url).await?;
+                let c = Client::connect(a.sub_url.as_ref().unwrap_or(&a.url)).await?;
                 let sub = c.subscribe(["/bench/"]).await?;
                 let messages = futures_util::stream::unfold(sub, |mut sub| async move {
                     sub.next().await.map(|m| (m.payload.data, sub))
@@ -193,6 +198,9 @@ pub(super) async fn fanout(a: Fanout) -> Result<serde_json::Value, Failure> {
             }
             Via::Nats => nats_subscriber(&a, first, idle).await?,
         });
+    }
+    if a.sub_url.is_some() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let cpu_before = a.server_pid.map(cpu_time).transpose()?;
     let exe = std::env::current_exe().map_err(|e| failure(format!("own executable: {e}")))?;
@@ -254,7 +262,7 @@ pub(super) async fn fanout(a: Fanout) -> Result<serde_json::Value, Failure> {
         "fanout",
         json!({"via": a.via.name(), "subscribers": a.subscribers.max(1), "size": a.size.max(16),
                "server": if a.via == Via::Nats { "nats-server" } else { "tether serve" },
-               "rate": a.rate, "processes": 3}),
+               "rate": a.rate, "processes": 3, "across_nodes": a.sub_url.is_some()}),
         delivered,
         elapsed,
     );
@@ -276,7 +284,7 @@ async fn nats_subscriber(
     idle: Duration,
 ) -> Result<tokio::task::JoinHandle<Tally>, Failure> {
     use futures_util::StreamExt;
-    let c = super::nats::connect(&a.url).await?;
+    let c = super::nats::connect(a.sub_url.as_ref().unwrap_or(&a.url)).await?;
     let sub = c
         .subscribe("bench.x")
         .await
