@@ -30,6 +30,7 @@ if [ "$quick" = 1 ]; then
   wsrpc=(--count 2000); pyws=(--count 300); fanout=(--clients 20 --rate 10 --secs 1)
   dg=(--count 2000); bulk=(--bytes 4194304); rc=(--count 2); conns=(--count 200 --hold-secs 0)
   fo1=(--count 5000); fo20=(--count 1000); fo100=(--count 200); fop=(--count 500); fol=(--count 500 --rate 5000)
+  fed1=(--count 5000); fed20=(--count 1000); fedlat=(--count 200); fedthr=(--count 2000)
 else
   cargo build --release -p tether-cli --features nats -j2 >&2
   bin=target/release/tether
@@ -40,6 +41,7 @@ else
   dg=(--count 200000); bulk=(--bytes 1073741824); rc=(--count 20); conns=(--count 10000 --hold-secs 2)
   fo1=(--count 1000000); fo20=(--count 150000); fo100=(--count 30000); fop=(--count 50000)
   fol=(--count 30000 --rate 10000)
+  fed1=(--count 300000); fed20=(--count 100000); fedlat=(--count 5000); fedthr=(--count 100000)
 fi
 
 tmp=$(mktemp -d)
@@ -77,6 +79,31 @@ serve2_url=$serve_url
 start_serve serve --gateway 127.0.0.1:0 --relay /bench/ --relay-rate 0
 serve_ws=$(sed -n 's|^tether: gateway on \(ws://[0-9.:]*/ws\).*|\1|p' "$tmp/serve.out")
 serve_ws06="${serve_ws}06"
+
+# Federation: two nats-servers in one cluster, a `tether serve --nats` on each (fa on nA, fb
+# on nB: everything between them crosses the route), and the same `tether serve` without
+# --nats, for the cost of federation on local traffic.
+natsA_port=$(free_port); natsB_port=$(free_port); routeA=$(free_port); routeB=$(free_port)
+nats_conf() { # NAME PORT ROUTE_PORT PEER_ROUTE_PORT
+  printf 'server_name: bench%s\nlisten: 127.0.0.1:%s\ncluster {\n  name: bench\n  listen: 127.0.0.1:%s\n  no_advertise: true\n  routes: [nats-route://127.0.0.1:%s]\n}\n' "$@"
+}
+nats_conf A "$natsA_port" "$routeA" "$routeB" >"$tmp/natsA.conf"
+nats_conf B "$natsB_port" "$routeB" "$routeA" >"$tmp/natsB.conf"
+for n in A B; do
+  nats-server -c "$tmp/nats$n.conf" >"$tmp/nats$n.log" 2>&1 &
+  pids+=($!)
+done
+natsA="nats://127.0.0.1:$natsA_port"; natsB="nats://127.0.0.1:$natsB_port"
+for n in A B; do
+  for _ in $(seq 100); do grep -q 'Route connection created' "$tmp/nats$n.log" && break; sleep 0.1; done
+done
+fedcommon=(--no-gateway --relay /bench/ --relay-rate 0)
+start_serve fedplain "${fedcommon[@]}"
+fedplain_url=$serve_url; fedplain_pid=$serve_pid
+start_serve feda "${fedcommon[@]}" --nats "$natsA" --node fa --echo-route /fed/a/echo
+feda_url=$serve_url; feda_pid=$serve_pid
+start_serve fedb "${fedcommon[@]}" --nats "$natsB" --node fb --echo-route /fed/b/echo
+fedb_url=$serve_url
 
 # Starts a Python peer script of interop/py that prints `READY <port>` and serves until its
 # stdin closes (a `sleep` holding a fifo keeps it open; both are stopped on exit). Sets $port.
@@ -149,6 +176,20 @@ for _ in $(seq "$runs"); do
   run rpc-throughput --url "$pyurl" --size 64 --in-flight 256 "${pythr[@]}"
   run pub-throughput --url "$pyurl" --subscribers 1 "${pypub[@]}"
   run connections "${conns[@]}"
+  # Federation, each figure beside the same on one node and beside NATS across the route.
+  for s in 1 20; do
+    case $s in 1) n=("${fed1[@]}");; *) n=("${fed20[@]}");; esac
+    run --tag fed-plain fanout --url "$fedplain_url" --via relay --subscribers "$s" --server-pid "$fedplain_pid" "${n[@]}"
+    run --tag fed-local fanout --url "$feda_url" --via relay --subscribers "$s" --server-pid "$feda_pid" "${n[@]}"
+    run --tag fed-cross fanout --url "$feda_url" --sub-url "$fedb_url" --via relay --subscribers "$s" --server-pid "$feda_pid" "${n[@]}"
+    run --tag fed-route fanout --url "$natsA" --sub-url "$natsB" --via nats --subscribers "$s" "${n[@]}"
+  done
+  run --tag fed-cross rpc-latency --url "$feda_url" --path /fed/b/echo --size 64 "${fedlat[@]}"
+  run --tag fed-local rpc-latency --url "$feda_url" --path /fed/a/echo --size 64 "${fedlat[@]}"
+  run --tag fed-route nats-rpc --url "$natsA" --responder-url "$natsB" --size 64 --in-flight 1 "${fedlat[@]}"
+  run --tag fed-cross rpc-throughput --url "$feda_url" --path /fed/b/echo --size 64 --in-flight 256 "${fedthr[@]}"
+  run --tag fed-local rpc-throughput --url "$feda_url" --path /fed/a/echo --size 64 --in-flight 256 "${fedthr[@]}"
+  run --tag fed-route nats-rpc --url "$natsA" --responder-url "$natsB" --size 64 --in-flight 256 "${fedthr[@]}"
 done
 
 mkdir -p "$(dirname "$report")"

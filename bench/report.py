@@ -92,8 +92,8 @@ for t in (1, 2):
     print(f"| raw TCP ping-pong, threads={t} (floor) | {us(fl['p50'])} | {us(fl['p90'])} | {us(fl['p99'])} | {us(fl['p99.9'])} | 1.00 x |")
     print(f"| **Tether RPC echo**, threads={t} | {us(rl['p50'])} | {us(rl['p90'])} | {us(rl['p99'])} | {us(rl['p99.9'])} | {lat_ratio[t][0]:.2f} x |")
 f2 = pick("floor-tcp", 2)["latency_us"]
-n = pick("nats-rpc-latency")["latency_us"]
-p = pick("rpc-latency", 2, "external")["latency_us"]
+n = pick("nats-rpc-latency", tag=None)["latency_us"]
+p = pick("rpc-latency", 2, "external", tag=None)["latency_us"]
 print(f"| NATS request-reply (via nats-server) | {us(n['p50'])} | {us(n['p90'])} | {us(n['p99'])} | {us(n['p99.9'])} | {ratio(n['p50'], f2['p50'])} (of threads=2) |")
 print(f"| Python vsoa server | {us(p['p50'])} | {us(p['p90'])} | {us(p['p99'])} | {us(p['p99.9'])} | {ratio(p['p50'], f2['p50'])} (of threads=2) |")
 print()
@@ -104,7 +104,7 @@ print("Each row is the median run. Tether's ratio to the floor is the median of 
 # ---------------------------------------------------------------- throughput
 t1, t2 = pick("rpc-throughput", 1, "tether"), pick("rpc-throughput", 2, "tether")
 best_rpc = max(t1["rate_per_s"], t2["rate_per_s"])
-nr = pick("nats-rpc-throughput")
+nr = pick("nats-rpc-throughput", tag=None)
 pr = pick("rpc-throughput", 2, "external", tag=None)
 print("## Requests per second, 64 B, 256 in flight on one connection\n")
 print("| | calls/s | p50 | p99 | Tether (best) / this |")
@@ -134,7 +134,8 @@ FAN = (1, 20, 100)
 
 def fanout_runs(via, subscribers):
     return [r for r in rows if r["scenario"] == "fanout" and r["params"]["via"] == via
-            and r["params"]["subscribers"] == subscribers and r["params"]["rate"] == 0]
+            and r["params"]["subscribers"] == subscribers and r["params"]["rate"] == 0
+            and r["params"].get("tag") is None]
 
 
 def cpu_ns(r):
@@ -177,19 +178,19 @@ print("| subscribers | Tether deliveries/s | lost | p50 | p99 | server CPU / del
 print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 fan_ratio = {}
 for s in FAN:
-    t, n = pick("fanout", via="relay", subscribers=s, rate=0), pick("fanout", via="nats", subscribers=s, rate=0)
+    t, n = pick("fanout", via="relay", subscribers=s, rate=0, tag=None), pick("fanout", via="nats", subscribers=s, rate=0, tag=None)
     fan_ratio[s] = same_run(fanout_runs("relay", s), fanout_runs("nats", s), lambda r: r["rate_per_s"])
     tl, nl = t["latency_us"], n["latency_us"]
     print(f"| {s} | {rate(t)} | {t['lost']} | {us(tl['p50'])} | {us(tl['p99'])} | {cpu_ns(t)} | "
           f"{rate(n)} | {n['lost']} | {us(nl['p50'])} | {us(nl['p99'])} | {cpu_ns(n)} | {fan_ratio[s][0]:.2f} x |")
-viap = pick("fanout", via="publish", subscribers=20, rate=0)
+viap = pick("fanout", via="publish", subscribers=20, rate=0, tag=None)
 print(f"\nThe same 1 -> 20 with the publisher calling `SET /publish` per message (64 calls in flight), the only way a "
       f"VSOA client could publish before the relay: {rate(viap)} deliveries/s, lost {viap['lost']}, p50 "
       f"{us(viap['latency_us']['p50'])}, server CPU {cpu_ns(viap)} per delivery. Tether / NATS is the median of the "
       "ratios of runs that ran back to back.\n")
 paced = next(r["params"]["rate"] for r in rows if r["scenario"] == "fanout" and r["params"]["rate"])
-lt = pick("fanout", via="relay", subscribers=20, rate=paced)
-ln = pick("fanout", via="nats", subscribers=20, rate=paced)
+lt = pick("fanout", via="relay", subscribers=20, rate=paced, tag=None)
+ln = pick("fanout", via="nats", subscribers=20, rate=paced, tag=None)
 print(f"Latency at a rate both carry easily, 1 -> 20 at {paced:,} messages/s ({20 * paced:,} deliveries/s), "
       "from the send timestamp to arrival:\n")
 print("| | p50 | p90 | p99 | p99.9 | max | lost | server CPU / delivery |")
@@ -200,8 +201,8 @@ for name, r in (("**Tether** (relay)", lt), ("NATS", ln)):
 print()
 svg_dir = os.path.dirname(os.path.abspath(sys.argv[1]))
 bars_svg(os.path.join(svg_dir, "benchmarks-fanout.svg"), "deliveries/s, publisher -> server -> S subscribers (3 processes)",
-         [(f"S = {s}", [("Tether", pick("fanout", via="relay", subscribers=s, rate=0)["rate_per_s"]),
-                        ("NATS", pick("fanout", via="nats", subscribers=s, rate=0)["rate_per_s"])]) for s in FAN],
+         [(f"S = {s}", [("Tether", pick("fanout", via="relay", subscribers=s, rate=0, tag=None)["rate_per_s"]),
+                        ("NATS", pick("fanout", via="nats", subscribers=s, rate=0, tag=None)["rate_per_s"])]) for s in FAN],
          ["Tether (tether serve, relay)", "NATS (nats-server)"], "/s")
 print("![fan-out across processes, Tether beside NATS](benchmarks-fanout.svg)\n")
 
@@ -279,6 +280,53 @@ print(f"- {c['params']['count']:,} idle, logged-in connections held by a `tether
 print(f"- A robot is back {rc['p50'] / 1000:.1f} ms (p50; max {rc['max'] / 1000:.1f} ms) after its server restarts "
       "(backoff starting at 10 ms).\n")
 
+
+# ---------------------------------------------------------------- federation
+def tagged(scenario, tag, **params):
+    return [r for r in rows if r["scenario"] == scenario and r["params"].get("tag") == tag
+            and all(r["params"].get(k) == v for k, v in params.items())]
+
+
+print("## Federation: two `tether serve --nats` nodes, two nats-servers in a cluster\n")
+print("Node fa on nats-server A, node fb on nats-server B, so everything between them crosses the "
+      "cluster route. Each Tether figure stands beside the same scenario on one node and beside plain NATS "
+      "across the same route (publisher on A, subscribers or responder on B), from the same round. Seven "
+      "processes share the two cores.\n")
+print("| publishes, 32 B | 1 -> 1 deliveries/s | lost | p50 | 1 -> 20 deliveries/s | lost | p50 |")
+print("|---|---|---|---|---|---|---|")
+for name, tag in (("**Tether across nodes** (publisher on fa, subscribers on fb)", "fed-cross"),
+                  ("Tether on one node, with `--nats` (fa, nobody elsewhere subscribed)", "fed-local"),
+                  ("Tether on one node, without `--nats`", "fed-plain"),
+                  ("NATS across the route", "fed-route")):
+    cells = []
+    for sub in (1, 20):
+        r = pick("fanout", subscribers=sub, rate=0, tag=tag)
+        cells += [rate(r), str(r["lost"]), us(r["latency_us"]["p50"])]
+    print(f"| {name} | " + " | ".join(cells) + " |")
+fed_pub = {sub: same_run(tagged("fanout", "fed-cross", subscribers=sub), tagged("fanout", "fed-route", subscribers=sub),
+                         lambda r: r["rate_per_s"]) for sub in (1, 20)}
+fed_cost = same_run(tagged("fanout", "fed-local", subscribers=1), tagged("fanout", "fed-plain", subscribers=1),
+                    lambda r: r["rate_per_s"])
+fed_lost = max(r["lost"] for r in tagged("fanout", "fed-cross"))
+print(f"\nAcross nodes / NATS across the route (median of same-round ratios): 1 -> 1 {fed_pub[1][0]:.2f} x, "
+      f"1 -> 20 {fed_pub[20][0]:.2f} x. One node with `--nats` / without: {fed_cost[0]:.2f} x (1 -> 1). "
+      "p50 is mostly queueing at full speed.\n")
+fc_lat = pick("rpc-latency", tag="fed-cross")["latency_us"]
+fl_lat = pick("rpc-latency", tag="fed-local")["latency_us"]
+fr_lat = pick("nats-rpc-latency", tag="fed-route")["latency_us"]
+fc_thr = pick("rpc-throughput", tag="fed-cross")
+fl_thr = pick("rpc-throughput", tag="fed-local")
+fr_thr = pick("nats-rpc-throughput", tag="fed-route")
+print("| RPC, 64 B | p50, 1 in flight | p99 | calls/s, 256 in flight | p50 |")
+print("|---|---|---|---|---|")
+for name, l, t in (("**Tether across nodes** (client on fa, route on fb)", fc_lat, fc_thr),
+                   ("Tether on one node (fa's own route)", fl_lat, fl_thr),
+                   ("NATS request-reply across the route", fr_lat, fr_thr)):
+    print(f"| {name} | {us(l['p50'])} | {us(l['p99'])} | {rate(t)} | {us(t['latency_us']['p50'])} |")
+rpc_budget = fr_lat["p50"] + fl_lat["p50"] + 50
+print(f"\nThe target for a call across nodes: NATS' p50 across the route + Tether's on one node + 50 µs = "
+      f"{us(rpc_budget)}.\n")
+
 # ---------------------------------------------------------------- targets
 fan_best = max(pick("pub-throughput", t, "tether", subscribers=100)["rate_per_s"] for t in (1, 2))
 pub_best = max(pick("pub-throughput", t, "tether", subscribers=1)["rate_per_s"] for t in (1, 2))
@@ -295,16 +343,22 @@ targets = [
     ("fan-out 1 -> 100 >= 2 M deliveries/s", f"{fan_best:,.0f}/s", fan_best >= 2e6),
     ("stream >= 90 % of raw TCP copy", f"{stream_best:.2f} x", stream_best >= 0.9),
     ("quick datagrams >= 70 % of raw UDP, loss counted", f"{quick_best:.2f} x", quick_best >= 0.7),
-    ("fan-out 1 -> 1 across processes >= NATS, zero loss", f"{fan_ratio[1][0]:.2f} x, lost {pick('fanout', via='relay', subscribers=1, rate=0)['lost']}",
-     fan_ratio[1][0] >= 1.0 and pick('fanout', via='relay', subscribers=1, rate=0)['lost'] == 0),
-    ("fan-out 1 -> 20 across processes >= NATS, zero loss", f"{fan_ratio[20][0]:.2f} x, lost {pick('fanout', via='relay', subscribers=20, rate=0)['lost']}",
-     fan_ratio[20][0] >= 1.0 and pick('fanout', via='relay', subscribers=20, rate=0)['lost'] == 0),
-    ("fan-out 1 -> 100 across processes >= NATS, zero loss", f"{fan_ratio[100][0]:.2f} x, lost {pick('fanout', via='relay', subscribers=100, rate=0)['lost']}",
-     fan_ratio[100][0] >= 1.0 and pick('fanout', via='relay', subscribers=100, rate=0)['lost'] == 0),
+    ("fan-out 1 -> 1 across processes >= NATS, zero loss", f"{fan_ratio[1][0]:.2f} x, lost {pick('fanout', via='relay', subscribers=1, rate=0, tag=None)['lost']}",
+     fan_ratio[1][0] >= 1.0 and pick('fanout', via='relay', subscribers=1, rate=0, tag=None)['lost'] == 0),
+    ("fan-out 1 -> 20 across processes >= NATS, zero loss", f"{fan_ratio[20][0]:.2f} x, lost {pick('fanout', via='relay', subscribers=20, rate=0, tag=None)['lost']}",
+     fan_ratio[20][0] >= 1.0 and pick('fanout', via='relay', subscribers=20, rate=0, tag=None)['lost'] == 0),
+    ("fan-out 1 -> 100 across processes >= NATS, zero loss", f"{fan_ratio[100][0]:.2f} x, lost {pick('fanout', via='relay', subscribers=100, rate=0, tag=None)['lost']}",
+     fan_ratio[100][0] >= 1.0 and pick('fanout', via='relay', subscribers=100, rate=0, tag=None)['lost'] == 0),
     ("RPC over 8 connections: server on 2 threads >= 1.5 x on 1", f"{rpc_scale[8][0]:.2f} x", rpc_scale[8][0] >= 1.5),
+    ("federation: publish across nodes >= 0.5 x NATS across the route, zero loss",
+     f"{fed_pub[1][0]:.2f} x (1 -> 1), {fed_pub[20][0]:.2f} x (1 -> 20), lost {fed_lost}",
+     min(fed_pub[1][0], fed_pub[20][0]) >= 0.5 and fed_lost == 0),
+    ("federation: RPC p50 across nodes <= NATS p50 + local p50 + 50 µs", f"{us(fc_lat['p50'])} vs {us(rpc_budget)}",
+     fc_lat["p50"] <= rpc_budget),
+    ("federation: local publish with --nats >= 0.8 x without", f"{fed_cost[0]:.2f} x", fed_cost[0] >= 0.8),
     ("10 000 idle connections <= 16 KiB each", f"{c['bytes_per_connection'] / 1024:.1f} KiB", c["bytes_per_connection"] <= 16 * 1024),
 ]
-print("## Targets (issues 6 and 18)\n")
+print("## Targets (issues 6, 13 and 18)\n")
 print("| target | this run | met |")
 print("|---|---|---|")
 for name, got, ok in targets:
