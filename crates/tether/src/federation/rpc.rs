@@ -20,8 +20,6 @@ use crate::Payload;
 
 /// Header on a reply from a node that no longer has the route it was asked for.
 const NO_ROUTE: &str = "Tether-No-Route";
-/// Header on a call: the IP the calling node dials streams from.
-const CALLER: &str = "Tether-Caller";
 /// Header on a reply whose route opened a stream: where the caller's node dials it.
 const STREAM: &str = "Tether-Stream";
 /// The queue group every node's route subscriptions join.
@@ -172,22 +170,10 @@ async fn walk(caller: Caller, levels: Vec<String>, local: Option<Route>, req: Re
             return unreachable(st, local, req, "no NATS connection").await;
         }
         let body = body
-            .get_or_insert_with(|| {
-                let mut p = Packet::new(PacketType::Rpc)
-                    .with_url(req.url.clone())
-                    .with_param(req.payload.param.clone())
-                    .with_data(req.payload.data.clone());
-                if req.method == Method::Set {
-                    p.flags = p.flags.with(Flags::SET);
-                }
-                p.to_bytes().unwrap_or_default()
-            })
+            .get_or_insert_with(|| call_body(st.stream_host, &req))
             .clone();
-        let mut headers = HeaderMap::new();
-        headers.insert(CALLER, st.stream_host.to_string().as_str());
         let request = async_nats::Request::new()
             .payload(body)
-            .headers(headers)
             .timeout(Some(st.timeout));
         match st.client.send_request(subject.clone(), request).await {
             Ok(m) if has_header(&m, NO_ROUTE) => caller.learn_nobody(subject),
@@ -252,6 +238,56 @@ async fn unreachable(st: &CallerState, local: Option<Route>, req: Request, why: 
                 format!("the cluster is unreachable ({why}); no route for this URL here"),
             )
         }
+    }
+}
+
+/// A call to another node: `C`, version 1, the IP this node dials streams from (family
+/// byte 4 or 6, then its bytes), then the VSOA request packet.
+fn call_body(caller: std::net::IpAddr, req: &Request) -> Bytes {
+    let mut p = Packet::new(PacketType::Rpc)
+        .with_url(req.url.clone())
+        .with_param(req.payload.param.clone())
+        .with_data(req.payload.data.clone());
+    if req.method == Method::Set {
+        p.flags = p.flags.with(Flags::SET);
+    }
+    let mut b = bytes::BytesMut::with_capacity(19 + p.encoded_len());
+    call_prefix(caller, &mut b);
+    if p.encode(&mut b).is_err() {
+        return Bytes::new();
+    }
+    b.freeze()
+}
+
+fn call_prefix(caller: std::net::IpAddr, b: &mut bytes::BytesMut) {
+    b.extend_from_slice(b"C\x01");
+    match caller {
+        std::net::IpAddr::V4(ip) => {
+            b.extend_from_slice(&[4]);
+            b.extend_from_slice(&ip.octets());
+        }
+        std::net::IpAddr::V6(ip) => {
+            b.extend_from_slice(&[6]);
+            b.extend_from_slice(&ip.octets());
+        }
+    }
+}
+
+/// The caller's IP and the packet of a [`call_body`].
+fn open_call(b: &Bytes) -> Option<(std::net::IpAddr, Bytes)> {
+    if b.len() < 3 || &b[..2] != b"C\x01" {
+        return None;
+    }
+    match b[2] {
+        4 if b.len() >= 7 => {
+            let ip: [u8; 4] = b[3..7].try_into().ok()?;
+            Some((ip.into(), b.slice(7..)))
+        }
+        6 if b.len() >= 19 => {
+            let ip: [u8; 16] = b[3..19].try_into().ok()?;
+            Some((ip.into(), b.slice(19..)))
+        }
+        _ => None,
     }
 }
 
@@ -387,9 +423,8 @@ async fn serve_level(
         };
         let (client, server, counters) = (client.clone(), server.clone(), counters.clone());
         tokio::spawn(async move {
-            let caller = header(&m, CALLER).and_then(|v| v.parse().ok());
             let mut h = HeaderMap::new();
-            let body = match serve_one(m.payload, caller, stream_host, &server, &counters).await {
+            let body = match serve_one(m.payload, stream_host, &server, &counters).await {
                 Served::Reply(bytes) => bytes,
                 Served::Stream(bytes, at) => {
                     h.insert(STREAM, at.to_string().as_str());
@@ -400,7 +435,13 @@ async fn serve_level(
                     Bytes::new()
                 }
             };
-            let _ = client.publish_with_headers(reply_to, h, body).await;
+            // Headers only when there is something to say: a plain reply is cheaper on
+            // every hop.
+            let _ = if h.is_empty() {
+                client.publish(reply_to, body).await
+            } else {
+                client.publish_with_headers(reply_to, h, body).await
+            };
             drop(permit);
         });
     }
@@ -430,15 +471,16 @@ enum Served {
 }
 
 /// Serves one call from another node. A stream the route opens listens on `stream_host`
-/// for the calling node (`caller`: the IP it dials from).
+/// for the calling node (the IP it dials from comes with the call).
 async fn serve_one(
     body: Bytes,
-    caller: Option<std::net::IpAddr>,
     stream_host: std::net::IpAddr,
     server: &Server,
     counters: &Counters,
 ) -> Served {
-    let Some(p) = decode(body, PacketType::Rpc) else {
+    let Some((caller, p)) =
+        open_call(&body).and_then(|(ip, b)| Some((ip, decode(b, PacketType::Rpc)?)))
+    else {
         bump(&counters.malformed);
         return Served::Reply(answer(Status::ARGUMENTS, Payload::raw("malformed call")));
     };
@@ -453,7 +495,7 @@ async fn serve_one(
     } else {
         Method::Get
     };
-    let from = SocketAddr::new(caller.unwrap_or(stream_host), 0);
+    let from = SocketAddr::new(caller, 0);
     let local = SocketAddr::new(stream_host, 0);
     let payload = Payload {
         param: p.param,
@@ -494,6 +536,28 @@ pub(super) async fn control(inner: Arc<Inner>, reconnected: Arc<Notify>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_carry_the_callers_ip_and_foreign_bodies_are_refused() {
+        for ip in ["127.0.0.9", "::1"] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let packet = Bytes::from_static(b"packet");
+            let mut b = bytes::BytesMut::new();
+            call_prefix(ip, &mut b);
+            b.extend_from_slice(&packet);
+            assert_eq!(open_call(&b.freeze()), Some((ip, packet)));
+        }
+        for bad in [
+            &b""[..],
+            b"C",
+            b"C\x02\x04abcd",
+            b"C\x01\x05abcd",
+            b"C\x01\x04ab",
+            b"X\x01\x04abcd",
+        ] {
+            assert_eq!(open_call(&Bytes::copy_from_slice(bad)), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_walk_goes_from_exact_to_the_local_match() {
