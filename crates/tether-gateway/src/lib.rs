@@ -32,6 +32,7 @@ mod auth;
 pub mod client;
 mod connection;
 mod metrics;
+pub use metrics::metric;
 mod remote;
 mod state;
 

@@ -34,7 +34,10 @@ impl Stats {
     }
 }
 
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) {
+/// Appends one metric in Prometheus' text format: its `# HELP` and `# TYPE` lines, then a
+/// sample per `(labels, value)` (labels as `k="v"`, or empty). For
+/// [`crate::GatewayBuilder::metrics`].
+pub fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for (labels, v) in samples {
         if labels.is_empty() {

@@ -1,7 +1,6 @@
 //! `tether serve --nats`: joining a federation of nodes over NATS (docs/federation.md),
 //! its `/metrics` lines, and the `--echo-route` test aid.
 
-use std::fmt::Write;
 use std::sync::Arc;
 
 use tether::federation::{Federation, FederationConfig, FederationStats};
@@ -126,14 +125,8 @@ impl FederationArgs {
 /// The `tether_federation_*` lines of `/metrics`.
 pub(crate) fn metrics(s: &FederationStats, out: &mut String) {
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in samples {
-            if labels.is_empty() {
-                let _ = writeln!(out, "{name} {v}");
-            } else {
-                let _ = writeln!(out, "{name}{{{labels}}} {v}");
-            }
-        }
+        let samples: Vec<(&str, f64)> = samples.iter().map(|&(l, v)| (l, v as f64)).collect();
+        tether_gateway::metric(out, name, kind, help, &samples);
     };
     metric(
         "tether_federation_connected",

@@ -13,11 +13,18 @@ use tokio::process::{Child, ChildStdin, Command};
 
 use crate::common::*;
 
+/// A loopback TCP port for a server to listen on, free now: below the kernel's ephemeral
+/// range (32768 and up), so no connection or port-0 listener of another test takes it
+/// before the server binds it, and never the same twice in this process.
 fn free_tcp() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free TCP port on loopback")
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let start = 20_000 + (std::process::id() % 1000) as u16 * 12;
+    (0..12_000u16)
+        .map(|i| 20_000 + (start - 20_000 + i * 7) % 12_000)
+        .find(|&p| !given.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .inspect(|&p| given.push(p))
+        .expect("a free TCP port on loopback below 32000")
 }
 
 /// A nats-server cluster on loopback: each server routes to the others.
