@@ -11,8 +11,10 @@ Usage:
   federation_peer.py juggler PORT PATTERNS_JSON  one hat-juggler client on the gateway at
                                                  PORT subscribed to all patterns; READY
   federation_peer.py call PORT CALLS_JSON        one Python vsoa client making each call
-                                                 [url, method, param] in order; prints
-                                                 REPLY [url, status, param] per call
+                                                 [url, method, param] or [url, method, param,
+                                                 N] (N bytes of data, i % 251) in order; prints
+                                                 REPLY [url, status, param] per call, and
+                                                 DATA [url, bytes back, same as sent] with N
   federation_peer.py blob PORT [URL, SIZE]       one Python vsoa client calls URL with param
                                                  {"blob": SIZE}, reads the stream it opens to
                                                  its end and checks every byte (i % 251)
@@ -100,10 +102,16 @@ async def juggler_subscriber(port, patterns):
 
 def calls(port, todo):
     c = connect(port)
-    for url, method, param in todo:
-        header, reply, err = c.fetch(url, method=method, payload={'param': param}, timeout=WAIT)
+    for url, method, param, *size in todo:
+        payload = {'param': param}
+        if size:
+            payload['data'] = bytes(i % 251 for i in range(size[0]))
+        header, reply, err = c.fetch(url, method=method, payload=payload, timeout=WAIT)
         check(err == 0 and header is not None, f"fetch {url}: error {err}")
         print("REPLY " + json.dumps([url, header.status, reply.param if reply else None]), flush=True)
+        if size:
+            back = bytes(reply.data or b'') if reply else b''
+            print("DATA " + json.dumps([url, len(back), back == payload['data']]), flush=True)
     print("OK called", flush=True)
     c.close()
 

@@ -44,7 +44,8 @@ pub(crate) struct FederationArgs {
           requires = "nats")]
     nats_rpc_timeout: std::time::Duration,
     /// Serve PATTERN on this node, answering {"node": NAME, "url": URL, "param": PARAM}
-    /// (for tests and demos of a federation: which node served a call); a param
+    /// with the request's data (for tests and demos of a federation: which node served a
+    /// call); a param
     /// {"blob": N} also opens a stream of N bytes as /stream/blob does. Repeatable.
     #[arg(long, value_name = "PATTERN", value_parser = super::serve::parse_url_pattern)]
     echo_route: Vec<String>,
@@ -75,12 +76,13 @@ impl FederationArgs {
                 let name = name.clone();
                 async move {
                     let param = req.payload.param_value();
-                    let reply = Reply::json(&serde_json::json!({
+                    let mut reply = Reply::json(&serde_json::json!({
                         "node": name,
                         "url": req.url(),
                         "param": param,
                     }))
                     .unwrap_or_default();
+                    reply.payload.data = req.payload.data.clone();
                     match param.as_ref().and_then(|p| p["blob"].as_u64()) {
                         Some(n) if n <= crate::demo::MAX_BLOB => {
                             req.with_stream(reply, move |mut s| async move {

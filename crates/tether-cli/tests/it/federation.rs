@@ -463,12 +463,60 @@ async fn publishes_cross_nodes_exactly_once_and_calls_reach_the_route_owner() {
     .await
     .expect("t1 knows t2 and t3");
 
+    // Status, param and 200 000 bytes of data, byte-exact, from a route on another node.
+    let mut big = Peer::start(
+        "call",
+        t1.proc.port,
+        json!([["/only/t2/big", "set", {"k": "v"}, 200_000]]),
+    )
+    .await;
+    let reply: (String, u8, Value) =
+        serde_json::from_str(&big.expect("REPLY ").await["REPLY ".len()..]).unwrap();
+    assert_eq!(
+        (reply.1, &reply.2["node"], &reply.2["param"]),
+        (0, &json!("t2"), &json!({"k": "v"}))
+    );
+    assert_eq!(
+        big.expect("DATA ").await,
+        r#"DATA ["/only/t2/big", 200000, true]"#
+    );
+    big.expect("DONE").await;
+
     // A stream opened by a route on t2, read by a Python client on t1 through t1's proxy:
     // 10 MB, every byte checked.
     let mut blob = Peer::start("blob", t1.proc.port, json!(["/only/t2/s", 10_000_000])).await;
     assert_eq!(blob.expect("NODE ").await, "NODE \"t2\"");
     blob.expect("OK ").await;
     blob.expect("DONE").await;
+
+    // Quick publishes cross as quick publishes: t3 sends them to its subscriber over UDP.
+    // (The subscribers above are gone: t3's only pattern is this one.)
+    let quick = Peer::start("vsoa", t3.proc.port, json!(["/q/"])).await;
+    t1.wait_remote_patterns(1).await;
+    let udp_before = t3
+        .metric("tether_quick_datagrams_total{result=\"sent\"}")
+        .await;
+    let r = calls(
+        t1.proc.port,
+        &[(
+            "/publish",
+            "set",
+            json!({"url": "/q/x", "param": {}, "quick": true, "count": 20, "numbered": true}),
+        )],
+    )
+    .await;
+    assert_eq!((r[0].1, &r[0].2["forwarded"]), (0, &json!(20)), "{r:?}");
+    let got = quick.dump(20).await;
+    let n: Vec<u64> = got["/q/"]
+        .iter()
+        .map(|(_, p)| p["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(n, (0..20).collect::<Vec<_>>());
+    let udp = t3
+        .metric("tether_quick_datagrams_total{result=\"sent\"}")
+        .await
+        - udp_before;
+    assert_eq!(udp, 20, "t3 delivered them over its quick channel");
     drop(nats);
 }
 
