@@ -163,28 +163,45 @@ impl Node {
             .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
     }
 
-    /// Waits until the node knows `n` patterns that the other nodes subscribed to (it sends
-    /// only what they want).
-    async fn wait_remote_patterns(&self, n: u64) {
+    /// Waits until `/metrics` sample `name` satisfies `ok`; `what` says what was awaited.
+    async fn wait_metric(&self, name: &str, ok: impl Fn(u64) -> bool, what: &str) {
         tokio::time::timeout(WAIT, async {
-            while self.metric("tether_federation_remote_patterns").await != n {
+            while !ok(self.metric(name).await) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
         .await
-        .unwrap_or_else(|_| panic!("node never learnt {n} remote patterns"));
+        .unwrap_or_else(|_| panic!("{what}: {name} never got there"));
+    }
+
+    /// Waits until the node knows `n` patterns that the other nodes subscribed to (it sends
+    /// only what they want).
+    async fn wait_remote_patterns(&self, n: u64) {
+        let what = format!("the node learns {n} remote patterns");
+        self.wait_metric("tether_federation_remote_patterns", |v| v == n, &what)
+            .await;
     }
 
     /// Waits until the node holds `n` NATS subscriptions for its subscribers.
     async fn wait_subscriptions(&self, n: u64) {
-        tokio::time::timeout(WAIT, async {
-            while self.metric("tether_federation_subscriptions").await != n {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("node never held {n} NATS subscriptions"));
+        let what = format!("the node holds {n} NATS subscriptions");
+        self.wait_metric("tether_federation_subscriptions", |v| v == n, &what)
+            .await;
     }
+}
+
+/// Waits until `from` can reach each of `others` (each holding one NATS subscription and
+/// serving its route) through the cluster and knows `patterns` of their subscriptions:
+/// calls there are answered over the routes that carried their SUBs first (NATS keeps
+/// order on a route), and publishes are sent once their announcements arrived.
+async fn converged(from: &Node, others: &[(&Node, &str)], patterns: u64) {
+    for (node, _) in others {
+        node.wait_subscriptions(1).await;
+    }
+    for (_, route) in others {
+        until_served(from, route).await;
+    }
+    from.wait_remote_patterns(patterns).await;
 }
 
 /// A peer script (interop/py/federation_peer.py) run under our control.
@@ -375,14 +392,8 @@ async fn publishes_cross_nodes_exactly_once_and_calls_reach_the_route_owner() {
     let ws_t3 = Peer::start("juggler", t3.gateway, json!(["/a/", "/x"])).await;
 
     // The covers: t2 {"/"}, t3 {"/"}, t1 holds only its local WebSocket's /a/b/.
-    t2.wait_subscriptions(1).await;
-    t3.wait_subscriptions(1).await;
     t1.wait_subscriptions(1).await;
-    // A call t1 -> t2 and t1 -> t3 returns over the same routes that carry their SUBs: once
-    // answered, n1 knows both subscriptions (NATS keeps order on a route).
-    until_served(&t1, "/only/t2/").await;
-    until_served(&t1, "/only/t3/x").await;
-    t1.wait_remote_patterns(2).await;
+    converged(&t1, &[(&t2, "/only/t2/"), (&t3, "/only/t3/x")], 2).await;
 
     let mut urls: Vec<&str> = tether_wire::url::MATCH_MATRIX_URLS.to_vec();
     urls.extend([
@@ -455,13 +466,8 @@ async fn publishes_cross_nodes_exactly_once_and_calls_reach_the_route_owner() {
     );
 
     // Every node hears the others' announcements (the dashboard's list of nodes).
-    tokio::time::timeout(WAIT, async {
-        while t1.metric("tether_federation_peers").await != 2 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("t1 knows t2 and t3");
+    t1.wait_metric("tether_federation_peers", |n| n == 2, "t1 knows t2 and t3")
+        .await;
 
     // Status, param and 200 000 bytes of data, byte-exact, from a route on another node.
     let mut big = Peer::start(
@@ -533,13 +539,9 @@ async fn moving_subscriptions_neither_duplicate_nor_lose_nor_reorder() {
     let steady = Peer::start("vsoa", t3.proc.port, all.clone()).await;
     let moving = Peer::start("toggle", t2.proc.port, all).await;
     let local = Peer::start("vsoa", t1.proc.port, json!(["/+/a/+/a/b/"])).await;
-    t3.wait_subscriptions(1).await;
-    t2.wait_subscriptions(1).await;
-    // Barrier: t2's and t3's subscriptions reached n1 (see the first test); t2 then always
-    // holds one of its two covers (it subscribes the new before it drops the old).
-    until_served(&t1, "/only/t2").await;
-    until_served(&t1, "/only/t3").await;
-    t1.wait_remote_patterns(2).await;
+    // t2 then always holds one of its two covers (it subscribes the new before it drops
+    // the old).
+    converged(&t1, &[(&t2, "/only/t2"), (&t3, "/only/t3")], 2).await;
     const N: usize = 20_000;
     let r = calls(
         t1.proc.port,
@@ -581,15 +583,11 @@ async fn moving_subscriptions_neither_duplicate_nor_lose_nor_reorder() {
 
 /// Waits until `node` made `n` NATS connections in all and is connected.
 async fn wait_connects(node: &Node, n: u64) {
-    tokio::time::timeout(WAIT, async {
-        while node.metric("tether_federation_connects_total").await < n
-            || node.metric("tether_federation_connected").await != 1
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the node did not reconnect to NATS ({n} connections)"));
+    let what = format!("the node reconnects to NATS ({n} connections)");
+    node.wait_metric("tether_federation_connects_total", |v| v >= n, &what)
+        .await;
+    node.wait_metric("tether_federation_connected", |v| v == 1, &what)
+        .await;
 }
 
 /// Publishes `batches` numbered batches of `per` on `url` from `node`, one call each.
@@ -648,11 +646,7 @@ async fn nodes_survive_the_loss_of_nats_servers_and_of_other_nodes() {
     let on_t2 = Peer::start("vsoa", t2.proc.port, json!(["/k/"])).await;
     let on_t3 = Peer::start("vsoa", t3.proc.port, json!(["/k/"])).await;
     let on_t1 = Peer::start("vsoa", t1.proc.port, json!(["/k/"])).await;
-    t2.wait_subscriptions(1).await;
-    t3.wait_subscriptions(1).await;
-    until_served(&t1, "/only/t2").await;
-    until_served(&t1, "/only/t3").await;
-    t1.wait_remote_patterns(2).await;
+    converged(&t1, &[(&t2, "/only/t2"), (&t3, "/only/t3")], 2).await;
     const PER: u64 = 200;
     publish_batches(&t1, "/k/x", 0..5, PER).await;
 
@@ -712,13 +706,12 @@ async fn nodes_survive_the_loss_of_nats_servers_and_of_other_nodes() {
     // counted, cross-node calls fail fast with status 7.
     nats.kill(0).await;
     nats.kill(2).await;
-    tokio::time::timeout(WAIT, async {
-        while t1.metric("tether_federation_connected").await != 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("t1 notices that NATS is gone");
+    t1.wait_metric(
+        "tether_federation_connected",
+        |v| v == 0,
+        "t1 notices that NATS is gone",
+    )
+    .await;
     let out = publish_batches(&t1, "/k/x", K1_END..K1_END + 2, PER).await;
     assert!(
         out.iter()
@@ -858,11 +851,7 @@ async fn a_stalled_subscriber_is_cut_off_and_slows_nobody_on_any_node() {
     let stalled = Peer::start("stall", t2.proc.port, json!(["/s/"])).await;
     let beside = Peer::start("vsoa", t2.proc.port, json!(["/s/"])).await;
     let elsewhere = Peer::start("vsoa", t3.proc.port, json!(["/s/"])).await;
-    t2.wait_subscriptions(1).await;
-    t3.wait_subscriptions(1).await;
-    until_served(&t1, "/only/t2").await;
-    until_served(&t1, "/only/t3").await;
-    t1.wait_remote_patterns(2).await;
+    converged(&t1, &[(&t2, "/only/t2"), (&t3, "/only/t3")], 2).await;
     // 20 000 publishes of 2 KiB: 40 MB, far past the stalled client's 4 MiB queue and
     // its socket buffers. In batches of 4 MB that t1 forwards before the next (its forward
     // queue holds 8 MiB; beyond, it would count publishes as not forwarded).
@@ -878,13 +867,13 @@ async fn a_stalled_subscriber_is_cut_off_and_slows_nobody_on_any_node() {
         for (_, status, r) in calls(t1.proc.port, &todo).await {
             assert_eq!((status, &r["forwarded"]), (0, &json!(PER)), "{r}");
         }
-        tokio::time::timeout(WAIT, async {
-            while t1.metric("tether_federation_forwarded_total").await < (b + 1) * PER {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .expect("t1 forwards a batch");
+        let sent = (b + 1) * PER;
+        t1.wait_metric(
+            "tether_federation_forwarded_total",
+            |v| v >= sent,
+            "t1 forwards a batch",
+        )
+        .await;
     }
     let all = (BATCHES * PER) as usize;
     for (node, peer) in [("t2", beside), ("t3", elsewhere)] {

@@ -560,6 +560,12 @@ impl Federation {
     pub fn stats(&self) -> FederationStats {
         let c = &self.inner.counters;
         let l = |a: &AtomicU64| a.load(Relaxed);
+        let (peers, remote_patterns) = {
+            let remote = self.inner.remote.read().unwrap_or_else(|e| e.into_inner());
+            let mut peers: Vec<String> = remote.peers.values().map(|p| p.name.clone()).collect();
+            peers.sort();
+            (peers, remote.index.len())
+        };
         FederationStats {
             node: self.inner.node.clone(),
             connected: self.is_connected(),
@@ -575,19 +581,8 @@ impl Federation {
             malformed: l(&c.malformed),
             subscriptions: c.subscriptions.load(Relaxed),
             routes: c.routes.load(Relaxed),
-            peers: {
-                let remote = self.inner.remote.read().unwrap_or_else(|e| e.into_inner());
-                let mut v: Vec<String> = remote.peers.values().map(|p| p.name.clone()).collect();
-                v.sort();
-                v
-            },
-            remote_patterns: self
-                .inner
-                .remote
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .index
-                .len(),
+            peers,
+            remote_patterns,
             rpc_remote: l(&c.rpc_remote),
             rpc_served: l(&c.rpc_served),
             rpc_local_fallback: l(&c.rpc_local_fallback),

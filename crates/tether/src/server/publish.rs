@@ -103,12 +103,10 @@ impl Server {
         payload: &Payload,
     ) -> Result<PublishReport, Error> {
         let mut report = PublishReport::default();
-        self.deliver_local(url, payload, false, &mut report);
-        let packet = payload.packet(PacketType::Publish, url, MAX_BODY_LEN)?;
         let mut waiting = Vec::new();
-        let offered = self.shared.registry().offer(
+        let offered = self.offer_here(
             url,
-            || packet.to_bytes(),
+            payload,
             &mut report,
             |_| false,
             |_, out| waiting.push(out.clone()),
@@ -135,13 +133,11 @@ impl Server {
         backlogs: &Backlogs,
     ) -> Result<PublishReport, Error> {
         let mut report = PublishReport::default();
-        self.deliver_local(url, payload, false, &mut report);
-        let packet = payload.packet(PacketType::Publish, url, MAX_BODY_LEN)?;
         let mut full = Vec::new();
         let held = backlogs.held();
-        let offered = self.shared.registry().offer(
+        let offered = self.offer_here(
             url,
-            || packet.to_bytes(),
+            payload,
             &mut report,
             |id| held.contains(&id),
             |id, out| full.push((id, out.clone())),
@@ -152,6 +148,25 @@ impl Server {
             }
         }
         Ok(report)
+    }
+
+    /// Delivers a publish to the local subscribers and offers it to every matching client
+    /// without waiting (`Registry::offer` says what `hold` and `full` do); the encoded
+    /// packet, if any client was offered it.
+    fn offer_here(
+        &self,
+        url: &str,
+        payload: &Payload,
+        report: &mut PublishReport,
+        hold: impl Fn(u32) -> bool,
+        full: impl FnMut(u32, &crate::outbound::Outbound),
+    ) -> Result<Option<bytes::Bytes>, Error> {
+        self.deliver_local(url, payload, false, report);
+        let packet = payload.packet(PacketType::Publish, url, MAX_BODY_LEN)?;
+        Ok(self
+            .shared
+            .registry()
+            .offer(url, || packet.to_bytes(), report, hold, full)?)
     }
 
     /// Publishes over the quick (UDP) channel to every matching client that advertised a
